@@ -1,0 +1,46 @@
+# callhome: NETCONF/RESTCONF Call Home (RFC 8071) for Python and Ansible.
+#   make demo   create the virtualenv, install, run the embedded call-home demo
+#   make test   install what the tests need (pip + apt) and run every test
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test lint typecheck unit integration bench system-packages clean
+
+$(VENV)/.installed: pyproject.toml
+	scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m callhome_transport.demo
+
+system-packages:
+	scripts/install-system-packages.sh
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check callhome_transport tests benchmarks
+	$(VENV)/bin/ruff format --check callhome_transport tests benchmarks
+
+typecheck: $(VENV)/.installed-test
+	$(VENV)/bin/mypy --strict callhome_transport
+
+unit: $(VENV)/.installed-test
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: $(VENV)/.installed-test system-packages
+	$(VENV)/bin/pytest -q tests/integration
+
+test: $(VENV)/.installed-test system-packages lint typecheck
+	$(VENV)/bin/pytest -q tests
+
+bench: $(VENV)/.installed-test system-packages
+	$(PY) benchmarks/bench_ssh.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

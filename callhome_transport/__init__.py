@@ -1,0 +1,66 @@
+"""callhome_transport: NETCONF Call Home (RFC 8071) for Python.
+
+The device opens the TCP connection; we run the SSH client role over it,
+identify the device by its host key, authenticate with that device's
+credentials, and hand a standard ``ncclient.manager.Manager`` to the caller.
+
+Public API (stable names): :func:`call_home`, :class:`Inventory`,
+:class:`CallHomeServer`, the errors in :mod:`callhome_transport.errors`.
+"""
+
+import logging
+
+from .compat import call_home
+from .errors import (
+    AuthenticationFailedError,
+    CallHomeError,
+    DeviceDisconnectedError,
+    DeviceNotConnectedError,
+    DeviceStateError,
+    HandshakeTimeoutError,
+    HostKeyMismatchError,
+    InventoryError,
+    ListenerError,
+    TransportError,
+    TrustError,
+    UnknownDeviceError,
+    UnsupportedOptionError,
+)
+from .inventory import Device, HostKeyPin, Inventory, SSHCredentials, Transport
+from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
+from .ssh import SSHClientConfig
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NETCONF_CH_SSH_PORT",
+    "NETCONF_CH_TLS_PORT",
+    "RESTCONF_CH_TLS_PORT",
+    "AsyncCallHomeServer",
+    "AuthenticationFailedError",
+    "CallHomeError",
+    "CallHomeServer",
+    "Device",
+    "DeviceConnected",
+    "DeviceDisconnectedError",
+    "DeviceNotConnectedError",
+    "DeviceStateError",
+    "HandshakeTimeoutError",
+    "HostKeyMismatchError",
+    "HostKeyPin",
+    "Inventory",
+    "InventoryError",
+    "ListenerError",
+    "RejectedAttempt",
+    "SSHClientConfig",
+    "SSHCredentials",
+    "Transport",
+    "TransportError",
+    "TrustError",
+    "UnknownDeviceError",
+    "UnsupportedOptionError",
+    "call_home",
+]

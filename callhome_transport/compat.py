@@ -1,0 +1,291 @@
+"""``call_home()``: a drop-in superset of ``ncclient.manager.call_home``.
+
+It takes ncclient's keyword arguments and returns a standard ncclient
+``Manager``, with the stock function's bugs fixed:
+
+* IPv6: ``host="::"`` (or any IPv6 address) works; ``host=None`` binds every
+  interface, IPv4 and IPv6.
+* ``SO_REUSEADDR``: a second call on the same port right after the first does
+  not fail with EADDRINUSE.
+* The host key is checked against the *device's* pin (``hostkey_b64``) or, if
+  none is given, against ``known_hosts`` entries for the device's address;
+  stock ncclient looks up the *bind* address, so everyone disables checking.
+* Separate timeouts: ``accept_timeout`` (how long to wait for the device to
+  call), ``ssh_timeout`` (handshake + authentication), and the Manager's RPC
+  ``timeout``; ``timeout`` alone sets all three, as in ncclient.
+* A device with the wrong key (or failing authentication) does not end the
+  wait: the listener keeps accepting until ``accept_timeout``, then raises the
+  typed error of the last refused attempt.
+
+Keywords that cannot be honoured on a call-home connection (``sock``,
+``sock_fd``, ``bind_addr``, ``ssh_config``, ``allow_agent=True``...) raise
+:class:`~callhome_transport.errors.UnsupportedOptionError` naming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from ncclient.manager import Manager
+
+from .engine import EventLoopThread
+from .errors import (
+    CallHomeError,
+    DeviceNotConnectedError,
+    HostKeyMismatchError,
+    TransportError,
+    UnknownDeviceError,
+    UnsupportedOptionError,
+)
+from .inventory import HostKeyPin, SSHCredentials, fingerprint_of_blob
+from .listener import NETCONF_CH_SSH_PORT, Listener, PeerAddress, format_peer
+from .netconf import manager_over_socket
+from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
+from .trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
+
+__all__ = ["call_home"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0  # ncclient's call_home accept timeout
+
+_engine: EventLoopThread | None = None
+_engine_lock = threading.Lock()
+
+
+def _shared_engine() -> EventLoopThread:
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = EventLoopThread(name="callhome-call_home")
+        return _engine
+
+
+# ncclient keywords with no meaning when the device opens the connection.
+_REFUSED = {
+    "sock": "call home accepts the device's connection; there is no socket to pass in",
+    "sock_fd": "call home accepts the device's connection; there is no socket to pass in",
+    "bind_addr": "call home does not dial out; use host= for the listen address",
+    "ssh_config": "call home reads no ssh_config (credentials are chosen per identified device)",
+    "environment": "no environment variables are sent to call-home devices",
+    "use_libssh": "the SSH client role runs on asyncssh",
+}
+
+
+class _KnownHostsTrust:
+    """``hostkey_verify=True`` without ``hostkey_b64``: trust the keys that
+    ``known_hosts`` lists for the device's *address* (what a forward connection
+    to that address would check), else ask ``unknown_host_cb``."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        credentials: SSHCredentials,
+        unknown_host_cb: Callable[[str, str], bool] | None,
+    ) -> None:
+        existing = [f for f in files if os.path.exists(f)]
+        self._known = asyncssh.read_known_hosts(existing) if existing else None
+        self._credentials = credentials
+        self._unknown_host_cb = unknown_host_cb
+
+    def identify(self, presented: PresentedKey) -> Identity | None:
+        host, port = presented.peer_address
+        trusted: list[asyncssh.SSHKey] = []
+        if self._known is not None:
+            trusted = list(asyncssh.match_known_hosts(self._known, host, host, port)[0])
+        fingerprints = {fingerprint_of_blob(key.public_data) for key in trusted}
+        if presented.fingerprint in fingerprints or (
+            self._unknown_host_cb is not None and self._unknown_host_cb(host, presented.fingerprint)
+        ):
+            return Identity(device=host, credentials=self._credentials, fingerprint=presented.fingerprint)
+        return None
+
+
+def _pin_from_b64(hostkey_b64: str) -> HostKeyPin:
+    try:
+        blob = base64.b64decode(hostkey_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise UnsupportedOptionError("hostkey_b64", "not valid base64 of an SSH public key blob") from None
+    length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else 0
+    key_type = blob[4 : 4 + length].decode("ascii", "replace")
+    return HostKeyPin(fingerprint=fingerprint_of_blob(blob), key_type=key_type, public_key=f"{key_type} {hostkey_b64}")
+
+
+def _credentials(username: str | None, password: str | None, key_filename: str | Sequence[str] | None) -> SSHCredentials:
+    if username is None:
+        raise UnsupportedOptionError("username", "call home needs an explicit username (no local-user default)")
+    keys = [key_filename] if isinstance(key_filename, str) else list(key_filename or [])
+    if len(keys) > 1:
+        raise UnsupportedOptionError("key_filename", "give one private key file per device")
+    return SSHCredentials(username=username, password=password, private_key=Path(keys[0]) if keys else None)
+
+
+def call_home(
+    *,
+    host: str | None = None,
+    port: int = NETCONF_CH_SSH_PORT,
+    timeout: float | None = None,
+    accept_timeout: float | None = None,
+    ssh_timeout: float | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    key_filename: str | Sequence[str] | None = None,
+    hostkey_verify: bool = True,
+    hostkey_b64: str | None = None,
+    known_hosts: Sequence[str] | None = None,
+    unknown_host_cb: Callable[[str, str], bool] | None = None,
+    allow_agent: bool | None = None,
+    look_for_keys: bool | None = None,
+    keepalive: float | None = None,
+    keepalive_count_max: int = 3,
+    device_params: Mapping[str, Any] | None = None,
+    manager_params: Mapping[str, Any] | None = None,
+    nc_params: Mapping[str, Any] | None = None,
+    errors_params: Mapping[str, Any] | None = None,
+    **other: Any,
+) -> Manager:
+    """Listen on ``host``:``port`` (default every address, port 4334), wait for
+    one device to call home, run the SSH client role over its connection and
+    return a standard ncclient ``Manager`` on the ``netconf`` subsystem.
+
+    Differs from ``ncclient.manager.call_home`` as the module docstring says;
+    in short: IPv6, SO_REUSEADDR, the host key checked against the device's
+    pin (``hostkey_b64``) or the device address's ``known_hosts`` entries,
+    ``accept_timeout`` and ``ssh_timeout`` split out of ``timeout``, and refused
+    devices do not end the wait.  ``unknown_host_cb(address, fingerprint)``
+    receives the device's address and its ``SHA256:`` fingerprint.
+
+    Closing the Manager (``close_session()`` or leaving its ``with`` block)
+    closes the SSH connection too.
+    """
+    for name in other:
+        if name in _REFUSED:
+            raise UnsupportedOptionError(name, _REFUSED[name])
+        raise UnsupportedOptionError(name, "not a keyword of ncclient.manager.call_home / connect_ssh")
+    if allow_agent:
+        raise UnsupportedOptionError("allow_agent", "call home does not use an SSH agent; pass key_filename")
+    if look_for_keys:
+        raise UnsupportedOptionError("look_for_keys", "call home does not search for default keys; pass key_filename")
+
+    base = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    accept_wait = base if accept_timeout is None else float(accept_timeout)
+    ssh_config = SSHClientConfig(
+        handshake_timeout=base if ssh_timeout is None else float(ssh_timeout),
+        keepalive_interval=float(keepalive or 0),
+        keepalive_count_max=keepalive_count_max,
+    )
+    rpc_timeout = base if timeout is not None else 30.0
+    credentials = _credentials(username, password, key_filename)
+
+    device = "call-home-device"
+    trust: Trust
+    if hostkey_b64:
+        trust = PinnedKeyTrust(device, (_pin_from_b64(hostkey_b64),), credentials)
+    elif hostkey_verify:
+        files = list(known_hosts) if known_hosts is not None else [os.path.expanduser("~/.ssh/known_hosts")]
+        trust = _KnownHostsTrust(files, credentials, unknown_host_cb)
+    else:
+        trust = AcceptAnyKey(device, credentials)
+
+    engine = _shared_engine()
+    sock, conn = engine.run(_accept_one(host, port, trust, ssh_config, accept_wait, hostkey_b64))
+
+    def _release() -> None:
+        engine.loop.call_soon_threadsafe(conn.close)
+
+    try:
+        return manager_over_socket(
+            sock,
+            device=conn.device,
+            timeout=rpc_timeout,
+            hello_timeout=ssh_config.handshake_timeout,
+            device_params=device_params,
+            manager_params=manager_params,
+            nc_params=nc_params,
+            errors_params=errors_params,
+            on_close=_release,
+        )
+    except CallHomeError:
+        _release()
+        raise
+    except Exception as exc:
+        _release()
+        raise TransportError(
+            f"NETCONF hello with {format_peer(conn.peer_address)} failed: {exc}",
+            device=conn.device,
+            peer_address=conn.peer_address,
+        ) from exc
+
+
+async def _accept_one(
+    host: str | None,
+    port: int,
+    trust: Trust,
+    config: SSHClientConfig,
+    accept_timeout: float,
+    hostkey_b64: str | None,
+) -> tuple[socket.socket, SSHDeviceConnection]:
+    """Listen until one device is authenticated, then stop listening."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[SSHDeviceConnection] = loop.create_future()
+    last_error: list[CallHomeError] = []
+    options = config.options()
+
+    async def _handle(sock: socket.socket, peer: PeerAddress) -> None:
+        try:
+            conn = await ssh_handshake(sock, peer, trust, config, options)
+        except UnknownDeviceError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            error: CallHomeError = exc
+            if hostkey_b64:
+                error = HostKeyMismatchError(
+                    device=None,
+                    peer_address=peer,
+                    fingerprint=exc.fingerprint,
+                    expected=_pin_from_b64(hostkey_b64).fingerprint,
+                )
+            last_error.append(error)
+            return
+        except CallHomeError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            last_error.append(exc)
+            return
+        if done.done():
+            conn.close()
+        else:
+            done.set_result(conn)
+
+    listener = Listener(_handle, listen_address=host, listen_port=port)
+    await listener.start()
+    try:
+        conn = await asyncio.wait_for(asyncio.shield(done), accept_timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        if last_error:
+            raise last_error[-1] from None
+        raise DeviceNotConnectedError(device=f"any device on port {listener.listen_port}", timeout=accept_timeout) from None
+    finally:
+        await _close_listener_keeping(listener, done)
+    try:
+        sock, _relay = await conn.open_netconf()
+    except BaseException:
+        conn.close()
+        raise
+    return sock, conn
+
+
+async def _close_listener_keeping(listener: Listener, done: asyncio.Future[SSHDeviceConnection]) -> None:
+    """Close the listener; its handler tasks are finished or cancelled, but
+    the accepted device's connection (already authenticated) lives on."""
+    await listener.close()
+    if not done.done():
+        done.cancel()

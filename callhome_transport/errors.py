@@ -1,0 +1,262 @@
+"""Typed errors for call home.
+
+One root, :class:`CallHomeError`, and one family per room (listener, inventory,
+trust, transport, device state).  Every error carries its data as attributes
+(``device``, ``peer_address``, ``fingerprint``...) so callers never parse
+messages, and every error pickles: they cross Ansible's process boundary.
+
+Whose fault it is reads from the family:
+
+* :class:`InventoryError`: the operator's configuration.
+* :class:`TrustError`: the calling device is not who we expect (remote).
+* :class:`TransportError`: the SSH/TLS/NETCONF session failed (remote or network).
+* :class:`DeviceStateError`: the device is not (or no longer) available.
+* :class:`ListenerError`: we could not bind or listen (local).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AuthenticationFailedError",
+    "CallHomeError",
+    "DeviceDisconnectedError",
+    "DeviceNotConnectedError",
+    "DeviceStateError",
+    "HandshakeTimeoutError",
+    "HostKeyMismatchError",
+    "InventoryError",
+    "ListenerError",
+    "TransportError",
+    "TrustError",
+    "UnknownDeviceError",
+    "UnsupportedOptionError",
+]
+
+
+class CallHomeError(Exception):
+    """Root of every error raised by :mod:`callhome_transport`.
+
+    Subclasses set their data as keyword-only attributes and build the message
+    from them.  ``__reduce__`` rebuilds an error from those attributes, so an
+    error survives pickling with its data intact.
+    """
+
+    def __init__(self, message: str, **attrs: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self._attrs = dict(attrs)
+        for key, value in attrs.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._attrs))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[CallHomeError], message: str, attrs: dict[str, Any]) -> CallHomeError:
+    err = cls.__new__(cls)
+    CallHomeError.__init__(err, message, **attrs)
+    return err
+
+
+def _peer(peer_address: tuple[str, int] | None) -> str:
+    if peer_address is None:
+        return "unknown peer"
+    host, port = peer_address[0], peer_address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- configuration -----------------------------------------------------------
+
+
+class InventoryError(CallHomeError):
+    """The inventory (file or Python data) is invalid.
+
+    ``source`` is the file (or ``"<dict>"``), ``key_path`` the dotted path of the
+    offending key (``devices.SN-0001.ssh.host_keys[0]``), ``expected`` what was
+    expected there.
+    """
+
+    source: str
+    key_path: str
+    expected: str
+
+    def __init__(self, source: str | Path, key_path: str, expected: str) -> None:
+        where = f"{source}: {key_path}" if key_path else str(source)
+        super().__init__(
+            f"{where}: expected {expected}",
+            source=str(source),
+            key_path=key_path,
+            expected=expected,
+        )
+
+
+class UnsupportedOptionError(CallHomeError, TypeError):
+    """An option (e.g. an ``ncclient.manager.call_home`` keyword) that our
+    engine cannot honour was given.  We refuse it rather than ignore it."""
+
+    option: str
+    reason: str
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"option {option!r} is not supported: {reason}", option=option, reason=reason)
+
+
+# --- listener -------------------------------------------------------------
+
+
+class ListenerError(CallHomeError):
+    """The listener could not bind or accept (a local problem)."""
+
+    listen_address: str
+    listen_port: int
+
+    def __init__(self, listen_address: str, listen_port: int, reason: str) -> None:
+        super().__init__(
+            f"cannot listen on {_peer((listen_address, listen_port))}: {reason}",
+            listen_address=listen_address,
+            listen_port=listen_port,
+            reason=reason,
+        )
+
+
+# --- trust (the remote side is not who we expect) ----------------------------
+
+
+class TrustError(CallHomeError):
+    """The calling device could not be trusted (RFC 8071 s5, C5)."""
+
+    peer_address: tuple[str, int] | None
+    fingerprint: str
+
+
+class UnknownDeviceError(TrustError):
+    """The presented host key belongs to no device in the inventory.
+
+    The connection was closed before any authentication was attempted.
+    ``fingerprint`` is what an operator adds to the inventory to onboard it.
+    """
+
+    def __init__(self, *, peer_address: tuple[str, int] | None, fingerprint: str, key_type: str = "") -> None:
+        key = f"{key_type} {fingerprint}" if key_type else fingerprint
+        super().__init__(
+            f"unknown device from {_peer(peer_address)}: host key {key} "
+            "is not pinned for any device in the inventory",
+            peer_address=peer_address,
+            fingerprint=fingerprint,
+            key_type=key_type,
+        )
+
+
+class HostKeyMismatchError(TrustError):
+    """A device we waited for by name called with another device's key, or a
+    ``call_home(hostkey_b64=...)`` pin did not match what the device presented."""
+
+    device: str | None
+
+    def __init__(
+        self,
+        *,
+        device: str | None,
+        peer_address: tuple[str, int] | None,
+        fingerprint: str,
+        expected: str = "",
+    ) -> None:
+        who = device or "the expected device"
+        super().__init__(
+            f"host key {fingerprint} from {_peer(peer_address)} does not match {who}"
+            + (f" (expected {expected})" if expected else ""),
+            device=device,
+            peer_address=peer_address,
+            fingerprint=fingerprint,
+            expected=expected,
+        )
+
+
+# --- transport --------------------------------------------------------------
+
+
+class TransportError(CallHomeError):
+    """The SSH/TLS or NETCONF session with a device failed."""
+
+    device: str | None
+    peer_address: tuple[str, int] | None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str | None = None,
+        peer_address: tuple[str, int] | None = None,
+        **attrs: Any,
+    ) -> None:
+        super().__init__(message, device=device, peer_address=peer_address, **attrs)
+
+
+class AuthenticationFailedError(TransportError):
+    """The device was identified but refused our credentials (C7)."""
+
+    username: str
+
+    def __init__(self, *, device: str, peer_address: tuple[str, int] | None, username: str, reason: str = "") -> None:
+        super().__init__(
+            f"authentication as {username!r} failed on device {device} ({_peer(peer_address)})"
+            + (f": {reason}" if reason else ""),
+            device=device,
+            peer_address=peer_address,
+            username=username,
+            reason=reason,
+        )
+
+
+class HandshakeTimeoutError(TransportError):
+    """A device connected but did not finish the SSH/TLS handshake and
+    authentication within the handshake timeout (a DoS guard, RFC 8071 s5)."""
+
+    timeout: float
+
+    def __init__(self, *, peer_address: tuple[str, int] | None, timeout: float, device: str | None = None) -> None:
+        super().__init__(
+            f"handshake with {_peer(peer_address)} did not complete within {timeout:g} s",
+            device=device,
+            peer_address=peer_address,
+            timeout=timeout,
+        )
+
+
+# --- device state -------------------------------------------------------------
+
+
+class DeviceStateError(CallHomeError):
+    """The device is not available for the requested operation."""
+
+    device: str
+
+
+class DeviceNotConnectedError(DeviceStateError):
+    """The device did not call home within the time we were asked to wait
+    (the deferral of the call-home draft ran out)."""
+
+    timeout: float
+
+    def __init__(self, *, device: str, timeout: float) -> None:
+        super().__init__(
+            f"device {device} did not call home within {timeout:g} s",
+            device=device,
+            timeout=timeout,
+        )
+
+
+class DeviceDisconnectedError(DeviceStateError):
+    """The device's session ended (closed by the device, or declared dead after
+    missed keepalives)."""
+
+    reason: str
+
+    def __init__(self, *, device: str, reason: str) -> None:
+        super().__init__(f"device {device} disconnected: {reason}", device=device, reason=reason)

@@ -1,0 +1,142 @@
+"""NETCONF message framing, sans I/O.
+
+Two framings exist (RFC 6242 s4): end-of-message (``]]>]]>``, base:1.0, always
+used for ``<hello>``) and chunked (base:1.1, ``\\n#<len>\\n<data>...\\n##\\n``).
+:class:`FrameDecoder` takes bytes as they arrive, in any split, and returns
+the complete messages; it owns no socket, clock or thread, so it is tested one
+byte at a time.  The simulated device uses it; ncclient keeps its own parser
+for the client side.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["EOM", "FrameDecoder", "Framing", "FramingError", "encode"]
+
+EOM = b"]]>]]>"  # RFC 6242 s4.3
+_END_OF_CHUNKS = b"\n##\n"  # RFC 6242 s4.2
+MAX_CHUNK_SIZE = 4294967295  # RFC 6242 s4.2: chunk-size 1..4294967295
+
+
+class Framing(enum.Enum):
+    """Which framing a session uses."""
+
+    END_OF_MESSAGE = "base:1.0"
+    CHUNKED = "base:1.1"
+
+
+class FramingError(ValueError):
+    """The peer sent bytes that violate RFC 6242 framing (the peer's fault)."""
+
+
+def encode(message: bytes, framing: Framing) -> bytes:
+    """Frame one message for sending."""
+    if framing is Framing.END_OF_MESSAGE:
+        return message + EOM
+    if not message:
+        raise ValueError("a chunked message needs at least one byte")
+    return b"\n#%d\n%s%s" % (len(message), message, _END_OF_CHUNKS)
+
+
+class _State(enum.Enum):
+    EOM_BODY = enum.auto()
+    CHUNK_HEADER = enum.auto()  # expecting "\n#" then digits or "#"
+    CHUNK_DATA = enum.auto()
+
+
+class FrameDecoder:
+    """Incremental decoder for one direction of a NETCONF session.
+
+    ``max_message_size`` bounds memory per message (a DoS guard): a message
+    that grows past it raises :class:`FramingError`.
+    """
+
+    def __init__(self, framing: Framing = Framing.END_OF_MESSAGE, *, max_message_size: int = 64 * 1024 * 1024) -> None:
+        self._buffer = bytearray()
+        self._message = bytearray()
+        self._chunk_left = 0
+        self._max = max_message_size
+        self._framing = framing
+        self._state = _State.EOM_BODY if framing is Framing.END_OF_MESSAGE else _State.CHUNK_HEADER
+
+    @property
+    def framing(self) -> Framing:
+        return self._framing
+
+    def switch(self, framing: Framing) -> None:
+        """Change framing between messages (after the hello exchange,
+        RFC 6242 s4.1).  Bytes already buffered are decoded with the new framing."""
+        if self._message or self._chunk_left:
+            raise FramingError("cannot switch framing in the middle of a message")
+        self._framing = framing
+        self._state = _State.EOM_BODY if framing is Framing.END_OF_MESSAGE else _State.CHUNK_HEADER
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every message they complete."""
+        self._buffer += data
+        messages: list[bytes] = []
+        while True:
+            message = self._step()
+            if message is None:
+                if len(self._buffer) + len(self._message) > self._max + len(EOM):
+                    raise FramingError(f"message exceeds {self._max} bytes")
+                return messages
+            messages.append(message)
+
+    def _step(self) -> bytes | None:
+        """Consume as much of the buffer as makes progress; return a message
+        when one completes, ``None`` when more bytes are needed."""
+        while True:
+            if self._state is _State.EOM_BODY:
+                index = self._buffer.find(EOM)
+                if index < 0:
+                    return None
+                message = bytes(self._buffer[:index])
+                del self._buffer[: index + len(EOM)]
+                return message
+            if self._state is _State.CHUNK_DATA:
+                if not self._buffer:
+                    return None
+                take = min(self._chunk_left, len(self._buffer))
+                self._message += self._buffer[:take]
+                del self._buffer[:take]
+                self._chunk_left -= take
+                if len(self._message) > self._max:
+                    raise FramingError(f"message exceeds {self._max} bytes")
+                if self._chunk_left:
+                    return None
+                self._state = _State.CHUNK_HEADER
+                continue
+            # CHUNK_HEADER: "\n#" followed by "#\n" (end of chunks) or digits "\n"
+            if len(self._buffer) < 3:
+                if self._buffer and not b"\n#".startswith(bytes(self._buffer[:2])):
+                    raise FramingError(f"expected chunk header, got {bytes(self._buffer[:2])!r}")
+                return None
+            if self._buffer[:2] != b"\n#":
+                raise FramingError(f"expected chunk header, got {bytes(self._buffer[:2])!r}")
+            if self._buffer[2:3] == b"#":
+                if len(self._buffer) < 4:
+                    return None
+                if self._buffer[3:4] != b"\n":
+                    raise FramingError("malformed end-of-chunks marker")
+                if not self._message:
+                    raise FramingError("end-of-chunks with no chunk")
+                del self._buffer[:4]
+                message = bytes(self._message)
+                self._message.clear()
+                return message
+            newline = self._buffer.find(b"\n", 2)
+            if newline < 0:
+                if len(self._buffer) > 2 + 10 or not bytes(self._buffer[2:]).isdigit():
+                    raise FramingError("malformed chunk size")
+                return None
+            digits = bytes(self._buffer[2:newline])
+            if not digits.isdigit() or digits.startswith(b"0") or len(digits) > 10:
+                raise FramingError(f"malformed chunk size {digits!r}")
+            size = int(digits)
+            if size > MAX_CHUNK_SIZE:
+                raise FramingError(f"chunk size {size} out of range")
+            del self._buffer[: newline + 1]
+            self._chunk_left = size
+            self._state = _State.CHUNK_DATA

@@ -1,0 +1,386 @@
+"""Device inventory: who may call home, how we recognise them, and the
+credentials we use once we have.
+
+A device is named by its identity, never by its address (call-home draft
+s3: devices call from NAT and dynamic addresses).  For SSH the identity is the
+host key the device presents (RFC 8071 s5: "the host key ... MUST be
+validated"); the inventory pins one or more keys per device, as OpenSSH public
+key lines or ``SHA256:`` fingerprints.
+
+The same YAML format serves the library, the gateway and the Ansible roles::
+
+    version: 1
+    defaults:                      # optional, merged under every device
+      ssh:
+        username: admin
+    devices:
+      SN-0001:
+        transport: ssh             # "ssh" today; "tls" and "restconf" next
+        ssh:
+          host_keys:
+            - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... sn-0001
+            - SHA256:2zYk0sB1...
+          username: admin
+          password_env: SN0001_PASSWORD     # or password: / private_key:
+        # tls: {...}               # reserved for NETCONF/RESTCONF over TLS
+
+Secrets may be given inline (``password``), by environment variable
+(``password_env``) or by file (``password_file``); the private key is a path.
+Credentials never appear in ``repr()`` or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InventoryError
+
+__all__ = [
+    "Device",
+    "HostKeyPin",
+    "Inventory",
+    "SSHCredentials",
+    "Transport",
+    "fingerprint_of_blob",
+]
+
+INVENTORY_VERSION = 1
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9+/]{43})=?$")
+
+
+class Transport(enum.Enum):
+    """How a device calls home (RFC 8071 s6 ports)."""
+
+    SSH = "ssh"  # NETCONF over SSH, port 4334
+    TLS = "tls"  # NETCONF over TLS, port 4335 (next issue)
+    RESTCONF = "restconf"  # RESTCONF over TLS, port 4336 (later issue)
+
+
+def fingerprint_of_blob(blob: bytes) -> str:
+    """OpenSSH ``SHA256:`` fingerprint of an SSH public key blob (the
+    ``ssh-keygen -lf`` form: unpadded base64 of the SHA-256 digest)."""
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostKeyPin:
+    """One pinned host key: its fingerprint, and the key itself when the
+    inventory gave a full public-key line."""
+
+    fingerprint: str
+    key_type: str = ""
+    public_key: str = ""  # the OpenSSH line as given, without comment
+
+    @classmethod
+    def parse(cls, text: str) -> HostKeyPin:
+        """Parse an OpenSSH public-key line (``ssh-ed25519 AAAA... comment``)
+        or a ``SHA256:`` fingerprint.  Raises :class:`ValueError` with what was
+        wrong."""
+        text = text.strip()
+        match = _FINGERPRINT.match(text)
+        if match:
+            return cls(fingerprint="SHA256:" + match.group(1))
+        parts = text.split()
+        if len(parts) < 2:
+            raise ValueError("an OpenSSH public key line ('TYPE BASE64 [comment]') or a 'SHA256:' fingerprint")
+        key_type, b64 = parts[0], parts[1]
+        try:
+            blob = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"valid base64 key data after {key_type!r}") from None
+        if _ssh_string_prefix(blob) != key_type.encode():
+            raise ValueError(f"key data whose embedded type matches {key_type!r}")
+        return cls(fingerprint=fingerprint_of_blob(blob), key_type=key_type, public_key=f"{key_type} {b64}")
+
+
+def _ssh_string_prefix(blob: bytes) -> bytes:
+    """The first SSH ``string`` of a key blob: its algorithm name (RFC 4253 s6.6)."""
+    if len(blob) < 4:
+        return b""
+    length = int.from_bytes(blob[:4], "big")
+    return blob[4 : 4 + length] if length <= len(blob) - 4 else b""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSHCredentials:
+    """What we authenticate with once a device is identified (RFC 8071 C7).
+
+    ``password`` and ``private_key_passphrase`` are excluded from ``repr``.
+    """
+
+    username: str
+    password: str | None = field(default=None, repr=False)
+    private_key: Path | None = None
+    private_key_passphrase: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.username:
+            raise ValueError("username must not be empty")
+        if self.password is None and self.private_key is None:
+            raise ValueError("a password or a private_key")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Device:
+    """A device that may call home, named by identity."""
+
+    name: str
+    transport: Transport = Transport.SSH
+    host_keys: tuple[HostKeyPin, ...] = ()
+    credentials: SSHCredentials | None = None
+    tls: Mapping[str, Any] | None = None  # reserved for the TLS issue
+
+    def __post_init__(self) -> None:
+        if not _DEVICE_NAME.match(self.name):
+            raise ValueError("a device name of letters, digits, '.', '_' or '-' (at most 128, not starting with '.')")
+        if self.transport is Transport.SSH:
+            if not self.host_keys:
+                raise ValueError("at least one pinned host key for an SSH device")
+            if self.credentials is None:
+                raise ValueError("credentials for an SSH device")
+
+    @property
+    def fingerprints(self) -> frozenset[str]:
+        """The SHA256 fingerprints pinned for this device."""
+        return frozenset(pin.fingerprint for pin in self.host_keys)
+
+
+class Inventory:
+    """The devices that may call home, indexed by name and by identity.
+
+    Build it from Python (``Inventory([Device(...), ...])``), a mapping
+    (:meth:`from_dict`) or a YAML file (:meth:`from_file`).  A host key pinned
+    for two devices is an error: identity must name one device.
+    """
+
+    def __init__(self, devices: Iterable[Device] = (), *, source: str = "<python>") -> None:
+        self.source = source
+        self._by_name: dict[str, Device] = {}
+        self._by_fingerprint: dict[str, str] = {}
+        for device in devices:
+            self._add(device)
+
+    def _add(self, device: Device) -> None:
+        if device.name in self._by_name:
+            raise InventoryError(self.source, f"devices.{device.name}", "each device name once")
+        for index, pin in enumerate(device.host_keys):
+            owner = self._by_fingerprint.get(pin.fingerprint)
+            if owner is not None and owner != device.name:
+                raise InventoryError(
+                    self.source,
+                    f"devices.{device.name}.ssh.host_keys[{index}]",
+                    f"a host key not already pinned for device {owner} ({pin.fingerprint})",
+                )
+            self._by_fingerprint[pin.fingerprint] = device.name
+        self._by_name[device.name] = device
+
+    # -- lookup ---------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> Device:
+        return self._by_name[name]
+
+    def get(self, name: str) -> Device | None:
+        """The device called ``name``, or ``None``."""
+        return self._by_name.get(name)
+
+    def device_for_fingerprint(self, fingerprint: str) -> Device | None:
+        """The device whose pinned host keys include ``fingerprint``, or ``None``."""
+        name = self._by_fingerprint.get(fingerprint)
+        return None if name is None else self._by_name[name]
+
+    def __repr__(self) -> str:
+        return f"Inventory({len(self)} devices from {self.source})"
+
+    # -- loading ----------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Inventory:
+        """Load a YAML inventory.  Errors name the file, the key path and what
+        was expected (:class:`~callhome_transport.errors.InventoryError`)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InventoryError(path, "", f"a readable file ({exc.strerror})") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise InventoryError(path, "", f"valid YAML{where}") from exc
+        return cls.from_dict(data, source=str(path), base_dir=path.parent)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        source: str = "<dict>",
+        base_dir: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Inventory:
+        """Build an inventory from parsed YAML/JSON data.  Relative paths
+        (private keys, password files) are resolved against ``base_dir``."""
+        return _Loader(source, base_dir or Path.cwd(), os.environ if environ is None else environ).load(data)
+
+
+class _Loader:
+    """Walks inventory data, keeping the key path for error messages."""
+
+    def __init__(self, source: str, base_dir: Path, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.environ = environ
+
+    def fail(self, key_path: str, expected: str) -> InventoryError:
+        return InventoryError(self.source, key_path, expected)
+
+    def mapping(self, value: Any, key_path: str, allowed: Iterable[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key_path or "(top level)", f"a mapping, not {type(value).__name__}")
+        allowed = set(allowed)
+        for key in value:
+            if key not in allowed:
+                raise self.fail(f"{key_path}.{key}".lstrip("."), f"one of the keys {', '.join(sorted(allowed))}")
+        return value
+
+    def string(self, value: Any, key_path: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key_path, "a non-empty string")
+        return value
+
+    def load(self, data: Any) -> Inventory:
+        top = self.mapping(data, "", ("version", "defaults", "devices"))
+        version = top.get("version", INVENTORY_VERSION)
+        if version != INVENTORY_VERSION:
+            raise self.fail("version", f"{INVENTORY_VERSION}")
+        defaults = self.mapping(top.get("defaults"), "defaults", ("transport", "ssh", "tls"))
+        devices = top.get("devices") or {}
+        if not isinstance(devices, dict):
+            raise self.fail("devices", f"a mapping of device name to settings, not {type(devices).__name__}")
+        inventory = Inventory(source=self.source)
+        for name, entry in devices.items():
+            key_path = f"devices.{name}"
+            if not isinstance(name, str):
+                raise self.fail(key_path, "a device name (string)")
+            device = self.device(name, _merge(defaults, self.mapping(entry, key_path, ("transport", "ssh", "tls"))))
+            inventory._add(device)
+        return inventory
+
+    def device(self, name: str, entry: dict[str, Any]) -> Device:
+        key_path = f"devices.{name}"
+        raw_transport = entry.get("transport", Transport.SSH.value)
+        try:
+            transport = Transport(raw_transport)
+        except ValueError:
+            raise self.fail(f"{key_path}.transport", "one of ssh, tls, restconf") from None
+        ssh = self.mapping(
+            entry.get("ssh"),
+            f"{key_path}.ssh",
+            ("host_keys", "username", "password", "password_env", "password_file", "private_key", "private_key_passphrase_env"),
+        )
+        host_keys = self.host_keys(ssh.get("host_keys"), f"{key_path}.ssh.host_keys")
+        credentials = self.credentials(ssh, f"{key_path}.ssh") if (ssh or transport is Transport.SSH) else None
+        tls = entry.get("tls")
+        if tls is not None and not isinstance(tls, dict):
+            raise self.fail(f"{key_path}.tls", "a mapping")
+        try:
+            return Device(name=name, transport=transport, host_keys=host_keys, credentials=credentials, tls=tls)
+        except ValueError as exc:
+            raise self.fail(key_path, str(exc)) from None
+
+    def host_keys(self, value: Any, key_path: str) -> tuple[HostKeyPin, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise self.fail(key_path, "a list of OpenSSH public key lines or 'SHA256:' fingerprints")
+        pins = []
+        for index, item in enumerate(value):
+            try:
+                pins.append(HostKeyPin.parse(self.string(item, f"{key_path}[{index}]")))
+            except ValueError as exc:
+                raise self.fail(f"{key_path}[{index}]", str(exc)) from None
+        return tuple(pins)
+
+    def credentials(self, ssh: dict[str, Any], key_path: str) -> SSHCredentials:
+        username = self.string(ssh.get("username"), f"{key_path}.username")
+        given = [key for key in ("password", "password_env", "password_file") if key in ssh]
+        if len(given) > 1:
+            raise self.fail(f"{key_path}.{given[1]}", f"only one of password, password_env, password_file (got {given[0]} too)")
+        password: str | None = None
+        if "password" in ssh:
+            password = self.string(ssh["password"], f"{key_path}.password")
+        elif "password_env" in ssh:
+            var = self.string(ssh["password_env"], f"{key_path}.password_env")
+            if var not in self.environ:
+                raise self.fail(f"{key_path}.password_env", f"environment variable {var} to be set")
+            password = self.environ[var]
+        elif "password_file" in ssh:
+            pw_path = self.path(ssh["password_file"], f"{key_path}.password_file")
+            try:
+                password = pw_path.read_text(encoding="utf-8").rstrip("\n")
+            except OSError as exc:
+                raise self.fail(f"{key_path}.password_file", f"a readable file ({exc.strerror}: {pw_path})") from exc
+        private_key = None
+        if "private_key" in ssh:
+            private_key = self.path(ssh["private_key"], f"{key_path}.private_key")
+            if not private_key.is_file():
+                raise self.fail(f"{key_path}.private_key", f"an existing private key file ({private_key})")
+        passphrase = None
+        if "private_key_passphrase_env" in ssh:
+            var = self.string(ssh["private_key_passphrase_env"], f"{key_path}.private_key_passphrase_env")
+            if var not in self.environ:
+                raise self.fail(f"{key_path}.private_key_passphrase_env", f"environment variable {var} to be set")
+            passphrase = self.environ[var]
+        if password is None and private_key is None:
+            raise self.fail(key_path, "one of password, password_env, password_file or private_key")
+        return SSHCredentials(
+            username=username, password=password, private_key=private_key, private_key_passphrase=passphrase
+        )
+
+    def path(self, value: Any, key_path: str) -> Path:
+        path = Path(self.string(value, key_path)).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _merge(defaults: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``defaults`` under ``entry`` one level into sections (``ssh``, ``tls``)."""
+    merged: dict[str, Any] = dict(defaults)
+    for key, value in entry.items():
+        base = merged.get(key)
+        if isinstance(base, dict) and isinstance(value, dict):
+            section = dict(base)
+            if key == "ssh" and any(k in value for k in ("password", "password_env", "password_file")):
+                for secret in ("password", "password_env", "password_file"):
+                    section.pop(secret, None)
+            section.update(value)
+            merged[key] = section
+        else:
+            merged[key] = value
+    return merged

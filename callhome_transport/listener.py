@@ -1,0 +1,196 @@
+"""The reversed-TCP listener (RFC 8071 C1, C2).
+
+It binds IPv4 and IPv6, accepts connections from devices, records the peer
+address and hands over the connected socket.  It knows nothing of SSH, TLS or
+NETCONF.  An error on one connection never stops it; it runs until closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from .errors import ListenerError
+
+__all__ = [
+    "NETCONF_CH_SSH_PORT",
+    "NETCONF_CH_TLS_PORT",
+    "RESTCONF_CH_TLS_PORT",
+    "Listener",
+    "PeerAddress",
+    "format_peer",
+]
+
+NETCONF_CH_SSH_PORT = 4334  # RFC 8071 s6: netconf-ch-ssh
+NETCONF_CH_TLS_PORT = 4335  # RFC 8071 s6: netconf-ch-tls
+RESTCONF_CH_TLS_PORT = 4336  # RFC 8071 s6: restconf-ch-tls
+
+PeerAddress = tuple[str, int]
+AcceptHandler = Callable[[socket.socket, PeerAddress], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+# Pause after accept() fails for lack of resources (EMFILE...), so that a
+# descriptor storm does not turn into a busy loop.
+_ACCEPT_BACKOFF = 0.1
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def format_peer(peer: PeerAddress | None) -> str:
+    """``127.0.0.1:53122`` or ``[::1]:53122``."""
+    if peer is None:
+        return "-"
+    host, port = peer
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoundAddress:
+    """One socket the listener bound."""
+
+    listen_address: str
+    listen_port: int
+    family: socket.AddressFamily
+
+
+class Listener:
+    """Accepts TCP connections on one port, on one or more addresses.
+
+    ``listen_address`` is a host or a list of hosts; ``None`` (the default)
+    binds every interface, IPv4 and IPv6.  ``listen_port`` 0 picks a free port,
+    the same one on every address.  ``SO_REUSEADDR`` is set, so a restart does
+    not fail with EADDRINUSE while old connections sit in TIME_WAIT.
+
+    ``handler(sock, peer_address)`` runs as its own task for every accepted
+    connection; whatever it raises is logged and forgotten.
+    """
+
+    def __init__(
+        self,
+        handler: AcceptHandler,
+        *,
+        listen_address: str | Sequence[str] | None = None,
+        listen_port: int = NETCONF_CH_SSH_PORT,
+        backlog: int = 1024,
+    ) -> None:
+        if not 0 <= listen_port <= 65535:
+            raise ValueError(f"listen_port must be 0..65535, not {listen_port}")
+        self._handler = handler
+        if listen_address is None or isinstance(listen_address, str):
+            self._hosts: list[str | None] = [listen_address]
+        else:
+            self._hosts = list(listen_address)
+        self._requested_port = listen_port
+        self._backlog = backlog
+        self._sockets: list[socket.socket] = []
+        self._accept_tasks: list[asyncio.Task[None]] = []
+        self._conn_tasks: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        self.addresses: list[BoundAddress] = []
+
+    @property
+    def listen_port(self) -> int:
+        """The port actually bound (useful with ``listen_port=0``)."""
+        return self.addresses[0].listen_port if self.addresses else self._requested_port
+
+    async def start(self) -> None:
+        """Bind and start accepting.  Raises :class:`ListenerError`."""
+        port = self._requested_port
+        for host in self._hosts:
+            for family, address in self._resolve(host, port):
+                sock = self._bind(family, address, port)
+                if port == 0:
+                    port = sock.getsockname()[1]
+                self._sockets.append(sock)
+                bound = sock.getsockname()
+                self.addresses.append(BoundAddress(listen_address=bound[0], listen_port=bound[1], family=family))
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            self._accept_tasks.append(loop.create_task(self._accept_loop(sock)))
+        for bound in self.addresses:
+            log.info("listening on %s", format_peer((bound.listen_address, bound.listen_port)))
+
+    def _resolve(self, host: str | None, port: int) -> list[tuple[socket.AddressFamily, str]]:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            self._close_sockets()
+            raise ListenerError(host or "*", port, f"cannot resolve address: {exc.strerror}") from exc
+        seen: list[tuple[socket.AddressFamily, str]] = []
+        for family, _, _, _, sockaddr in infos:
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            entry = (family, str(sockaddr[0]))
+            if entry not in seen:
+                seen.append(entry)
+        return seen
+
+    def _bind(self, family: socket.AddressFamily, address: str, port: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # keep "::" to IPv6 so that "0.0.0.0" can bind the same port
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port))
+            sock.listen(self._backlog)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            self._close_sockets()
+            raise ListenerError(address, port, exc.strerror or str(exc)) from exc
+        return sock
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, raw_peer = await loop.sock_accept(lsock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRNOS:
+                    log.warning("accept failed (%s); pausing %.1f s", exc.strerror, _ACCEPT_BACKOFF)
+                    await asyncio.sleep(_ACCEPT_BACKOFF)
+                else:
+                    log.warning("accept failed: %s", exc)
+                continue
+            peer: PeerAddress = (str(raw_peer[0]), int(raw_peer[1]))
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            log.debug("accepted TCP connection from %s", format_peer(peer))
+            task = loop.create_task(self._run_handler(conn, peer))
+            self._conn_tasks.add(task)
+            task.add_done_callback(self._conn_tasks.discard)
+
+    async def _run_handler(self, conn: socket.socket, peer: PeerAddress) -> None:
+        try:
+            await self._handler(conn, peer)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception:  # one connection's failure never stops the listener
+            log.exception("connection handler for %s failed", format_peer(peer))
+            conn.close()
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+
+    async def close(self) -> None:
+        """Stop accepting and cancel the per-connection handlers still running."""
+        for task in self._accept_tasks:
+            task.cancel()
+        await asyncio.gather(*self._accept_tasks, return_exceptions=True)
+        self._accept_tasks.clear()
+        self._close_sockets()
+        pending = list(self._conn_tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._closed.set()

@@ -1,0 +1,172 @@
+"""Hand-off to ncclient: a standard ``ncclient.manager.Manager`` over a
+NETCONF byte stream we relay.
+
+ncclient's :class:`~ncclient.transport.session.Session` needs a selectable
+stream and four transport methods.  Our stream is one end of a socketpair whose
+other end the event loop relays to an SSH channel (and, next, to a TLS
+session).  ncclient does the hello exchange and the framing itself.
+
+Stock ncclient queues every request and sends it from its session thread only
+when that thread wakes, at most every 100 ms (``TICK``), so every RPC costs
+about 100 ms even on loopback.  :class:`StreamSession` writes a request
+straight to the socket from the calling thread instead, under a lock; the
+session thread only reads.  The Manager is the stock class.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from io import BytesIO
+from typing import Any
+
+from ncclient import manager as nc_manager
+from ncclient.capabilities import Capabilities
+from ncclient.operations.rpc import RaiseMode
+from ncclient.transport.errors import SessionCloseError
+from ncclient.transport.errors import TransportError as NcTransportError
+from ncclient.transport.parser import DefaultXMLParser
+from ncclient.transport.session import MSG_DELIM, NetconfBase, Session
+
+__all__ = ["StreamSession", "manager_over_socket"]
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 65536
+
+
+class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
+    """An ncclient session over a connected stream socket.
+
+    ``device`` names the device in logs and errors; ``on_close`` runs once when
+    the session closes (used to release the SSH connection of a single-device
+    :func:`~callhome_transport.call_home`).
+    """
+
+    def __init__(
+        self,
+        device_handler: Any,
+        *,
+        device: str,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        capabilities = Capabilities(device_handler.get_capabilities())
+        Session.__init__(self, capabilities)
+        self.name = f"callhome-netconf-{device}"
+        self.device = device
+        self._device_handler = device_handler
+        self._socket: socket.socket | None = None
+        self._buffer = BytesIO()
+        self._message_list: list[Any] = []
+        self._closing = threading.Event()
+        self._send_lock = threading.Lock()
+        self._on_close = on_close
+        self.parser = DefaultXMLParser(self)
+
+    # -- set-up ------------------------------------------------------------------
+
+    def connect(self, sock: socket.socket, timeout: float = 60) -> None:  # type: ignore[override]
+        """Adopt ``sock`` and run the hello exchange (RFC 6241 s8.1)."""
+        sock.setblocking(True)
+        self._socket = sock
+        self._connected = True
+        try:
+            self._post_connect(timeout)
+        except Exception:
+            self.close()
+            raise
+
+    # -- ncclient's transport seam ---------------------------------------------------
+
+    def _transport_read(self) -> bytes:
+        assert self._socket is not None
+        try:
+            return self._socket.recv(_READ_SIZE)
+        except OSError:
+            return b""
+
+    def _transport_write(self, data: bytes) -> int:
+        assert self._socket is not None
+        return self._socket.send(data)
+
+    def _transport_register(self, selector: Any, event: Any) -> None:
+        selector.register(self._socket, event)
+
+    def _send_ready(self) -> bool:
+        return True
+
+    def send(self, message: str) -> None:
+        """Frame and write ``message`` now (no 100 ms tick).
+
+        Before the hello exchange picks base:1.1, messages use end-of-message
+        framing, as the hello itself must (RFC 6242 s4.1).
+        """
+        if not self.connected or self._socket is None:
+            raise NcTransportError(f"Not connected to NETCONF server (device {self.device})")
+        data = message.encode()
+        if self._base == NetconfBase.BASE_11:
+            data = b"\n#%d\n%s\n##\n" % (len(data), data)
+        else:
+            data = data + MSG_DELIM
+        self.logger.debug("sending %d bytes", len(data))
+        try:
+            with self._send_lock:
+                self._socket.sendall(data)
+        except OSError as exc:
+            raise SessionCloseError(self._buffer.getvalue(), data) from exc
+
+    def _dispatch_message(self, raw: str) -> None:
+        self.logger.debug("received message (%d characters)", len(raw))
+        Session._dispatch_message(self, raw)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._socket.close()
+        self._connected = False
+        callback, self._on_close = self._on_close, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("on_close callback for device %s failed", self.device)
+
+    @property
+    def host(self) -> str:
+        return self.device
+
+
+def manager_over_socket(
+    sock: socket.socket,
+    *,
+    device: str,
+    timeout: float = 30,
+    hello_timeout: float = 60,
+    device_params: Mapping[str, Any] | None = None,
+    manager_params: Mapping[str, Any] | None = None,
+    nc_params: Mapping[str, Any] | None = None,
+    errors_params: Mapping[str, Any] | None = None,
+    on_close: Callable[[], None] | None = None,
+) -> nc_manager.Manager:
+    """Build a standard ncclient ``Manager`` over ``sock`` (a NETCONF byte
+    stream with no hello exchanged yet).
+
+    ``device_params``, ``manager_params``, ``nc_params`` and ``errors_params``
+    mean what they mean for ``ncclient.manager.connect_ssh``; ``timeout`` is the
+    Manager's RPC timeout unless ``manager_params`` sets one.
+    """
+    errors = dict(errors_params or {})
+    ignore_errors = errors.get("ignore_errors", [])
+    raise_mode = errors.get("raise_mode", RaiseMode.ALL)
+    device_handler = nc_manager.make_device_handler(dict(device_params or {}), ignore_errors)
+    device_handler.add_additional_netconf_params(dict(nc_params or {}))
+    session = StreamSession(device_handler, device=device, on_close=on_close)
+    session.connect(sock, timeout=hello_timeout)
+    params: dict[str, Any] = {"timeout": timeout, **dict(manager_params or {}), "raise_mode": raise_mode}
+    return nc_manager.Manager(session, device_handler, **params)

@@ -1,0 +1,152 @@
+"""Byte relay between an SSH channel and a local stream socket.
+
+This is the seam that hands a NETCONF session to ncclient (the local end is one
+half of a ``socketpair``) and, later, to the gateway's per-device Unix sockets.
+Both directions are plain callbacks on the event loop, with flow control: when
+one side cannot take more, the other side stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import cast
+
+import asyncssh
+
+__all__ = ["ChannelRelay", "open_subsystem_relay"]
+
+log = logging.getLogger(__name__)
+
+
+class _LocalSide(asyncio.Protocol):
+    def __init__(self, relay: ChannelRelay) -> None:
+        self._relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._relay.local_attached(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self._relay.to_channel(data)
+
+    def eof_received(self) -> bool:
+        self._relay.local_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._relay.local_closed()
+
+    def pause_writing(self) -> None:
+        self._relay.pause_channel()
+
+    def resume_writing(self) -> None:
+        self._relay.resume_channel()
+
+
+class ChannelRelay(asyncssh.SSHClientSession[bytes]):
+    """Relays one SSH channel (e.g. the ``netconf`` subsystem) to a local
+    stream socket, both ways, until either side closes."""
+
+    def __init__(self) -> None:
+        self.channel: asyncssh.SSHClientChannel[bytes] | None = None
+        self.local: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.bytes_to_device = 0
+        self.bytes_from_device = 0
+        # what the device sent before the local side was attached (its hello)
+        self._early: list[bytes] = []
+        self._early_eof = False
+
+    # -- channel side (asyncssh callbacks) ---------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+        self.channel = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype is not None:  # stderr of a subsystem: not part of NETCONF
+            log.debug("ignoring %d bytes of extended data from device", len(data))
+            return
+        self.bytes_from_device += len(data)
+        if self.local is None:
+            self._early.append(data)
+        elif not self.local.is_closing():
+            self.local.write(data)
+
+    def eof_received(self) -> bool:
+        if self.local is None:
+            self._early_eof = True
+        elif self.local.can_write_eof():
+            self.local.write_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.local is not None:
+            self.local.close()
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def pause_writing(self) -> None:
+        if self.local is not None:
+            self.local.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.local is not None:
+            self.local.resume_reading()
+
+    # -- local side -----------------------------------------------------------------
+
+    def local_attached(self, transport: asyncio.Transport) -> None:
+        self.local = transport
+        for data in self._early:
+            transport.write(data)
+        self._early.clear()
+        if self._early_eof and transport.can_write_eof():
+            transport.write_eof()
+        if self.closed.done():
+            transport.close()
+
+    def to_channel(self, data: bytes) -> None:
+        self.bytes_to_device += len(data)
+        if self.channel is not None:
+            self.channel.write(data)
+
+    def local_eof(self) -> None:
+        if self.channel is not None:
+            self.channel.write_eof()
+
+    def local_closed(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+
+    def pause_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.pause_reading()
+
+    def resume_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.resume_reading()
+
+    async def attach_local(self, sock: socket.socket) -> None:
+        """Start relaying to ``sock`` (a connected stream socket)."""
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: _LocalSide(self), sock)
+
+
+async def open_subsystem_relay(conn: asyncssh.SSHClientConnection, subsystem: str = "netconf") -> tuple[socket.socket, ChannelRelay]:
+    """Open a channel running ``subsystem`` on ``conn`` and relay it to one end
+    of a new ``socketpair``; return the other (blocking) end and the relay.
+
+    Closing the returned socket closes the channel, and the channel closing
+    closes the socket.
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        _, relay = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)
+        await relay.attach_local(ours)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    theirs.setblocking(True)
+    return theirs, relay

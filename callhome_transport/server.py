@@ -1,0 +1,400 @@
+"""Multi-device call home: a listener, device trust from an inventory, and a
+registry of connected devices that callers reach by name.
+
+:class:`AsyncCallHomeServer` is the asyncio core (the gateway builds on it);
+:class:`CallHomeServer` runs it on a background event loop for synchronous
+code and hands out standard ncclient Managers::
+
+    inventory = Inventory.from_file("devices.yml")
+    with CallHomeServer(inventory, listen_port=4334) as server:
+        with server.netconf("SN-0001", timeout=120) as m:   # waits for the call
+            print(m.get_config(source="running"))
+
+A device that is not connected yet is waited for (deferral, call-home draft
+s7); one that calls again replaces its stale connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ncclient.manager import Manager
+
+from .engine import EventLoopThread
+from .errors import (
+    AuthenticationFailedError,
+    CallHomeError,
+    DeviceDisconnectedError,
+    DeviceNotConnectedError,
+    HandshakeTimeoutError,
+    TransportError,
+    UnknownDeviceError,
+)
+from .inventory import Inventory, Transport
+from .listener import NETCONF_CH_SSH_PORT, Listener, PeerAddress, format_peer
+from .netconf import manager_over_socket
+from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
+from .trust import InventoryTrust, Trust
+
+__all__ = ["AsyncCallHomeServer", "CallHomeServer", "DeviceConnected", "RejectedAttempt"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceConnected:
+    """A device called home and was identified and authenticated."""
+
+    device: str
+    transport: Transport
+    peer_address: PeerAddress
+    fingerprint: str
+    connected_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RejectedAttempt:
+    """A call-home attempt that was refused, kept so an operator can onboard
+    or investigate it."""
+
+    peer_address: PeerAddress
+    reason: str  # "unknown-device", "auth-failed", "handshake-timeout", "transport-error"
+    fingerprint: str
+    key_type: str
+    device: str | None
+    at: float
+
+
+class AsyncCallHomeServer:
+    """The asyncio call-home server for NETCONF over SSH (port 4334).
+
+    ``trust`` defaults to the inventory's pinned host keys.  Use
+    ``async with`` or :meth:`start` / :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        listen_address: str | Sequence[str] | None = None,
+        listen_port: int = NETCONF_CH_SSH_PORT,
+        ssh: SSHClientConfig | None = None,
+        trust: Trust | None = None,
+        rejected_history: int = 256,
+    ) -> None:
+        self.inventory = inventory
+        self.ssh_config = ssh or SSHClientConfig()
+        self._trust = trust or InventoryTrust(inventory)
+        self._options = self.ssh_config.options()
+        self._listener = Listener(self._on_accept, listen_address=listen_address, listen_port=listen_port)
+        self._connections: dict[str, SSHDeviceConnection] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._callbacks: list[Callable[[DeviceConnected], None]] = []
+        self.rejected: collections.deque[RejectedAttempt] = collections.deque(maxlen=rejected_history)
+
+    @property
+    def listen_port(self) -> int:
+        return self._listener.listen_port
+
+    @property
+    def listener(self) -> Listener:
+        return self._listener
+
+    async def start(self) -> None:
+        await self._listener.start()
+
+    async def close(self) -> None:
+        """Stop listening and close every device connection."""
+        await self._listener.close()
+        conns = list(self._connections.values())
+        self._connections.clear()
+        for conn in conns:
+            conn.close()
+        await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+
+    async def __aenter__(self) -> AsyncCallHomeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def add_connect_callback(self, callback: Callable[[DeviceConnected], None]) -> None:
+        """Call ``callback(event)`` on the event loop each time a device is
+        identified and authenticated.  It must not block."""
+        self._callbacks.append(callback)
+
+    # -- the accept path ----------------------------------------------------------
+
+    async def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
+        try:
+            conn = await ssh_handshake(sock, peer, self._trust, self.ssh_config, self._options)
+        except UnknownDeviceError as exc:
+            log.warning(
+                "peer=%s rejected unknown device: host key %s %s is not in the inventory; "
+                "pin it under devices.<name>.ssh.host_keys to accept it",
+                format_peer(peer),
+                exc.key_type,  # type: ignore[attr-defined]
+                exc.fingerprint,
+            )
+            self._reject(peer, "unknown-device", exc.fingerprint, exc.key_type, None)  # type: ignore[attr-defined]
+            return
+        except AuthenticationFailedError as exc:
+            log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
+            self._reject(peer, "auth-failed", "", "", exc.device)
+            return
+        except HandshakeTimeoutError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            self._reject(peer, "handshake-timeout", "", "", exc.device)
+            return
+        except TransportError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            self._reject(peer, "transport-error", "", "", exc.device)
+            return
+        self._register(conn)
+
+    def _reject(self, peer: PeerAddress, reason: str, fingerprint: str, key_type: str, device: str | None) -> None:
+        self.rejected.append(
+            RejectedAttempt(
+                peer_address=peer, reason=reason, fingerprint=fingerprint, key_type=key_type, device=device, at=time.time()
+            )
+        )
+
+    def _register(self, conn: SSHDeviceConnection) -> None:
+        old = self._connections.get(conn.device)
+        self._connections[conn.device] = conn
+        if old is not None and not old.is_closed:
+            old.log.info("replaced by a new call home from %s", format_peer(conn.peer_address))
+            old.close()
+        self._signal(conn.device)
+        asyncio.get_running_loop().create_task(self._watch(conn))
+        event = _event(conn)
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("connect callback failed for device %s", conn.device)
+
+    async def _watch(self, conn: SSHDeviceConnection) -> None:
+        await conn.wait_closed()
+        if self._connections.get(conn.device) is conn:
+            del self._connections[conn.device]
+            self._signal(conn.device)
+
+    def _signal(self, device: str) -> None:
+        event = self._changed.pop(device, None)
+        if event is not None:
+            event.set()
+
+    # -- the caller's side --------------------------------------------------------------
+
+    def connected(self) -> dict[str, SSHDeviceConnection]:
+        """The devices connected now, by name."""
+        return {name: conn for name, conn in self._connections.items() if not conn.is_closed}
+
+    async def wait_for(self, device: str, timeout: float) -> SSHDeviceConnection:
+        """The device's live connection, waiting up to ``timeout`` seconds for
+        it to call home.  Raises :class:`DeviceNotConnectedError`; a name that is
+        not in the inventory raises :class:`KeyError` at once."""
+        if device not in self.inventory:
+            raise KeyError(f"device {device!r} is not in the inventory ({self.inventory.source})")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            conn = self._connections.get(device)
+            if conn is not None and not conn.is_closed:
+                return conn
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeviceNotConnectedError(device=device, timeout=timeout)
+            event = self._changed.setdefault(device, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise DeviceNotConnectedError(device=device, timeout=timeout) from None
+
+    async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, SSHDeviceConnection]:
+        """Wait for ``device`` and open a NETCONF channel on it; return the
+        local end of the relayed stream (no hello exchanged yet)."""
+        conn = await self.wait_for(device, timeout)
+        if conn.is_closed:
+            raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
+        sock, _relay = await conn.open_netconf()
+        return sock, conn
+
+
+class CallHomeServer:
+    """Synchronous call-home server: :class:`AsyncCallHomeServer` on a
+    background event loop, handing out standard ncclient Managers.
+
+    ``listen_port`` defaults to 4334 (RFC 8071 s6); ``listen_address`` to every
+    interface, IPv4 and IPv6.  Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        listen_address: str | Sequence[str] | None = None,
+        listen_port: int = NETCONF_CH_SSH_PORT,
+        ssh: SSHClientConfig | None = None,
+        trust: Trust | None = None,
+    ) -> None:
+        self._engine = EventLoopThread()
+        self._callback_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callhome-cb")
+
+        async def _make() -> AsyncCallHomeServer:
+            server = AsyncCallHomeServer(
+                inventory, listen_address=listen_address, listen_port=listen_port, ssh=ssh, trust=trust
+            )
+            await server.start()
+            return server
+
+        try:
+            self._server = self._engine.run(_make())
+        except BaseException:
+            self._engine.stop()
+            self._callback_pool.shutdown(wait=False)
+            raise
+        self._closed = False
+
+    @property
+    def inventory(self) -> Inventory:
+        return self._server.inventory
+
+    @property
+    def listen_port(self) -> int:
+        """The bound port (useful with ``listen_port=0``)."""
+        return self._server.listen_port
+
+    @property
+    def aio(self) -> AsyncCallHomeServer:
+        """The asyncio server underneath (use only from its loop)."""
+        return self._server
+
+    def netconf(
+        self,
+        device: str,
+        timeout: float = 60,
+        *,
+        rpc_timeout: float = 30,
+        device_params: Mapping[str, Any] | None = None,
+        manager_params: Mapping[str, Any] | None = None,
+        nc_params: Mapping[str, Any] | None = None,
+        errors_params: Mapping[str, Any] | None = None,
+    ) -> Manager:
+        """A standard ncclient ``Manager`` for ``device``, on a new NETCONF
+        channel of its call-home connection.
+
+        Waits up to ``timeout`` seconds for the device to call home if it has
+        not (deferral); raises :class:`DeviceNotConnectedError` after that.
+        ``timeout`` also bounds the hello exchange; ``rpc_timeout`` is the
+        Manager's RPC timeout.  Closing the Manager closes only its channel: the
+        device stays connected for the next call.
+        """
+        self._check_open()
+        started = time.monotonic()
+        sock, conn = self._engine.run(self._server.open_netconf(device, timeout))
+        remaining = max(1.0, timeout - (time.monotonic() - started))
+        try:
+            return manager_over_socket(
+                sock,
+                device=device,
+                timeout=rpc_timeout,
+                hello_timeout=remaining,
+                device_params=device_params,
+                manager_params=manager_params,
+                nc_params=nc_params,
+                errors_params=errors_params,
+            )
+        except CallHomeError:
+            raise
+        except Exception as exc:
+            raise TransportError(
+                f"NETCONF hello with device {device} failed: {exc}", device=device, peer_address=conn.peer_address
+            ) from exc
+
+    def wait_for(self, device: str, timeout: float = 60) -> DeviceConnected:
+        """Block until ``device`` is connected (or raise
+        :class:`DeviceNotConnectedError`); return its connection facts."""
+        self._check_open()
+        conn = self._engine.run(self._server.wait_for(device, timeout))
+        return _event(conn)
+
+    def connected(self) -> list[DeviceConnected]:
+        """The devices connected now."""
+        self._check_open()
+
+        async def _list() -> list[DeviceConnected]:
+            return [_event(conn) for conn in self._server.connected().values()]
+
+        return self._engine.run(_list())
+
+    def rejected(self) -> list[RejectedAttempt]:
+        """Recent refused attempts, oldest first (bounded)."""
+        self._check_open()
+
+        async def _list() -> list[RejectedAttempt]:
+            return list(self._server.rejected)
+
+        return self._engine.run(_list())
+
+    def on_connect(self, callback: Callable[[DeviceConnected], None]) -> None:
+        """Call ``callback(event)`` each time a device is identified and
+        authenticated.  Callbacks run in a small worker pool, not on the event
+        loop, so they may call :meth:`netconf`."""
+        self._check_open()
+        pool = self._callback_pool
+
+        def _dispatch(event: DeviceConnected) -> None:
+            pool.submit(_safe_call, callback, event)
+
+        self._engine.loop.call_soon_threadsafe(self._server.add_connect_callback, _dispatch)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("CallHomeServer is closed")
+
+    def close(self) -> None:
+        """Stop listening, close every device connection and the event loop."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._engine.run(self._server.close(), timeout=10)
+        except (concurrent.futures.TimeoutError, OSError):
+            log.warning("call-home server did not close within 10 s")
+        finally:
+            self._engine.stop()
+            self._callback_pool.shutdown(wait=False)
+
+    def __enter__(self) -> CallHomeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _event(conn: SSHDeviceConnection) -> DeviceConnected:
+    return DeviceConnected(
+        device=conn.device,
+        transport=Transport.SSH,
+        peer_address=conn.peer_address,
+        fingerprint=conn.fingerprint,
+        connected_at=conn.connected_at,
+    )
+
+
+def _safe_call(callback: Callable[[DeviceConnected], None], event: DeviceConnected) -> None:
+    try:
+        callback(event)
+    except Exception:
+        log.exception("on_connect callback failed for device %s", event.device)

@@ -1,0 +1,170 @@
+"""The embedded simulated device: a real SSH server with a ``netconf``
+subsystem that calls home (RFC 8071 S1-S3, S5, S6).
+
+It opens the TCP connection to the manager, then runs the SSH *server* role
+over it (asyncssh's ``connect_reverse``), authenticates the manager's password
+or key, and serves NETCONF sessions from a small shared datastore
+(:mod:`callhome_transport.sim.datastore`).  The demo and the load tests use it;
+it is not a substitute for the real peers the integration tests run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Sequence
+
+import asyncssh
+
+from ..inventory import fingerprint_of_blob
+from ..listener import NETCONF_CH_SSH_PORT
+from .datastore import Datastores, NetconfServerSession
+
+__all__ = ["SimulatedDevice"]
+
+log = logging.getLogger(__name__)
+
+
+class _Auth(asyncssh.SSHServer):
+    def __init__(self, device: SimulatedDevice) -> None:
+        self._device = device
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return self._device.password is not None
+
+    def validate_password(self, username: str, password: str) -> bool:
+        expected = self._device.password
+        ok = (
+            expected is not None
+            and hmac.compare_digest(username.encode(), self._device.username.encode())
+            and hmac.compare_digest(password.encode(), expected.encode())
+        )
+        self._device.auth_attempts += 1
+        return ok
+
+    def public_key_auth_supported(self) -> bool:
+        return bool(self._device.authorized_keys)
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self._device.auth_attempts += 1
+        return username == self._device.username and any(
+            key.public_data == k.public_data for k in self._device.authorized_keys
+        )
+
+
+class SimulatedDevice:
+    """A NETCONF-over-SSH device that calls home.
+
+    ``host_key`` defaults to a fresh Ed25519 key; :attr:`host_key_line` and
+    :attr:`fingerprint` are what an operator pins in the inventory.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        username: str = "admin",
+        password: str | None = "admin",
+        authorized_keys: Sequence[asyncssh.SSHKey] = (),
+        host_key: asyncssh.SSHKey | None = None,
+    ) -> None:
+        self.name = name
+        self.username = username
+        self.password = password
+        self.authorized_keys = list(authorized_keys)
+        self.host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
+        self.datastores = Datastores(hostname=name.lower())
+        self.auth_attempts = 0
+        self.sessions_served = 0
+        self._conn: asyncssh.SSHServerConnection | None = None
+
+    @property
+    def host_key_line(self) -> str:
+        """The OpenSSH public key line (``ssh-ed25519 AAAA... name``)."""
+        key_type, data = self.host_key.export_public_key("openssh").decode().split()[:2]
+        return f"{key_type} {data} {self.name}"
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of_blob(self.host_key.public_data)
+
+    async def call_home(
+        self,
+        host: str = "127.0.0.1",
+        port: int = NETCONF_CH_SSH_PORT,
+        *,
+        keepalive_interval: float = 0,
+    ) -> asyncssh.SSHServerConnection:
+        """Connect to the manager at ``host``:``port`` and serve it until
+        :meth:`close` or the manager hangs up (S1-S3).  Returns once the
+        manager has authenticated."""
+        auth_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        device = self
+
+        class _Server(_Auth):
+            def auth_completed(self) -> None:
+                if not auth_done.done():
+                    auth_done.set_result(None)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if not auth_done.done():
+                    auth_done.set_exception(ConnectionError(f"manager closed the connection: {exc or 'closed'}"))
+
+        conn = await asyncssh.connect_reverse(
+            host,
+            port,
+            server_factory=lambda: _Server(device),
+            server_host_keys=[self.host_key],
+            process_factory=self._serve,
+            encoding=None,
+            keepalive_interval=keepalive_interval,
+            config=None,
+            x509_trusted_certs=None,
+            authorized_client_keys=None,
+            gss_host=None,
+            kbdint_auth=False,
+            host_based_auth=False,
+            public_key_auth=bool(self.authorized_keys),
+            password_auth=self.password is not None,
+            allow_scp=False,
+            agent_forwarding=False,
+        )
+        self._conn = conn
+        await auth_done
+        return conn
+
+    async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        if process.subsystem != "netconf":
+            process.stderr.write(b"only the netconf subsystem is available\n")
+            process.exit(1)
+            return
+        self.sessions_served += 1
+        session = NetconfServerSession(self.datastores)
+        process.stdout.write(session.start())
+        try:
+            while not session.closed:
+                data = await process.stdin.read(65536)
+                if not data:
+                    break
+                reply = session.receive(data)
+                if reply:
+                    process.stdout.write(reply)
+                    await process.stdout.drain()
+        except (asyncssh.Error, ConnectionError, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged) as exc:
+            log.debug("device %s: netconf session ended: %s", self.name, exc)
+        finally:
+            session.abort()
+            process.exit(0)
+
+    def close(self) -> None:
+        """Hang up (the device goes away)."""
+        if self._conn is not None:
+            self._conn.close()
+
+    async def wait_closed(self) -> None:
+        if self._conn is not None:
+            await self._conn.wait_closed()

@@ -1,0 +1,324 @@
+"""The SSH client role over a device-initiated socket (RFC 8071 C3, C5, C7, C8).
+
+:func:`ssh_handshake` runs asyncssh's client over a socket the listener
+accepted.  The order is RFC 8071 s5's:
+
+1. key exchange; the device presents its host key;
+2. ``validate_host_public_key`` asks the :class:`~callhome_transport.trust.Trust`
+   which device owns that key; an unknown key ends the connection here, before
+   any authentication request is sent (C5);
+3. only then are that device's username and password or key chosen (C7);
+4. authentication; the caller then opens ``netconf`` subsystem channels (C8).
+
+Keepalives are SSH global requests that need a reply (asyncssh sends
+``keepalive@openssh.com``; a server that does not know the name must still
+answer with ``SSH_MSG_REQUEST_FAILURE``, RFC 4254 s4), so a silent peer is
+detected after ``keepalive_interval * (keepalive_count_max + 1)`` seconds at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from ._log import ContextAdapter
+from .errors import (
+    AuthenticationFailedError,
+    CallHomeError,
+    HandshakeTimeoutError,
+    TransportError,
+    UnknownDeviceError,
+)
+from .inventory import SSHCredentials, fingerprint_of_blob
+from .listener import PeerAddress, format_peer
+from .relay import ChannelRelay, open_subsystem_relay
+from .trust import Identity, PresentedKey, Trust
+
+__all__ = ["SSHClientConfig", "SSHDeviceConnection", "ssh_handshake"]
+
+log = logging.getLogger(__name__)
+_conn_ids = itertools.count(1)
+
+# Sent as the SSH user name only if a connection were ever to authenticate
+# before identification, which the hook order makes impossible.
+_UNIDENTIFIED_USER = "callhome-unidentified"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SSHClientConfig:
+    """Options for the SSH client role.
+
+    ``handshake_timeout`` bounds TCP accept to authenticated (RFC 8071 s5 DoS
+    guard, like OpenSSH's LoginGraceTime).  ``keepalive_interval`` 0 disables
+    keepalives.
+    """
+
+    handshake_timeout: float = 30.0
+    keepalive_interval: float = 30.0
+    keepalive_count_max: int = 3
+
+    def __post_init__(self) -> None:
+        if self.handshake_timeout <= 0:
+            raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
+        if self.keepalive_interval < 0:
+            raise ValueError(f"keepalive_interval must be >= 0, not {self.keepalive_interval}")
+        if self.keepalive_count_max < 1:
+            raise ValueError(f"keepalive_count_max must be >= 1, not {self.keepalive_count_max}")
+
+    def options(self) -> asyncssh.SSHClientConnectionOptions:
+        """asyncssh options that read nothing from the user's environment: no
+        ~/.ssh/config, no default keys, no agent, no known_hosts file.  An empty
+        (not ``None``) known-hosts tuple makes asyncssh call our
+        ``validate_host_public_key`` for every key."""
+        return asyncssh.SSHClientConnectionOptions(
+            config=None,
+            known_hosts=([], [], []),
+            x509_trusted_certs=None,
+            username=_UNIDENTIFIED_USER,
+            password=None,
+            client_keys=None,
+            agent_path=None,
+            gss_host=None,
+            host_based_auth=False,
+            preferred_auth="publickey,keyboard-interactive,password",
+            keepalive_interval=self.keepalive_interval,
+            keepalive_count_max=self.keepalive_count_max,
+        )
+
+
+def _bind_username(conn: asyncssh.SSHClientConnection, username: str) -> None:
+    """Set the user name of a connection whose device we just identified.
+
+    asyncssh fixes the user name when a connection is created, but call home
+    only knows it after the host key names the device (RFC 8071 C7).  asyncssh
+    reads ``_username`` when authentication starts, after key exchange, so
+    setting it from ``validate_host_public_key`` is early enough.  This is the
+    one private attribute we touch; ``tests/unit/test_ssh.py`` guards it.
+    """
+    if not hasattr(conn, "_username"):  # pragma: no cover - guarded by a unit test
+        raise RuntimeError("this asyncssh version does not keep the user name in _username")
+    conn._username = username
+
+
+class _DeviceClient(asyncssh.SSHClient):
+    """asyncssh hooks, in RFC 8071 order."""
+
+    def __init__(self, trust: Trust, peer: PeerAddress, logger: ContextAdapter) -> None:
+        self._trust = trust
+        self._peer = peer
+        self._log = logger
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self.presented: PresentedKey | None = None
+        self.identity: Identity | None = None
+        self.lost_reason: str | None = None
+        self.on_lost: Callable[[str], None] | None = None
+        self._password_sent = False
+        self._key_sent = False
+        self._kbdint_sent = False
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_reason = str(exc) if exc else "closed"
+        if self.on_lost is not None:
+            self.on_lost(self.lost_reason)
+
+    # 1-3: validate, identify, choose credentials
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        presented = PresentedKey(
+            key_type=key.get_algorithm(),
+            fingerprint=fingerprint_of_blob(key.public_data),
+            peer_address=self._peer,
+        )
+        self.presented = presented
+        identity = self._trust.identify(presented)
+        if identity is None:
+            return False
+        self.identity = identity
+        assert self._conn is not None
+        _bind_username(self._conn, identity.credentials.username)
+        self._log.bind(device=identity.device)
+        self._log.info("identified by host key %s %s", presented.key_type, presented.fingerprint)
+        return True
+
+    # 4: authenticate with that device's credentials, each method once
+    @property
+    def _credentials(self) -> SSHCredentials | None:
+        return None if self.identity is None else self.identity.credentials
+
+    def public_key_auth_requested(self) -> asyncssh.SSHKey | None:
+        creds = self._credentials
+        if creds is None or creds.private_key is None or self._key_sent:
+            return None
+        self._key_sent = True
+        try:
+            return asyncssh.read_private_key(creds.private_key, creds.private_key_passphrase)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            self._log.error("cannot load private key %s: %s", creds.private_key, exc)
+            return None
+
+    def password_auth_requested(self) -> str | None:
+        creds = self._credentials
+        if creds is None or creds.password is None or self._password_sent:
+            return None
+        self._password_sent = True
+        return creds.password
+
+    def kbdint_auth_requested(self) -> str | None:
+        creds = self._credentials
+        if creds is None or creds.password is None or self._kbdint_sent:
+            return None
+        return ""
+
+    def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Any
+    ) -> list[str] | None:
+        creds = self._credentials
+        if creds is None or creds.password is None:
+            return None
+        if not prompts:
+            return []
+        if self._kbdint_sent:
+            return None
+        self._kbdint_sent = True
+        return [creds.password if not echo else "" for _prompt, echo in prompts]
+
+
+class SSHDeviceConnection:
+    """An authenticated call-home SSH connection to one identified device.
+
+    Each :meth:`open_netconf` opens a new SSH channel running the ``netconf``
+    subsystem (RFC 6242 s3) on this connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn: asyncssh.SSHClientConnection,
+        client: _DeviceClient,
+        identity: Identity,
+        peer_address: PeerAddress,
+        conn_id: int,
+        logger: ContextAdapter,
+    ) -> None:
+        self.conn = conn
+        self._client = client
+        self.device = identity.device
+        self.fingerprint = identity.fingerprint
+        self.username = identity.credentials.username
+        self.peer_address = peer_address
+        self.conn_id = conn_id
+        self.connected_at = time.time()
+        self.log = logger
+        self._closed = asyncio.get_running_loop().create_future()
+        client.on_lost = self._lost
+        if client.lost_reason is not None:
+            self._lost(client.lost_reason)
+
+    def _lost(self, reason: str) -> None:
+        if not self._closed.done():
+            self._closed.set_result(reason)
+            self.log.info("connection closed: %s", reason)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.done()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._closed.result() if self._closed.done() else None
+
+    async def wait_closed(self) -> str:
+        """Wait until the connection ends; return why."""
+        return await asyncio.shield(self._closed)
+
+    async def open_netconf(self) -> tuple[socket.socket, ChannelRelay]:
+        """Open a ``netconf`` subsystem channel, relayed to a local socket."""
+        try:
+            return await open_subsystem_relay(self.conn, "netconf")
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(
+                f"cannot open a netconf channel on device {self.device}: {exc}",
+                device=self.device,
+                peer_address=self.peer_address,
+            ) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __repr__(self) -> str:
+        return f"<SSHDeviceConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
+
+
+async def ssh_handshake(
+    sock: socket.socket,
+    peer: PeerAddress,
+    trust: Trust,
+    config: SSHClientConfig,
+    options: asyncssh.SSHClientConnectionOptions | None = None,
+) -> SSHDeviceConnection:
+    """Run the SSH client role over ``sock`` until the device is identified
+    and authenticated.
+
+    Raises :class:`UnknownDeviceError` (no authentication attempted),
+    :class:`AuthenticationFailedError`, :class:`HandshakeTimeoutError` or
+    :class:`TransportError`.  ``sock`` is closed on failure.
+    """
+    conn_id = next(_conn_ids)
+    logger = ContextAdapter(log, peer=format_peer(peer), conn=conn_id)
+    client = _DeviceClient(trust, peer, logger)
+    try:
+        conn = await asyncio.wait_for(
+            asyncssh.connect(
+                sock=sock,
+                host=peer[0],
+                port=peer[1],
+                options=options or config.options(),
+                client_factory=lambda: client,
+            ),
+            config.handshake_timeout,
+        )
+    except (asyncio.TimeoutError, TimeoutError) as exc:
+        sock.close()
+        device = client.identity.device if client.identity else None
+        raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout, device=device) from exc
+    except asyncssh.HostKeyNotVerifiable as exc:
+        sock.close()
+        presented = client.presented
+        raise UnknownDeviceError(
+            peer_address=peer,
+            fingerprint=presented.fingerprint if presented else "",
+            key_type=presented.key_type if presented else "",
+        ) from exc
+    except asyncssh.PermissionDenied as exc:
+        sock.close()
+        assert client.identity is not None
+        raise AuthenticationFailedError(
+            device=client.identity.device,
+            peer_address=peer,
+            username=client.identity.credentials.username,
+            reason=exc.reason,
+        ) from exc
+    except CallHomeError:
+        sock.close()
+        raise
+    except (asyncssh.Error, OSError, ValueError) as exc:
+        sock.close()
+        device = client.identity.device if client.identity else None
+        raise TransportError(
+            f"SSH handshake with {format_peer(peer)} failed: {exc}", device=device, peer_address=peer
+        ) from exc
+    assert client.identity is not None
+    logger.info("authenticated as %s", client.identity.credentials.username)
+    return SSHDeviceConnection(
+        conn=conn, client=client, identity=client.identity, peer_address=peer, conn_id=conn_id, logger=logger
+    )

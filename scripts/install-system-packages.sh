@@ -1,0 +1,26 @@
+#!/bin/sh
+# Debian packages the integration tests run as real peers:
+#   netconfd (yuma123 NETCONF server, with netconf-subsystem), openssh-server
+#   (sshd in front of it), socat (the reverse relay that makes them call home).
+# Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
+# host and crash netconfd on <get>.
+set -eu
+PACKAGES="netconfd openssh-server openssh-client socat"
+missing=""
+for pkg in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "error: missing Debian packages:$missing (run as root, or: sudo apt-get install$missing)" >&2
+    exit 1
+fi
+echo "installing Debian packages:$missing" >&2
+apt-get update -qq
+# do not start the system sshd: the tests run their own on high ports
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
