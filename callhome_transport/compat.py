@@ -121,7 +121,9 @@ def _pin_from_b64(hostkey_b64: str) -> HostKeyPin:
     return HostKeyPin(fingerprint=fingerprint_of_blob(blob), key_type=key_type, public_key=f"{key_type} {hostkey_b64}")
 
 
-def _credentials(username: str | None, password: str | None, key_filename: str | Sequence[str] | None) -> SSHCredentials:
+def _credentials(
+    username: str | None, password: str | None, key_filename: str | Sequence[str] | None
+) -> SSHCredentials:
     if username is None:
         raise UnsupportedOptionError("username", "call home needs an explicit username (no local-user default)")
     keys = [key_filename] if isinstance(key_filename, str) else list(key_filename or [])
@@ -269,10 +271,12 @@ async def _accept_one(
     await listener.start()
     try:
         conn = await asyncio.wait_for(asyncio.shield(done), accept_timeout)
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         if last_error:
             raise last_error[-1] from None
-        raise DeviceNotConnectedError(device=f"any device on port {listener.listen_port}", timeout=accept_timeout) from None
+        raise DeviceNotConnectedError(
+            device=f"any device on port {listener.listen_port}", timeout=accept_timeout
+        ) from None
     finally:
         await _close_listener_keeping(listener, done)
     try:

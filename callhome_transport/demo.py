@@ -39,11 +39,15 @@ def _system(reply_xml: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen-address", default="127.0.0.1", help="where the manager listens (default 127.0.0.1)")
-    parser.add_argument("--listen-port", type=int, default=0, help="listener port (default: a free port; 4334 is the IANA port)")
+    parser.add_argument(
+        "--listen-port", type=int, default=0, help="listener port (default: a free port; 4334 is the IANA port)"
+    )
     parser.add_argument("--device", default="SN-0001", help="name of the simulated device")
     parser.add_argument("-v", "--verbose", action="store_true", help="log call-home lifecycle events")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
     sim = SimulatedDevice(args.device, username="admin", password="demo-password")
     inventory = Inventory(
@@ -73,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                 before = _system(m.get_config(source="running", filter=("subtree", SYSTEM_FILTER)).xml)
                 print(f"get-config running: system = {before}")
                 new_location = f"rack-{int(time.time()) % 1000}"
-                m.edit_config(target="running", config=EDIT.format(hostname=before.get("hostname", "sn"), location=new_location))
+                m.edit_config(
+                    target="running", config=EDIT.format(hostname=before.get("hostname", "sn"), location=new_location)
+                )
                 print(f"edit-config running: location -> {new_location}")
                 after = _system(m.get_config(source="running", filter=("subtree", SYSTEM_FILTER)).xml)
                 print(f"get-config running: system = {after}")

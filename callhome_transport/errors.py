@@ -145,8 +145,7 @@ class UnknownDeviceError(TrustError):
     def __init__(self, *, peer_address: tuple[str, int] | None, fingerprint: str, key_type: str = "") -> None:
         key = f"{key_type} {fingerprint}" if key_type else fingerprint
         super().__init__(
-            f"unknown device from {_peer(peer_address)}: host key {key} "
-            "is not pinned for any device in the inventory",
+            f"unknown device from {_peer(peer_address)}: host key {key} is not pinned for any device in the inventory",
             peer_address=peer_address,
             fingerprint=fingerprint,
             key_type=key_type,

@@ -301,7 +301,15 @@ class _Loader:
         ssh = self.mapping(
             entry.get("ssh"),
             f"{key_path}.ssh",
-            ("host_keys", "username", "password", "password_env", "password_file", "private_key", "private_key_passphrase_env"),
+            (
+                "host_keys",
+                "username",
+                "password",
+                "password_env",
+                "password_file",
+                "private_key",
+                "private_key_passphrase_env",
+            ),
         )
         host_keys = self.host_keys(ssh.get("host_keys"), f"{key_path}.ssh.host_keys")
         credentials = self.credentials(ssh, f"{key_path}.ssh") if (ssh or transport is Transport.SSH) else None
@@ -332,7 +340,9 @@ class _Loader:
         username = self.string(ssh.get("username"), f"{key_path}.username")
         given = [key for key in ("password", "password_env", "password_file") if key in ssh]
         if len(given) > 1:
-            raise self.fail(f"{key_path}.{given[1]}", f"only one of password, password_env, password_file (got {given[0]} too)")
+            raise self.fail(
+                f"{key_path}.{given[1]}", f"only one of password, password_env, password_file (got {given[0]} too)"
+            )
         password: str | None = None
         if "password" in ssh:
             password = self.string(ssh["password"], f"{key_path}.password")

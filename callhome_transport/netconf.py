@@ -15,6 +15,7 @@ session thread only reads.  The Manager is the stock class.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -67,7 +68,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
 
     # -- set-up ------------------------------------------------------------------
 
-    def connect(self, sock: socket.socket, timeout: float = 60) -> None:  # type: ignore[override]
+    def connect(self, sock: socket.socket, timeout: float = 60) -> None:
         """Adopt ``sock`` and run the hello exchange (RFC 6241 s8.1)."""
         sock.setblocking(True)
         self._socket = sock
@@ -124,10 +125,8 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
     def close(self) -> None:
         self._closing.set()
         if self._socket is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._socket.close()
         self._connected = False
         callback, self._on_close = self._on_close, None

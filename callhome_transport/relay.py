@@ -60,7 +60,7 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
 
     # -- channel side (asyncssh callbacks) ---------------------------------------
 
-    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
         self.channel = chan
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
@@ -133,7 +133,9 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         await loop.connect_accepted_socket(lambda: _LocalSide(self), sock)
 
 
-async def open_subsystem_relay(conn: asyncssh.SSHClientConnection, subsystem: str = "netconf") -> tuple[socket.socket, ChannelRelay]:
+async def open_subsystem_relay(
+    conn: asyncssh.SSHClientConnection, subsystem: str = "netconf"
+) -> tuple[socket.socket, ChannelRelay]:
     """Open a channel running ``subsystem`` on ``conn`` and relay it to one end
     of a new ``socketpair``; return the other (blocking) end and the relay.
 
@@ -142,7 +144,8 @@ async def open_subsystem_relay(conn: asyncssh.SSHClientConnection, subsystem: st
     """
     ours, theirs = socket.socketpair()
     try:
-        _, relay = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)
+        _, session = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)
+        relay = cast(ChannelRelay, session)
         await relay.attach_local(ours)
     except BaseException:
         ours.close()

@@ -164,7 +164,12 @@ class AsyncCallHomeServer:
     def _reject(self, peer: PeerAddress, reason: str, fingerprint: str, key_type: str, device: str | None) -> None:
         self.rejected.append(
             RejectedAttempt(
-                peer_address=peer, reason=reason, fingerprint=fingerprint, key_type=key_type, device=device, at=time.time()
+                peer_address=peer,
+                reason=reason,
+                fingerprint=fingerprint,
+                key_type=key_type,
+                device=device,
+                at=time.time(),
             )
         )
 
@@ -218,7 +223,7 @@ class AsyncCallHomeServer:
             event = self._changed.setdefault(device, asyncio.Event())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 raise DeviceNotConnectedError(device=device, timeout=timeout) from None
 
     async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, SSHDeviceConnection]:

@@ -179,9 +179,7 @@ class _DeviceClient(asyncssh.SSHClient):
             return None
         return ""
 
-    def kbdint_challenge_received(
-        self, name: str, instructions: str, lang: str, prompts: Any
-    ) -> list[str] | None:
+    def kbdint_challenge_received(self, name: str, instructions: str, lang: str, prompts: Any) -> list[str] | None:
         creds = self._credentials
         if creds is None or creds.password is None:
             return None
@@ -287,7 +285,7 @@ async def ssh_handshake(
             ),
             config.handshake_timeout,
         )
-    except (asyncio.TimeoutError, TimeoutError) as exc:
+    except TimeoutError as exc:
         sock.close()
         device = client.identity.device if client.identity else None
         raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout, device=device) from exc

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from ..framing import Framing, FrameDecoder, FramingError, encode
+from ..framing import FrameDecoder, Framing, FramingError, encode
 
 __all__ = ["Datastores", "NetconfServerSession", "default_config"]
 
@@ -45,8 +45,12 @@ def default_config(hostname: str) -> etree._Element:
     """The configuration a new simulated device starts with."""
     return etree.fromstring(
         f"""<data xmlns="{NC}">
-  <system xmlns="{_SYS}"><hostname>{hostname}</hostname><contact>noc@example.net</contact><location>lab</location></system>
-  <interfaces xmlns="{_IF}"><interface><name>eth0</name><description>uplink</description><enabled>true</enabled></interface></interfaces>
+  <system xmlns="{_SYS}">
+    <hostname>{hostname}</hostname><contact>noc@example.net</contact><location>lab</location>
+  </system>
+  <interfaces xmlns="{_IF}">
+    <interface><name>eth0</name><description>uplink</description><enabled>true</enabled></interface>
+  </interfaces>
 </data>""",
         _PARSER,
     )
@@ -93,7 +97,7 @@ class Datastores:
         raise RpcError("invalid-value", f"unsupported datastore {name}", error_type="protocol")
 
     def state(self) -> etree._Element:
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         return etree.fromstring(
             f'<system-state xmlns="{_SYS}"><platform><os-name>callhome-sim</os-name></platform>'
             f"<clock><current-datetime>{now}</current-datetime></clock></system-state>"
@@ -192,7 +196,7 @@ def _edit(target_parent: etree._Element, config_parent: etree._Element, default_
             target_parent.remove(existing)
         elif op == "create" and existing is not None:
             raise RpcError("data-exists", f"{here} already exists", path=here)
-        elif op == "replace" or existing is None and op in ("merge", "create"):
+        elif op == "replace" or (existing is None and op in ("merge", "create")):
             clean = _strip_operations(copy.deepcopy(cfg))
             if existing is not None:
                 target_parent.replace(existing, clean)
@@ -271,7 +275,9 @@ class NetconfServerSession:
                 self._decoder.switch(Framing.CHUNKED)
             return None
         if local != "rpc" or root.tag != _NC + "rpc":
-            return self._error_reply({}, RpcError("unknown-element", f"expected <rpc>, got <{local}>", error_type="rpc"))
+            return self._error_reply(
+                {}, RpcError("unknown-element", f"expected <rpc>, got <{local}>", error_type="rpc")
+            )
         attrs = dict(root.attrib)
         operation = next(iter(root), None)
         if operation is None:
@@ -286,13 +292,13 @@ class NetconfServerSession:
             etree.SubElement(reply, _NC + "ok")
         else:
             reply.append(body)
-        return etree.tostring(reply, encoding="UTF-8")
+        return bytes(etree.tostring(reply, encoding="UTF-8"))
 
     def _error_reply(self, attrs: dict[str, str], err: RpcError) -> bytes:
         reply = etree.Element(_NC + "rpc-reply", nsmap={None: NC})
         reply.attrib.update(attrs)
         reply.append(err.element())
-        return etree.tostring(reply, encoding="UTF-8")
+        return bytes(etree.tostring(reply, encoding="UTF-8"))
 
     def _dispatch(self, op: etree._Element) -> etree._Element | None:
         qname = etree.QName(op)
@@ -306,11 +312,14 @@ class NetconfServerSession:
         if name == "get-config":
             return self._data(self.stores.store(self._datastore(op, "source")), op.find(_NC + "filter"))
         if name == "edit-config":
-            return self._edit_config(op)
+            self._edit_config(op)
+            return None
         if name == "copy-config":
-            return self._copy_config(op)
+            self._copy_config(op)
+            return None
         if name in ("lock", "unlock"):
-            return self._lock(name, self._datastore(op, "target"))
+            self._lock(name, self._datastore(op, "target"))
+            return None
         if name == "validate":
             self._datastore(op, "source", allow_config=True)
             return None
@@ -331,13 +340,15 @@ class NetconfServerSession:
         holder = op.find(_NC + role)
         if holder is None or len(holder) == 0:
             raise RpcError("missing-element", f"<{role}> is required", error_type="protocol")
-        name = etree.QName(holder[0]).localname
+        name = str(etree.QName(holder[0]).localname)
         if allow_config and name == "config":
             return name
         self.stores.store(name)
         return name
 
-    def _data(self, data: Iterable[etree._Element] | etree._Element, filter_el: etree._Element | None) -> etree._Element:
+    def _data(
+        self, data: Iterable[etree._Element] | etree._Element, filter_el: etree._Element | None
+    ) -> etree._Element:
         root = etree.Element(_NC + "data", nsmap={None: NC})
         for child in data:
             root.append(copy.deepcopy(child))
