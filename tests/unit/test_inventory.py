@@ -1,0 +1,216 @@
+"""Inventory parsing, identity indexing and error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from callhome_transport import Device, HostKeyPin, Inventory, InventoryError, SSHCredentials
+from callhome_transport.inventory import fingerprint_of_blob
+
+
+@pytest.fixture(scope="module")
+def keys() -> list[asyncssh.SSHKey]:
+    return [asyncssh.generate_private_key("ssh-ed25519") for _ in range(3)]
+
+
+def line(key: asyncssh.SSHKey, comment: str = "") -> str:
+    return (
+        key.export_public_key("openssh").decode().split()[0]
+        + " "
+        + key.export_public_key("openssh").decode().split()[1]
+        + (" " + comment if comment else "")
+    ).strip()
+
+
+def test_fingerprint_matches_openssh_format(keys: list[asyncssh.SSHKey]) -> None:
+    # asyncssh implements ssh-keygen's SHA256 format independently of us
+    assert fingerprint_of_blob(keys[0].public_data) == keys[0].get_fingerprint("sha256")
+
+
+def test_pin_from_public_key_line_and_from_fingerprint_agree(keys: list[asyncssh.SSHKey]) -> None:
+    from_line = HostKeyPin.parse(line(keys[0], "router one"))
+    from_fp = HostKeyPin.parse(keys[0].get_fingerprint("sha256"))
+    assert from_line.fingerprint == from_fp.fingerprint
+    assert from_line.key_type == "ssh-ed25519"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ssh-ed25519", "OpenSSH public key line"),
+        ("ssh-ed25519 !!!notbase64", "valid base64"),
+        ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "embedded type"),
+        ("SHA256:tooshort", "OpenSSH public key line"),
+    ],
+)
+def test_bad_pins_say_what_was_expected(text: str, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        HostKeyPin.parse(text)
+
+
+def test_load_yaml_file_and_index_by_identity(tmp_path: Path, keys: list[asyncssh.SSHKey]) -> None:
+    keyfile = tmp_path / "id_manager"
+    keyfile.write_bytes(keys[2].export_private_key())
+    (tmp_path / "pw").write_text("s3cret\n")
+    inv_file = tmp_path / "inventory.yml"
+    inv_file.write_text(
+        f"""
+version: 1
+defaults:
+  ssh:
+    username: admin
+devices:
+  SN-0001:
+    ssh:
+      host_keys:
+        - {line(keys[0], "sn-0001")}
+      password_env: SN1_PW
+  SN-0002:
+    transport: ssh
+    ssh:
+      host_keys: {keys[1].get_fingerprint("sha256")}
+      username: netops
+      private_key: id_manager
+      password_file: pw
+"""
+    )
+    inv = Inventory.from_dict(
+        __import__("yaml").safe_load(inv_file.read_text()),
+        source=str(inv_file),
+        base_dir=tmp_path,
+        environ={"SN1_PW": "from-env"},
+    )
+    assert len(inv) == 2
+    sn1 = inv["SN-0001"]
+    assert sn1.credentials == SSHCredentials(username="admin", password="from-env")
+    sn2 = inv.device_for_fingerprint(keys[1].get_fingerprint("sha256"))
+    assert sn2 is not None and sn2.name == "SN-0002"
+    assert sn2.credentials is not None
+    assert sn2.credentials.username == "netops"
+    assert sn2.credentials.private_key == keyfile
+    assert sn2.credentials.password == "s3cret"
+    assert inv.device_for_fingerprint(keys[2].get_fingerprint("sha256")) is None
+
+
+def test_from_file_reads_yaml(tmp_path: Path, keys: list[asyncssh.SSHKey]) -> None:
+    path = tmp_path / "inv.yml"
+    path.write_text(
+        f"devices:\n  R1:\n    ssh:\n      host_keys: ['{line(keys[0])}']\n      username: u\n      password: p\n"
+    )
+    assert [d.name for d in Inventory.from_file(path)] == ["R1"]
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    creds = SSHCredentials(username="admin", password="hunter2-secret")
+    assert "hunter2-secret" not in repr(creds)
+    assert "hunter2-secret" not in repr(
+        Device(name="R1", host_keys=(HostKeyPin(fingerprint="SHA256:" + "A" * 43),), credentials=creds)
+    )
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "inventory.yml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "key_path", "expected"),
+    [
+        ("devices: [a, b]\n", "devices", "a mapping of device name"),
+        ("version: 2\n", "version", "1"),
+        ("devices:\n  R1:\n    colour: red\n", "devices.R1.colour", "one of the keys"),
+        ("devices:\n  R1:\n    transport: telnet\n", "devices.R1.transport", "one of ssh, tls, restconf"),
+        (
+            "devices:\n  R1:\n    ssh:\n      host_keys: [nonsense]\n      username: u\n      password: p\n",
+            "devices.R1.ssh.host_keys[0]",
+            "OpenSSH public key line",
+        ),
+        (
+            "devices:\n  R1:\n    ssh:\n      host_keys: ['SHA256:" + "A" * 43 + "']\n      password: p\n",
+            "devices.R1.ssh.username",
+            "a non-empty string",
+        ),
+        (
+            "devices:\n  R1:\n    ssh:\n      host_keys: ['SHA256:" + "A" * 43 + "']\n      username: u\n",
+            "devices.R1.ssh",
+            "one of password, password_env, password_file or private_key",
+        ),
+        (
+            "devices:\n  R1:\n    ssh:\n      host_keys: ['SHA256:"
+            + "A" * 43
+            + "']\n      username: u\n      password_env: NOPE_NOT_SET\n",
+            "devices.R1.ssh.password_env",
+            "environment variable NOPE_NOT_SET",
+        ),
+        (
+            "devices:\n  R1:\n    ssh:\n      username: u\n      password: p\n",
+            "devices.R1",
+            "at least one pinned host key",
+        ),
+        (
+            "devices:\n  'bad/name':\n    ssh:\n      host_keys: ['SHA256:"
+            + "A" * 43
+            + "']\n      username: u\n      password: p\n",
+            "devices.bad/name",
+            "a device name of letters",
+        ),
+        (
+            "devices:\n  R1:\n    ssh:\n      host_keys: ['SHA256:"
+            + "A" * 43
+            + "']\n      username: u\n      private_key: missing\n",
+            "devices.R1.ssh.private_key",
+            "an existing private key file",
+        ),
+    ],
+)
+def test_bad_inventory_names_file_key_path_and_expectation(
+    tmp_path: Path, text: str, key_path: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(InventoryError) as info:
+        Inventory.from_file(path)
+    err = info.value
+    assert err.source == str(path)
+    assert err.key_path == key_path
+    assert expected in err.expected
+    assert str(path) in str(err) and key_path in str(err)
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "devices:\n  R1: [unclosed\n")
+    with pytest.raises(InventoryError, match=r"valid YAML \(line \d+, column \d+\)"):
+        Inventory.from_file(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InventoryError, match="a readable file"):
+        Inventory.from_file(tmp_path / "nope.yml")
+
+
+def test_same_key_for_two_devices_is_rejected(tmp_path: Path) -> None:
+    fp = "SHA256:" + "B" * 43
+    path = write(
+        tmp_path,
+        f"devices:\n  R1:\n    ssh: {{host_keys: ['{fp}'], username: u, password: p}}\n"
+        f"  R2:\n    ssh: {{host_keys: ['{fp}'], username: u, password: p}}\n",
+    )
+    with pytest.raises(InventoryError) as info:
+        Inventory.from_file(path)
+    assert info.value.key_path == "devices.R2.ssh.host_keys[0]"
+    assert "already pinned for device R1" in info.value.expected
+
+
+def test_device_password_overrides_default_secret_kind(tmp_path: Path) -> None:
+    fp = "SHA256:" + "C" * 43
+    inv = Inventory.from_dict(
+        {
+            "defaults": {"ssh": {"username": "admin", "password_env": "X"}},
+            "devices": {"R1": {"ssh": {"host_keys": [fp], "password": "direct"}}},
+        },
+        environ={},
+    )
+    assert inv["R1"].credentials == SSHCredentials(username="admin", password="direct")

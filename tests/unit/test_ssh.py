@@ -1,0 +1,49 @@
+"""Guards for the SSH room's one reliance on asyncssh internals, and its config."""
+
+from __future__ import annotations
+
+import inspect
+
+import asyncssh
+import pytest
+
+from callhome_transport.ssh import SSHClientConfig, _bind_username
+
+
+def test_asyncssh_reads_the_username_from_the_attribute_we_set() -> None:
+    # _bind_username sets SSHClientConnection._username after identification
+    # (RFC 8071 C7).  If asyncssh stops using that attribute when it builds the
+    # userauth request, the integration tests would fail on authentication;
+    # this catches it earlier and says why.
+    source = inspect.getsource(asyncssh.connection.SSHConnection)
+    assert "String(self._username)" in source
+    assert "self._username = options.username" in inspect.getsource(asyncssh.connection.SSHClientConnection.__init__)
+
+    class Holder:
+        _username = "before"
+
+    holder = Holder()
+    _bind_username(holder, "admin")  # type: ignore[arg-type]
+    assert holder._username == "admin"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"handshake_timeout": 0}, "handshake_timeout"),
+        ({"keepalive_interval": -1}, "keepalive_interval"),
+        ({"keepalive_count_max": 0}, "keepalive_count_max"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SSHClientConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_options_read_nothing_from_the_user_environment() -> None:
+    options = SSHClientConfig(keepalive_interval=5, keepalive_count_max=2).options()
+    assert options.client_keys is None  # no ~/.ssh/id_* keys
+    assert options.agent_path is None  # no ssh-agent
+    assert options.password is None  # password only from the identified device's credentials
+    assert options.keepalive_interval == 5
+    assert options.keepalive_count_max == 2
