@@ -57,7 +57,8 @@ class DeviceConnected:
     transport: Transport
     peer_address: PeerAddress
     fingerprint: str
-    connected_at: float
+    connected_at: float  # time.time() when authenticated
+    handshake_seconds: float  # TCP accept to authenticated
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -395,6 +396,7 @@ def _event(conn: SSHDeviceConnection) -> DeviceConnected:
         peer_address=conn.peer_address,
         fingerprint=conn.fingerprint,
         connected_at=conn.connected_at,
+        handshake_seconds=conn.handshake_seconds,
     )
 
 

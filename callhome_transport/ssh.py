@@ -207,6 +207,7 @@ class SSHDeviceConnection:
         peer_address: PeerAddress,
         conn_id: int,
         logger: ContextAdapter,
+        accepted_at: float,
     ) -> None:
         self.conn = conn
         self._client = client
@@ -216,6 +217,8 @@ class SSHDeviceConnection:
         self.peer_address = peer_address
         self.conn_id = conn_id
         self.connected_at = time.time()
+        self.accepted_at = accepted_at  # time.monotonic() when the handshake began
+        self.handshake_seconds = time.monotonic() - accepted_at  # accept -> authenticated
         self.log = logger
         self._closed = asyncio.get_running_loop().create_future()
         client.on_lost = self._lost
@@ -271,6 +274,7 @@ async def ssh_handshake(
     :class:`AuthenticationFailedError`, :class:`HandshakeTimeoutError` or
     :class:`TransportError`.  ``sock`` is closed on failure.
     """
+    accepted_at = time.monotonic()
     conn_id = next(_conn_ids)
     logger = ContextAdapter(log, peer=format_peer(peer), conn=conn_id)
     client = _DeviceClient(trust, peer, logger)
@@ -318,5 +322,11 @@ async def ssh_handshake(
     assert client.identity is not None
     logger.info("authenticated as %s", client.identity.credentials.username)
     return SSHDeviceConnection(
-        conn=conn, client=client, identity=client.identity, peer_address=peer, conn_id=conn_id, logger=logger
+        conn=conn,
+        client=client,
+        identity=client.identity,
+        peer_address=peer,
+        conn_id=conn_id,
+        logger=logger,
+        accepted_at=accepted_at,
     )
