@@ -72,17 +72,20 @@ class FrameDecoder:
         self._framing = framing
         self._state = _State.EOM_BODY if framing is Framing.END_OF_MESSAGE else _State.CHUNK_HEADER
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return every message they complete."""
+    def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
+        """Add received bytes; return the messages they complete, at most
+        ``limit`` (the rest stay buffered: feed ``b""`` to get them, e.g. after
+        :meth:`switch`)."""
         self._buffer += data
         messages: list[bytes] = []
-        while True:
+        while limit is None or len(messages) < limit:
             message = self._step()
             if message is None:
                 if len(self._buffer) + len(self._message) > self._max + len(EOM):
                     raise FramingError(f"message exceeds {self._max} bytes")
                 return messages
             messages.append(message)
+        return messages
 
     def _step(self) -> bytes | None:
         """Consume as much of the buffer as makes progress; return a message

@@ -245,17 +245,20 @@ class NetconfServerSession:
 
     def receive(self, data: bytes) -> bytes:
         out = bytearray()
-        try:
-            messages = self._decoder.feed(data)
-        except FramingError:
-            self.closed = True
-            return b""
-        for message in messages:
-            reply = self._handle(message)
+        while not self.closed:
+            try:
+                # one message at a time: the hello may switch the framing of
+                # the bytes that follow it in the same read (RFC 6242 s4.1)
+                messages = self._decoder.feed(data, limit=1)
+            except FramingError:
+                self.closed = True
+                break
+            data = b""
+            if not messages:
+                break
+            reply = self._handle(messages[0])
             if reply is not None:
                 out += encode(reply, self._framing)
-            if self.closed:
-                break
         return bytes(out)
 
     def _handle(self, message: bytes) -> bytes | None:

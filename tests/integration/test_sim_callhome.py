@@ -106,7 +106,9 @@ def test_unknown_host_key_is_refused_before_any_authentication(
         caplog.at_level(logging.WARNING, logger="callhome_transport"),
         CallHomeServer(inventory_for(known), listen_address="127.0.0.1", listen_port=0) as server,
     ):
-        with pytest.raises(asyncssh.Error, match=r"[Hh]ost key"):
+        # the device sees our disconnect ("Host key is not trusted") or, if we
+        # close first, a broken pipe
+        with pytest.raises((asyncssh.Error, OSError)):
             call(device_loop, stranger, server.listen_port).result(10)
         assert stranger.auth_attempts == 0  # RFC 8071 C5/C7: no credential sent
         [rejected] = server.rejected()

@@ -150,3 +150,16 @@ def test_garbage_and_rpc_before_hello_close_the_session() -> None:
     chunked = Client(Datastores(hostname="r1"))
     assert chunked.session.receive(b"GET / HTTP/1.1\r\n\r\n") == b""
     assert chunked.session.closed
+
+
+def test_hello_and_first_rpc_in_one_read_switch_framing_between_them() -> None:
+    session = NetconfServerSession(Datastores(hostname="r1"))
+    session.start()
+    rpc = encode(
+        f'<rpc xmlns="{NC}" message-id="1"><get-config><source><running/></source></get-config></rpc>'.encode(),
+        Framing.CHUNKED,
+    )
+    out = session.receive(CLIENT_HELLO + EOM + rpc + rpc)
+    replies = FrameDecoder(Framing.CHUNKED).feed(out)
+    assert len(replies) == 2
+    assert b"<hostname>r1</hostname>" in replies[1]
