@@ -227,6 +227,17 @@ class AsyncCallHomeServer:
             except TimeoutError:
                 raise DeviceNotConnectedError(device=device, timeout=timeout) from None
 
+    async def disconnect(self, device: str) -> bool:
+        """Close ``device``'s connection if it has one; wait until it is closed.
+        Returns whether there was one."""
+        conn = self._connections.get(device)
+        if conn is None:
+            return False
+        conn.log.info("disconnecting on request")
+        conn.close()
+        await conn.wait_closed()
+        return True
+
     async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, SSHDeviceConnection]:
         """Wait for ``device`` and open a NETCONF channel on it; return the
         local end of the relayed stream (no hello exchanged yet)."""
@@ -343,6 +354,12 @@ class CallHomeServer:
             return [_event(conn) for conn in self._server.connected().values()]
 
         return self._engine.run(_list())
+
+    def disconnect(self, device: str) -> bool:
+        """Close ``device``'s call-home connection (it may call again).
+        Returns whether it was connected."""
+        self._check_open()
+        return self._engine.run(self._server.disconnect(device))
 
     def rejected(self) -> list[RejectedAttempt]:
         """Recent refused attempts, oldest first (bounded)."""
