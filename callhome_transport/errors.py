@@ -142,6 +142,8 @@ class UnknownDeviceError(TrustError):
     ``fingerprint`` is what an operator adds to the inventory to onboard it.
     """
 
+    key_type: str
+
     def __init__(self, *, peer_address: tuple[str, int] | None, fingerprint: str, key_type: str = "") -> None:
         key = f"{key_type} {fingerprint}" if key_type else fingerprint
         super().__init__(

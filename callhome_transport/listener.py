@@ -89,7 +89,6 @@ class Listener:
         self._sockets: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task[None]] = []
         self._conn_tasks: set[asyncio.Task[None]] = set()
-        self._closed = asyncio.Event()
         self.addresses: list[BoundAddress] = []
 
     @property
@@ -193,4 +192,3 @@ class Listener:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        self._closed.set()

@@ -143,10 +143,10 @@ class AsyncCallHomeServer:
                 "peer=%s rejected unknown device: host key %s %s is not in the inventory; "
                 "pin it under devices.<name>.ssh.host_keys to accept it",
                 format_peer(peer),
-                exc.key_type,  # type: ignore[attr-defined]
+                exc.key_type,
                 exc.fingerprint,
             )
-            self._reject(peer, "unknown-device", exc.fingerprint, exc.key_type, None)  # type: ignore[attr-defined]
+            self._reject(peer, "unknown-device", exc.fingerprint, exc.key_type, None)
             return
         except AuthenticationFailedError as exc:
             log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
