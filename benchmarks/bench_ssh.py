@@ -34,11 +34,10 @@ from ncclient import manager as nc_manager
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.peers import NetconfdDevice, ReverseRelay, free_port  # noqa: E402
-
 from callhome_transport import CallHomeServer, Device, HostKeyPin, Inventory, SSHClientConfig, SSHCredentials  # noqa: E402
+from tests.integration.netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port  # noqa: E402
 
-FILTER = ("subtree", '<nacm xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-acm"><enable-nacm/></nacm>')
+FILTER = NACM_GROUP_FILTER
 
 
 def forward_relay(target_port: int) -> tuple[subprocess.Popen[bytes], int]:

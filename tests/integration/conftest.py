@@ -1,0 +1,38 @@
+"""Fixtures that start real peers on loopback and stop them by PID."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .netconfd_peer import NetconfdDevice, peers_available
+
+
+@pytest.fixture(scope="module")
+def netconfd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetconfdDevice]:
+    """One netconfd + sshd device for a test module."""
+    reason = peers_available()
+    if reason:
+        pytest.skip(reason)
+    with NetconfdDevice(tmp_path_factory.mktemp("peer"), name="shared") as device:
+        yield device
+
+
+@pytest.fixture
+def make_netconfd(tmp_path: Path) -> Iterator[object]:
+    """Factory for extra devices, stopped at the end of the test."""
+    reason = peers_available()
+    if reason:
+        pytest.skip(reason)
+    started: list[NetconfdDevice] = []
+
+    def make(**kwargs: object) -> NetconfdDevice:
+        device = NetconfdDevice(tmp_path, name=f"d{len(started)}", **kwargs)  # type: ignore[arg-type]
+        started.append(device)
+        return device.start()
+
+    yield make
+    for device in started:
+        device.stop()

@@ -1,0 +1,349 @@
+"""Real third-party NETCONF devices on loopback, for the integration tests and
+benchmarks: Debian's yuma123 ``netconfd`` behind a private OpenSSH ``sshd``,
+made to call home with a ``socat`` reverse relay.
+
+Every process runs from a private directory (config, host keys, logs, socket),
+listens only on loopback high ports, is bounded in time and is stopped by PID.
+
+    with NetconfdDevice(tmp_path) as device:              # sshd + netconfd
+        with ReverseRelay(listener_port=port, device_port=device.ssh_port):
+            ...                                           # the device calls home
+
+``netconf-subsystem`` finds netconfd's socket from ``--ncxserver-sockname=
+PORT@PATH``, where PORT must match the server port of ``SSH_CONNECTION``: the
+sshd port.  netconfd is started with that port in ``--port``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+NETCONFD = "/usr/sbin/netconfd"
+SSHD = "/usr/sbin/sshd"
+SUBSYSTEM = "/usr/sbin/netconf-subsystem"
+SOCAT = "/usr/bin/socat"
+
+TEST_USER = "chtest"
+TEST_PASSWORD = "ch-test-pw-1"  # a throwaway local account for the tests only
+
+NACM = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
+# netconfd loads ietf-netconf-acm by default, so its config is editable with no
+# extra module (the ietf-interfaces/ietf-system modules must not be loaded).
+NACM_GROUP_FILTER = ("subtree", f'<nacm xmlns="{NACM}"><groups/></nacm>')
+
+
+def nacm_group_config(group: str, user: str) -> str:
+    """An edit-config payload that adds a NACM group (works on netconfd as shipped)."""
+    return (
+        '<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'
+        f'<nacm xmlns="{NACM}"><groups><group><name>{group}</name><user-name>{user}</user-name>'
+        "</group></groups></nacm></config>"
+    )
+
+
+def peers_available() -> str | None:
+    """Why real peers cannot run here, or None."""
+    for path in (NETCONFD, SSHD, SUBSYSTEM, SOCAT):
+        if not os.path.exists(path):
+            return f"{path} is not installed (make test installs netconfd, openssh-server, socat)"
+    if os.geteuid() != 0:
+        return "real peers need root (sshd privilege separation, a local test account)"
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        free_port("::1")
+        return True
+    except OSError:
+        return False
+
+
+def ensure_test_user(username: str = TEST_USER, password: str = TEST_PASSWORD) -> None:
+    """Create the local test account if missing (idempotent) and set its password."""
+    if subprocess.run(["id", username], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["useradd", "-M", "-s", "/bin/sh", username], check=True, capture_output=True, timeout=30)
+    subprocess.run(["chpasswd"], input=f"{username}:{password}\n".encode(), check=True, capture_output=True, timeout=30)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class NetconfdDevice:
+    """yuma123 netconfd behind a private OpenSSH sshd on loopback."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        listen_host: str = "127.0.0.1",
+        key_type: str = "ed25519",
+        username: str = TEST_USER,
+        password: str = TEST_PASSWORD,
+        authorized_keys: list[str] | None = None,
+        target: str = "candidate",
+        name: str = "dev",
+    ) -> None:
+        self.dir = Path(workdir) / f"netconfd-{name}"
+        self.listen_host = listen_host
+        self.key_type = key_type
+        self.username = username
+        self.password = password
+        self.authorized_keys = authorized_keys or []
+        self.target = target
+        self.ssh_port = 0
+        self.sshd_log = self.dir / "sshd.log"
+        self.netconfd_log = self.dir / "netconfd.log"
+        self.host_key_public_line = ""
+        self.host_key_fingerprint = ""
+        self._sock_dir: Path | None = None
+        self._sshd: subprocess.Popen[bytes] | None = None
+        self._netconfd: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in (("sshd", self._sshd), ("netconfd", self._netconfd)) if p is not None}
+
+    def start(self) -> NetconfdDevice:
+        ensure_test_user(self.username, self.password)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.ssh_port = free_port(self.listen_host)
+        hostkey = self.dir / f"ssh_host_{self.key_type}_key"
+        if not hostkey.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", self.key_type, "-N", "", "-f", str(hostkey)],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        pub = hostkey.with_suffix(".pub")
+        self.host_key_public_line = pub.read_text().strip()
+        out = subprocess.run(["ssh-keygen", "-lf", str(pub)], check=True, capture_output=True, text=True, timeout=30)
+        self.host_key_fingerprint = out.stdout.split()[1]
+        (self.dir / "authorized_keys").write_text("".join(k.strip() + "\n" for k in self.authorized_keys))
+        # netconf-subsystem runs as the test user: the socket must sit in a
+        # directory that user can traverse (pytest's tmp dirs are root-only)
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="callhome-ncx-"))
+        self._sock_dir.chmod(0o755)
+        sock = self._sock_dir / "ncxserver.sock"
+        (self.dir / "netconfd.conf").write_text("")  # never the host's /etc/yuma/netconfd.conf
+        self._netconfd = subprocess.Popen(
+            [
+                NETCONFD,
+                f"--config={self.dir / 'netconfd.conf'}",
+                "--no-startup",
+                f"--superuser={self.username}",
+                f"--ncxserver-sockname={sock}",
+                f"--port={self.ssh_port}",
+                f"--log={self.netconfd_log}",
+                "--log-level=info",
+                "--access-control=off",
+                f"--target={self.target}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        config = self.dir / "sshd_config"
+        config.write_text(
+            f"""Port {self.ssh_port}
+ListenAddress {self.listen_host}
+HostKey {hostkey}
+PidFile {self.dir / "sshd.pid"}
+UsePAM no
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin no
+StrictModes no
+AuthorizedKeysFile {self.dir / "authorized_keys"}
+LoginGraceTime 30
+MaxStartups 100
+LogLevel DEBUG1
+Subsystem netconf {SUBSYSTEM} --ncxserver-sockname={self.ssh_port}@{sock}
+"""
+        )
+        subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True, timeout=30)
+        self._sshd = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config), "-E", str(self.sshd_log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._wait_ready(sock)
+        return self
+
+    def _wait_ready(self, sock: Path, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in (self._netconfd, self._sshd):
+                if proc is not None and proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(self._failure(f"exited with {proc.returncode}"))
+            if sock.exists():
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection((self.listen_host, self.ssh_port), 0.5) as c,
+                ):
+                    c.settimeout(2)
+                    if c.recv(64).startswith(b"SSH-2.0-"):
+                        return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(self._failure(f"not ready within {timeout} s"))
+
+    def _failure(self, what: str) -> str:
+        return (
+            f"netconfd/sshd device {what}\n--- netconfd log ---\n{_tail(self.netconfd_log)}"
+            f"\n--- sshd log ---\n{_tail(self.sshd_log)}"
+        )
+
+    def auth_attempts(self) -> int:
+        """User-authentication requests sshd received (every method, including
+        ``none``), from its LogLevel DEBUG1 log: ``userauth-request for user``."""
+        try:
+            text = self.sshd_log.read_text(errors="replace")
+        except OSError:
+            return 0
+        return len(re.findall(r"userauth-request for user", text))
+
+    def log_has(self, pattern: str) -> bool:
+        try:
+            return re.search(pattern, self.sshd_log.read_text(errors="replace")) is not None
+        except OSError:
+            return False
+
+    def kill_hard(self) -> None:
+        """SIGKILL netconfd and every sshd of this device (listener and session
+        children): the device dies mid-session."""
+        for proc in (self._netconfd, self._sshd):
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def stop(self) -> None:
+        for proc in (self._sshd, self._netconfd):
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+        if self._sock_dir is not None:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
+
+    def __enter__(self) -> NetconfdDevice:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ReverseRelay:
+    """The device calls home: ``socat`` dials the manager's listener, then the
+    device's sshd, and relays one connection both ways (RFC 8071 S1, S2)."""
+
+    def __init__(
+        self,
+        *,
+        listener_port: int,
+        device_port: int,
+        listener_host: str = "127.0.0.1",
+        device_host: str = "127.0.0.1",
+    ) -> None:
+        self.args = [
+            SOCAT,
+            "-T",
+            "600",  # bounded: the relay ends after 10 min of silence at most
+            f"{_socat_addr(listener_host, listener_port)},retry=50,interval=0.1",
+            _socat_addr(device_host, device_port),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> ReverseRelay:
+        if shutil.which(SOCAT) is None:
+            raise RuntimeError("socat is not installed")
+        self.proc = subprocess.Popen(
+            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return self
+
+    def freeze(self) -> None:
+        """SIGSTOP the relay: the path to the device goes silent while the TCP
+        connection stays open (a dead device behind NAT)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+        _stop(self.proc)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def __enter__(self) -> ReverseRelay:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _socat_addr(host: str, port: int) -> str:
+    return f"TCP6:[{host}]:{port}" if ":" in host else f"TCP4:{host}:{port}"
