@@ -43,7 +43,7 @@ FILTER = NACM_GROUP_FILTER
 def forward_relay(target_port: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
-        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{target_port}"],
+        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay", f"TCP:127.0.0.1:{target_port},nodelay"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

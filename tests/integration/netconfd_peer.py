@@ -297,8 +297,10 @@ class ReverseRelay:
             SOCAT,
             "-T",
             "600",  # bounded: the relay ends after 10 min of silence at most
-            f"{_socat_addr(listener_host, listener_port)},retry=50,interval=0.1",
-            _socat_addr(device_host, device_port),
+            # nodelay on both legs: without it Nagle on the relay holds every
+            # second small segment for the peer's 40 ms delayed ACK
+            f"{_socat_addr(listener_host, listener_port)},retry=50,interval=0.1,nodelay",
+            f"{_socat_addr(device_host, device_port)},nodelay",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
