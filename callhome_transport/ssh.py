@@ -119,6 +119,7 @@ class _DeviceClient(asyncssh.SSHClient):
         self.presented: PresentedKey | None = None
         self.identity: Identity | None = None
         self.lost_reason: str | None = None
+        self.lost_abnormally = False
         self.on_lost: Callable[[str], None] | None = None
         self._password_sent = False
         self._key_sent = False
@@ -129,6 +130,7 @@ class _DeviceClient(asyncssh.SSHClient):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost_reason = str(exc) if exc else "closed"
+        self.lost_abnormally = exc is not None
         if self.on_lost is not None:
             self.on_lost(self.lost_reason)
 
@@ -228,7 +230,9 @@ class SSHDeviceConnection:
     def _lost(self, reason: str) -> None:
         if not self._closed.done():
             self._closed.set_result(reason)
-            self.log.info("connection closed: %s", reason)
+            # a dead peer (missed keepalives, reset) is worth a WARNING; a close is not
+            level = logging.WARNING if self._client.lost_abnormally else logging.INFO
+            self.log.log(level, "connection closed: %s", reason)
 
     @property
     def is_closed(self) -> bool:
