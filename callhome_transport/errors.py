@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "AuthenticationFailedError",
     "CallHomeError",
+    "CertificateRejectedError",
     "DeviceDisconnectedError",
     "DeviceNotConnectedError",
     "DeviceStateError",
@@ -29,6 +30,7 @@ __all__ = [
     "HostKeyMismatchError",
     "InventoryError",
     "ListenerError",
+    "RevokedCertificateError",
     "TransportError",
     "TrustError",
     "UnknownDeviceError",
@@ -177,6 +179,51 @@ class HostKeyMismatchError(TrustError):
             fingerprint=fingerprint,
             expected=expected,
         )
+
+
+class CertificateRejectedError(TrustError):
+    """A TLS device's certificate was refused (RFC 8071 C5, C6, s5): unknown
+    issuer, expired, missing intermediates, an identifier no device expects, a
+    device presenting another manufacturer's chain, a stale CRL.
+
+    ``reason`` says which; ``subject``, ``issuer`` and ``serial`` describe the
+    presented end-entity certificate when it is known (OpenSSL rejects some
+    chains during the handshake, before we can see them).
+    """
+
+    reason: str
+    subject: str
+    issuer: str
+    serial: str
+    device: str | None
+
+    def __init__(
+        self,
+        *,
+        peer_address: tuple[str, int] | None,
+        reason: str,
+        subject: str = "",
+        issuer: str = "",
+        serial: str = "",
+        fingerprint: str = "",
+        device: str | None = None,
+    ) -> None:
+        cert = f" (subject {subject!r}, issuer {issuer!r}, serial {serial})" if subject else ""
+        super().__init__(
+            f"certificate from {_peer(peer_address)} rejected: {reason}{cert}",
+            peer_address=peer_address,
+            reason=reason,
+            subject=subject,
+            issuer=issuer,
+            serial=serial,
+            fingerprint=fingerprint,
+            device=device,
+        )
+
+
+class RevokedCertificateError(CertificateRejectedError):
+    """A certificate of the device's chain is on its issuer's CRL; the
+    connection was closed at once (RFC 8071 C5)."""
 
 
 # --- transport --------------------------------------------------------------

@@ -15,14 +15,20 @@ The same YAML format serves the library, the gateway and the Ansible roles::
         username: admin
     devices:
       SN-0001:
-        transport: ssh             # "ssh" today; "tls" and "restconf" next
+        transport: ssh             # ssh (4334), tls (4335), restconf (4336)
         ssh:
           host_keys:
             - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... sn-0001
             - SHA256:2zYk0sB1...
           username: admin
           password_env: SN0001_PASSWORD     # or password: / private_key:
-        # tls: {...}               # reserved for NETCONF/RESTCONF over TLS
+      SN-0003:
+        transport: tls
+        tls:
+          issuers: [pki/manufacturer-a-ca.pem]   # that manufacturer's trust anchor(s)
+          identifier: SN-0003                    # expected in...
+          identifier_field: serialNumber         # subject serialNumber (IDevID)
+          crls: [pki/manufacturer-a.crl]
 
 Secrets may be given inline (``password``), by environment variable
 (``password_env``) or by file (``password_file``); the private key is a path.
@@ -43,14 +49,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from .errors import InventoryError
 
 __all__ = [
     "Device",
     "HostKeyPin",
+    "IdentifierField",
     "Inventory",
     "SSHCredentials",
+    "StaleCRLPolicy",
+    "TLSIdentity",
     "Transport",
     "fingerprint_of_blob",
 ]
@@ -64,7 +74,7 @@ class Transport(enum.Enum):
     """How a device calls home (RFC 8071 s6 ports)."""
 
     SSH = "ssh"  # NETCONF over SSH, port 4334
-    TLS = "tls"  # NETCONF over TLS, port 4335 (next issue)
+    TLS = "tls"  # NETCONF over TLS, port 4335
     RESTCONF = "restconf"  # RESTCONF over TLS, port 4336 (later issue)
 
 
@@ -133,6 +143,48 @@ class SSHCredentials:
             raise ValueError("a password or a private_key")
 
 
+class IdentifierField(enum.Enum):
+    """Which certificate field carries a device's identifier (RFC 8071 C6)."""
+
+    SERIAL_NUMBER = "serialNumber"  # subject serialNumber, e.g. an IEEE 802.1AR IDevID
+    COMMON_NAME = "cn"  # subject commonName
+    DNS = "dns"  # subjectAltName dNSName
+    URI = "uri"  # subjectAltName uniformResourceIdentifier
+
+
+class StaleCRLPolicy(enum.Enum):
+    """What a CRL past its nextUpdate means."""
+
+    REJECT = "reject"  # refuse the device (default): revocation status is unknown
+    WARN = "warn"  # use the stale CRL and log a WARNING
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSIdentity:
+    """How a TLS device is recognised (RFC 8071 C5, C6, s5).
+
+    Either ``issuers`` (the trust anchors of the device's manufacturer, never
+    the system store) plus the ``identifier`` expected in ``identifier_field``;
+    or ``pinned_certificates`` (the device's own end-entity certificates).
+    ``crls`` are checked for every certificate of the chain they cover.
+    """
+
+    issuers: tuple[x509.Certificate, ...] = ()
+    identifier: str | None = None
+    identifier_field: IdentifierField = IdentifierField.SERIAL_NUMBER
+    pinned_certificates: tuple[x509.Certificate, ...] = ()
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
+    stale_crl: StaleCRLPolicy = StaleCRLPolicy.REJECT
+
+    def __post_init__(self) -> None:
+        if self.pinned_certificates:
+            return
+        if not self.issuers:
+            raise ValueError("tls.issuers (the manufacturer's trust anchors) or tls.pinned_certificates")
+        if not self.identifier:
+            raise ValueError("tls.identifier (the value expected in the certificate) with tls.issuers")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Device:
     """A device that may call home, named by identity."""
@@ -141,7 +193,7 @@ class Device:
     transport: Transport = Transport.SSH
     host_keys: tuple[HostKeyPin, ...] = ()
     credentials: SSHCredentials | None = None
-    tls: Mapping[str, Any] | None = None  # reserved for the TLS issue
+    tls: TLSIdentity | None = None
 
     def __post_init__(self) -> None:
         if not _DEVICE_NAME.match(self.name):
@@ -151,6 +203,8 @@ class Device:
                 raise ValueError("at least one pinned host key for an SSH device")
             if self.credentials is None:
                 raise ValueError("credentials for an SSH device")
+        elif self.tls is None:
+            raise ValueError(f"a tls section for a {self.transport.value} device")
 
     @property
     def fingerprints(self) -> frozenset[str]:
@@ -170,6 +224,7 @@ class Inventory:
         self.source = source
         self._by_name: dict[str, Device] = {}
         self._by_fingerprint: dict[str, str] = {}
+        self._by_tls_identifier: dict[tuple[IdentifierField, str], str] = {}
         for device in devices:
             self._add(device)
 
@@ -185,6 +240,18 @@ class Inventory:
                     f"a host key not already pinned for device {owner} ({pin.fingerprint})",
                 )
             self._by_fingerprint[pin.fingerprint] = device.name
+        tls = device.tls
+        if tls is not None and tls.identifier:
+            key = (tls.identifier_field, tls.identifier)
+            owner = self._by_tls_identifier.get(key)
+            if owner is not None and owner != device.name:
+                raise InventoryError(
+                    self.source,
+                    f"devices.{device.name}.tls.identifier",
+                    f"an identifier not already expected for device {owner} "
+                    f"({tls.identifier_field.value}={tls.identifier})",
+                )
+            self._by_tls_identifier[key] = device.name
         self._by_name[device.name] = device
 
     # -- lookup ---------------------------------------------------------------
@@ -209,6 +276,15 @@ class Inventory:
         """The device whose pinned host keys include ``fingerprint``, or ``None``."""
         name = self._by_fingerprint.get(fingerprint)
         return None if name is None else self._by_name[name]
+
+    def device_for_tls_identifier(self, field: IdentifierField, value: str) -> Device | None:
+        """The TLS device expecting ``value`` in ``field``, or ``None``."""
+        name = self._by_tls_identifier.get((field, value))
+        return None if name is None else self._by_name[name]
+
+    def tls_identifier_fields(self) -> frozenset[IdentifierField]:
+        """The certificate fields some device is identified by."""
+        return frozenset(field for field, _ in self._by_tls_identifier)
 
     def __repr__(self) -> str:
         return f"Inventory({len(self)} devices from {self.source})"
@@ -313,13 +389,78 @@ class _Loader:
         )
         host_keys = self.host_keys(ssh.get("host_keys"), f"{key_path}.ssh.host_keys")
         credentials = self.credentials(ssh, f"{key_path}.ssh") if (ssh or transport is Transport.SSH) else None
-        tls = entry.get("tls")
-        if tls is not None and not isinstance(tls, dict):
-            raise self.fail(f"{key_path}.tls", "a mapping")
+        tls = self.tls(entry.get("tls"), f"{key_path}.tls") if entry.get("tls") is not None else None
         try:
             return Device(name=name, transport=transport, host_keys=host_keys, credentials=credentials, tls=tls)
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None
+
+    def tls(self, value: Any, key_path: str) -> TLSIdentity:
+        section = self.mapping(
+            value, key_path, ("issuers", "identifier", "identifier_field", "pinned_certificates", "crls", "stale_crl")
+        )
+        try:
+            field_ = IdentifierField(section.get("identifier_field", IdentifierField.SERIAL_NUMBER.value))
+        except ValueError:
+            raise self.fail(f"{key_path}.identifier_field", "one of serialNumber, cn, dns, uri") from None
+        try:
+            stale = StaleCRLPolicy(section.get("stale_crl", StaleCRLPolicy.REJECT.value))
+        except ValueError:
+            raise self.fail(f"{key_path}.stale_crl", "one of reject, warn") from None
+        identifier = section.get("identifier")
+        if identifier is not None:
+            identifier = self.string(str(identifier), f"{key_path}.identifier")
+        try:
+            return TLSIdentity(
+                issuers=self.certificates(section.get("issuers"), f"{key_path}.issuers"),
+                identifier=identifier,
+                identifier_field=field_,
+                pinned_certificates=self.certificates(
+                    section.get("pinned_certificates"), f"{key_path}.pinned_certificates"
+                ),
+                crls=self.crls(section.get("crls"), f"{key_path}.crls"),
+                stale_crl=stale,
+            )
+        except ValueError as exc:
+            raise self.fail(key_path, str(exc)) from None
+
+    def files(self, value: Any, key_path: str) -> list[tuple[str, bytes]]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise self.fail(key_path, "a list of file paths")
+        out = []
+        for index, item in enumerate(value):
+            path = self.path(item, f"{key_path}[{index}]")
+            try:
+                out.append((f"{key_path}[{index}]", path.read_bytes()))
+            except OSError as exc:
+                raise self.fail(f"{key_path}[{index}]", f"a readable file ({exc.strerror}: {path})") from exc
+        return out
+
+    def certificates(self, value: Any, key_path: str) -> tuple[x509.Certificate, ...]:
+        certs: list[x509.Certificate] = []
+        for where, data in self.files(value, key_path):
+            try:
+                certs += (
+                    x509.load_pem_x509_certificates(data)
+                    if b"-----BEGIN" in data
+                    else [x509.load_der_x509_certificate(data)]
+                )
+            except ValueError:
+                raise self.fail(where, "a PEM or DER X.509 certificate file") from None
+        return tuple(certs)
+
+    def crls(self, value: Any, key_path: str) -> tuple[x509.CertificateRevocationList, ...]:
+        crls: list[x509.CertificateRevocationList] = []
+        for where, data in self.files(value, key_path):
+            try:
+                crls.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
+            except ValueError:
+                raise self.fail(where, "a PEM or DER X.509 CRL file") from None
+        return tuple(crls)
 
     def host_keys(self, value: Any, key_path: str) -> tuple[HostKeyPin, ...]:
         if value is None:

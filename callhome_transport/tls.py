@@ -1,0 +1,487 @@
+"""The TLS client role over a device-initiated socket (RFC 8071 C3-C7, s5;
+NETCONF over TLS is RFC 7589, port 4335).
+
+Order, as RFC 8071 s5 asks:
+
+1. TLS handshake with Python's ``ssl`` (TLS 1.2 or 1.3), ``CERT_REQUIRED``
+   against the union of the trust anchors the inventory configures (never the
+   system store).  OpenSSL validates the path the device sends, intermediates
+   included (S5), and the validity dates *before* it sends our client
+   certificate: a device with an unknown issuer, an expired certificate or a
+   missing intermediate never receives it.
+2. Identify: the verified chain's end-entity certificate carries an
+   identifier (subject serialNumber, CN, SAN DNS or URI) that one device of
+   the inventory expects (C6), or is that device's pinned certificate.
+3. Bind identity to issuer: the chain must run through one of *that* device's
+   configured issuers, so a device of another manufacturer (or another device
+   of the same one) cannot pose as it.
+4. Revocation: every certificate of the chain that a configured CRL covers is
+   checked (C5); a revoked one closes the connection at once.  A CRL past its
+   nextUpdate rejects (or, by policy, warns).
+5. Only then does anything else flow: the NETCONF hello (C8), and later any
+   HTTP credential for RESTCONF (C7).
+
+What ``ssl`` allows about C7: the client certificate is sent inside the
+handshake, after the device's chain was path-validated (step 1) but before
+steps 2-4 can run, because Python exposes no verification callback.  A
+certificate is public and proves possession only within this handshake, so
+no secret reaches an unverified device; every other credential waits for
+step 4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import itertools
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from ._log import ContextAdapter
+from .errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
+from .inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
+from .listener import PeerAddress, format_peer
+
+__all__ = ["TLSClientConfig", "TLSDeviceConnection", "TLSTrust", "TLSIdentified", "tls_handshake"]
+
+log = logging.getLogger(__name__)
+_conn_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSClientConfig:
+    """The manager's side of TLS call home.
+
+    ``certfile``/``keyfile``: the client certificate presented to devices
+    (RFC 7589 mutual authentication).  ``handshake_timeout`` bounds accept to
+    identified.  TCP keepalive (``tcp_keepalive_idle``/``_interval``/``_count``)
+    detects dead devices, since TLS heartbeats are rarely available.
+    """
+
+    certfile: Path
+    keyfile: Path | None = None
+    handshake_timeout: float = 30.0
+    tcp_keepalive_idle: int = 30
+    tcp_keepalive_interval: int = 10
+    tcp_keepalive_count: int = 3
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+
+    def __post_init__(self) -> None:
+        if self.handshake_timeout <= 0:
+            raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
+        for name in ("tcp_keepalive_idle", "tcp_keepalive_interval", "tcp_keepalive_count"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.minimum_version < ssl.TLSVersion.TLSv1_2:
+            raise ValueError("minimum_version must be TLS 1.2 or newer (RFC 7589)")
+
+    def context(self, anchors: Iterable[x509.Certificate]) -> ssl.SSLContext:
+        """A client context trusting only ``anchors``, presenting our certificate."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = self.minimum_version
+        ctx.check_hostname = False  # devices are identified by C6 identifiers, not host names
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        # a configured intermediate or pinned end-entity certificate may be an anchor
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        pem = "".join(cert.public_bytes(serialization.Encoding.PEM).decode() for cert in anchors)
+        if pem:
+            ctx.load_verify_locations(cadata=pem)
+        try:
+            ctx.load_cert_chain(str(self.certfile), str(self.keyfile) if self.keyfile else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the client certificate {self.certfile}: {exc}") from exc
+        return ctx
+
+    def apply_tcp_keepalive(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, self.tcp_keepalive_idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, self.tcp_keepalive_interval)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, self.tcp_keepalive_count)
+
+
+def cert_fingerprint(cert: x509.Certificate) -> str:
+    """``SHA256:`` + unpadded base64 of the DER certificate's SHA-256."""
+    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _describe(cert: x509.Certificate) -> dict[str, str]:
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "X"),
+        "fingerprint": cert_fingerprint(cert),
+    }
+
+
+def identifiers(cert: x509.Certificate, field: IdentifierField) -> list[str]:
+    """The values ``cert`` carries in ``field``."""
+    if field is IdentifierField.SERIAL_NUMBER:
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    if field is IdentifierField.COMMON_NAME:
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    kind: type[x509.DNSName] | type[x509.UniformResourceIdentifier] = (
+        x509.DNSName if field is IdentifierField.DNS else x509.UniformResourceIdentifier
+    )
+    return [str(v) for v in san.get_values_for_type(kind)]
+
+
+def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    key = issuer.public_key()
+    if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return crl.is_signature_valid(key)
+    return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSIdentified:
+    """A TLS device identified from its verified chain."""
+
+    device: str
+    subject: str
+    issuer: str
+    serial: str
+    fingerprint: str
+
+
+class TLSTrust:
+    """Certificate identity for TLS devices, from an :class:`Inventory`.
+
+    :meth:`anchors` feeds the handshake's trust store; :meth:`identify` runs
+    steps 2-4 of the module docstring on the chain OpenSSL verified.
+    """
+
+    def __init__(self, inventory: Inventory, transports: Iterable[Transport] = (Transport.TLS,)) -> None:
+        self.inventory = inventory
+        wanted = set(transports)
+        self.devices = [d for d in inventory if d.transport in wanted and d.tls is not None]
+
+    def anchors(self) -> list[x509.Certificate]:
+        seen: dict[bytes, x509.Certificate] = {}
+        for device in self.devices:
+            assert device.tls is not None
+            for cert in (*device.tls.issuers, *device.tls.pinned_certificates):
+                seen.setdefault(cert.public_bytes(serialization.Encoding.DER), cert)
+        return list(seen.values())
+
+    def _find_device(self, leaf: x509.Certificate) -> Device | None:
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        for device in self.devices:
+            assert device.tls is not None
+            if any(p.public_bytes(serialization.Encoding.DER) == der for p in device.tls.pinned_certificates):
+                return device
+        for field in self.inventory.tls_identifier_fields():
+            for value in identifiers(leaf, field):
+                found = self.inventory.device_for_tls_identifier(field, value)
+                if found is not None and found in self.devices:
+                    return found
+        return None
+
+    def identify(
+        self, chain: list[x509.Certificate], peer: PeerAddress, now: datetime.datetime | None = None
+    ) -> TLSIdentified:
+        """Identify the device from ``chain`` (end-entity first, anchor last),
+        or raise :class:`CertificateRejectedError` / :class:`RevokedCertificateError`."""
+        if not chain:
+            raise CertificateRejectedError(peer_address=peer, reason="no certificate presented")
+        leaf = chain[0]
+        facts = _describe(leaf)
+        device = self._find_device(leaf)
+        if device is None:
+            raise CertificateRejectedError(
+                peer_address=peer, reason="no device in the inventory expects this certificate's identifier", **facts
+            )
+        tls = device.tls
+        assert tls is not None
+        pinned = any(leaf == p for p in tls.pinned_certificates)
+        if not pinned and not any(cert == issuer for cert in chain for issuer in tls.issuers):
+            raise CertificateRejectedError(
+                peer_address=peer,
+                reason=f"the chain does not lead to an issuer configured for device {device.name}",
+                device=device.name,
+                **facts,
+            )
+        self._check_revocation(device, chain, peer, now or datetime.datetime.now(datetime.UTC), facts)
+        return TLSIdentified(device=device.name, **facts)
+
+    def _check_revocation(
+        self,
+        device: Device,
+        chain: list[x509.Certificate],
+        peer: PeerAddress,
+        now: datetime.datetime,
+        facts: dict[str, str],
+    ) -> None:
+        tls = device.tls
+        assert tls is not None
+        for cert, issuer in itertools.pairwise(chain):
+            for crl in tls.crls:
+                if crl.issuer != cert.issuer or not _signed_by(crl, issuer):
+                    continue
+                next_update = crl.next_update_utc
+                if next_update is not None and next_update < now:
+                    message = f"CRL of {crl.issuer.rfc4514_string()} is stale (nextUpdate {next_update.isoformat()})"
+                    if tls.stale_crl is StaleCRLPolicy.REJECT:
+                        raise CertificateRejectedError(
+                            peer_address=peer, reason=message + "; policy: reject", device=device.name, **facts
+                        )
+                    log.warning("device=%s peer=%s %s; policy: warn, using it", device.name, format_peer(peer), message)
+                revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+                if revoked is not None:
+                    raise RevokedCertificateError(
+                        peer_address=peer,
+                        reason=(
+                            f"certificate serial {cert.serial_number:X} ({cert.subject.rfc4514_string()}) "
+                            f"revoked on {revoked.revocation_date_utc.isoformat()}"
+                        ),
+                        device=device.name,
+                        **facts,
+                    )
+
+
+class _TLSStream(asyncio.Protocol):
+    """The device's TLS stream: buffers what arrives (the device's hello)
+    until a local socket is attached, then relays both ways."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.local: asyncio.Transport | None = None
+        self._early: list[bytes] = []
+        self._eof = False
+        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.local is None:
+            self._early.append(data)
+        elif not self.local.is_closing():
+            self.local.write(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self.local is not None:
+            self.local.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.local is not None:
+            self.local.close()
+        if not self.closed.done():
+            self.closed.set_result(str(exc) if exc else "closed")
+
+    def pause_writing(self) -> None:
+        if self.local is not None:
+            self.local.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.local is not None:
+            self.local.resume_reading()
+
+    def attach(self, local: asyncio.Transport) -> None:
+        self.local = local
+        for data in self._early:
+            local.write(data)
+        self._early.clear()
+        if self._eof or self.closed.done():
+            local.close()
+
+
+class _LocalEnd(asyncio.Protocol):
+    def __init__(self, stream: _TLSStream) -> None:
+        self._stream = stream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._stream.attach(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.close()
+
+    def pause_writing(self) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.resume_reading()
+
+
+class TLSDeviceConnection:
+    """A verified, identified call-home TLS connection.
+
+    NETCONF over TLS carries one NETCONF session per connection (RFC 7589):
+    :meth:`open_netconf` hands the stream over once; the device calls again
+    for the next session.
+    """
+
+    transport_kind = Transport.TLS
+
+    def __init__(
+        self,
+        *,
+        stream: _TLSStream,
+        identified: TLSIdentified,
+        peer_address: PeerAddress,
+        conn_id: int,
+        logger: ContextAdapter,
+        accepted_at: float,
+        tls_version: str,
+    ) -> None:
+        self._stream = stream
+        self.device = identified.device
+        self.identified = identified
+        self.fingerprint = identified.fingerprint
+        self.peer_address = peer_address
+        self.conn_id = conn_id
+        self.log = logger
+        self.connected_at = time.time()
+        self.accepted_at = accepted_at
+        self.handshake_seconds = time.monotonic() - accepted_at
+        self.tls_version = tls_version
+        self.claimed = False
+        stream.closed.add_done_callback(self._lost)
+
+    def _lost(self, fut: asyncio.Future[str]) -> None:
+        if not self.claimed:
+            self.log.info("connection closed before use: %s", fut.result())
+
+    @property
+    def is_closed(self) -> bool:
+        return self._stream.closed.done()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._stream.closed.result() if self._stream.closed.done() else None
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._stream.closed)
+
+    async def open_netconf(self) -> socket.socket:
+        """Hand the NETCONF stream to one end of a new ``socketpair``; return
+        the other (blocking) end.  Only once per connection."""
+        if self.claimed:
+            raise TransportError(
+                f"the TLS session of device {self.device} is already in use",
+                device=self.device,
+                peer_address=self.peer_address,
+            )
+        if self.is_closed:
+            raise TransportError(
+                f"device {self.device} closed its TLS connection: {self.close_reason}",
+                device=self.device,
+                peer_address=self.peer_address,
+            )
+        self.claimed = True
+        ours, theirs = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: _LocalEnd(self._stream), ours)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        theirs.setblocking(True)
+        return theirs
+
+    def close(self) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.close()
+
+    def __repr__(self) -> str:
+        return f"<TLSDeviceConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
+
+
+def _verified_chain(ssl_object: Any) -> list[x509.Certificate]:
+    """The chain OpenSSL verified, end-entity first.  Public as
+    ``SSLObject.get_verified_chain()`` from Python 3.13; the same method sits
+    on the private ``_sslobj`` in 3.10-3.12."""
+    getter = getattr(ssl_object, "get_verified_chain", None) or ssl_object._sslobj.get_verified_chain
+    return [x509.load_der_x509_certificate(c.public_bytes(2)) for c in getter()]  # 2 = _ssl.ENCODING_DER
+
+
+async def tls_handshake(
+    sock: socket.socket,
+    peer: PeerAddress,
+    trust: TLSTrust,
+    config: TLSClientConfig,
+    context: ssl.SSLContext,
+) -> TLSDeviceConnection:
+    """Run the TLS client role over ``sock`` and identify the device.
+
+    Raises :class:`CertificateRejectedError` (or :class:`RevokedCertificateError`),
+    :class:`HandshakeTimeoutError` or :class:`TransportError`; ``sock`` is
+    closed on failure.
+    """
+    accepted_at = time.monotonic()
+    conn_id = next(_conn_ids)
+    logger = ContextAdapter(log, peer=format_peer(peer), conn=f"tls-{conn_id}")
+    config.apply_tcp_keepalive(sock)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, stream = await asyncio.wait_for(
+            loop.create_connection(
+                _TLSStream,
+                sock=sock,
+                ssl=context,
+                server_hostname="",
+                ssl_handshake_timeout=config.handshake_timeout,
+            ),
+            config.handshake_timeout,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise CertificateRejectedError(peer_address=peer, reason=f"handshake: {exc.verify_message}") from exc
+    except TimeoutError as exc:
+        sock.close()
+        raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
+    except (ssl.SSLError, OSError, ConnectionError) as exc:
+        sock.close()
+        raise TransportError(f"TLS handshake with {format_peer(peer)} failed: {exc}", peer_address=peer) from exc
+    ssl_object = transport.get_extra_info("ssl_object")
+    try:
+        identified = trust.identify(_verified_chain(ssl_object), peer)
+    except CertificateRejectedError:
+        transport.abort()  # at once: no NETCONF byte is read or written
+        raise
+    logger.bind(device=identified.device)
+    version = str(ssl_object.version())
+    logger.info(
+        "identified by certificate %s (issuer %s, serial %s) over %s",
+        identified.subject,
+        identified.issuer,
+        identified.serial,
+        version,
+    )
+    return TLSDeviceConnection(
+        stream=stream,
+        identified=identified,
+        peer_address=peer,
+        conn_id=conn_id,
+        logger=logger,
+        accepted_at=accepted_at,
+        tls_version=version,
+    )
