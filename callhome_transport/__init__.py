@@ -14,6 +14,7 @@ from .compat import call_home
 from .errors import (
     AuthenticationFailedError,
     CallHomeError,
+    CertificateRejectedError,
     DeviceDisconnectedError,
     DeviceNotConnectedError,
     DeviceStateError,
@@ -21,15 +22,26 @@ from .errors import (
     HostKeyMismatchError,
     InventoryError,
     ListenerError,
+    RevokedCertificateError,
     TransportError,
     TrustError,
     UnknownDeviceError,
     UnsupportedOptionError,
 )
-from .inventory import Device, HostKeyPin, Inventory, SSHCredentials, Transport
+from .inventory import (
+    Device,
+    HostKeyPin,
+    IdentifierField,
+    Inventory,
+    SSHCredentials,
+    StaleCRLPolicy,
+    TLSIdentity,
+    Transport,
+)
 from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
 from .ssh import SSHClientConfig
+from .tls import TLSClientConfig
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -43,6 +55,7 @@ __all__ = [
     "AuthenticationFailedError",
     "CallHomeError",
     "CallHomeServer",
+    "CertificateRejectedError",
     "Device",
     "DeviceConnected",
     "DeviceDisconnectedError",
@@ -51,12 +64,17 @@ __all__ = [
     "HandshakeTimeoutError",
     "HostKeyMismatchError",
     "HostKeyPin",
+    "IdentifierField",
     "Inventory",
     "InventoryError",
     "ListenerError",
     "RejectedAttempt",
+    "RevokedCertificateError",
     "SSHClientConfig",
     "SSHCredentials",
+    "StaleCRLPolicy",
+    "TLSClientConfig",
+    "TLSIdentity",
     "Transport",
     "TransportError",
     "TrustError",

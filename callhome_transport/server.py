@@ -32,17 +32,22 @@ from .engine import EventLoopThread
 from .errors import (
     AuthenticationFailedError,
     CallHomeError,
+    CertificateRejectedError,
     DeviceDisconnectedError,
     DeviceNotConnectedError,
     HandshakeTimeoutError,
+    RevokedCertificateError,
     TransportError,
     UnknownDeviceError,
 )
 from .inventory import Inventory, Transport
-from .listener import NETCONF_CH_SSH_PORT, Listener, PeerAddress, format_peer
+from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
 from .netconf import manager_over_socket
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
+from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .trust import InventoryTrust, Trust
+
+DeviceConnection = SSHDeviceConnection | TLSDeviceConnection
 
 __all__ = ["AsyncCallHomeServer", "CallHomeServer", "DeviceConnected", "RejectedAttempt"]
 
@@ -56,9 +61,11 @@ class DeviceConnected:
     device: str
     transport: Transport
     peer_address: PeerAddress
-    fingerprint: str
+    fingerprint: str  # SSH host key or TLS certificate, "SHA256:..."
     connected_at: float  # time.time() when authenticated
     handshake_seconds: float  # TCP accept to authenticated
+    certificate_subject: str | None = None  # TLS devices
+    certificate_serial: str | None = None  # TLS devices
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,18 +74,21 @@ class RejectedAttempt:
     or investigate it."""
 
     peer_address: PeerAddress
-    reason: str  # "unknown-device", "auth-failed", "handshake-timeout", "transport-error"
+    reason: str  # "unknown-device", "auth-failed", "certificate-rejected", "revoked", "handshake-timeout", ...
     fingerprint: str
     key_type: str
     device: str | None
     at: float
+    detail: str = ""  # e.g. why a certificate was refused, with its subject, issuer and serial
 
 
 class AsyncCallHomeServer:
-    """The asyncio call-home server for NETCONF over SSH (port 4334).
+    """The asyncio call-home server: NETCONF over SSH (port 4334) and, when
+    ``tls`` is given, NETCONF over TLS (port 4335).
 
-    ``trust`` defaults to the inventory's pinned host keys.  Use
-    ``async with`` or :meth:`start` / :meth:`close`.
+    ``trust`` defaults to the inventory's pinned host keys; TLS devices are
+    identified by the inventory's ``tls`` sections.  ``listen_port=None``
+    disables the SSH listener.  Use ``async with`` or :meth:`start` / :meth:`close`.
     """
 
     def __init__(
@@ -86,16 +96,34 @@ class AsyncCallHomeServer:
         inventory: Inventory,
         *,
         listen_address: str | Sequence[str] | None = None,
-        listen_port: int = NETCONF_CH_SSH_PORT,
+        listen_port: int | None = NETCONF_CH_SSH_PORT,
         ssh: SSHClientConfig | None = None,
         trust: Trust | None = None,
+        tls: TLSClientConfig | None = None,
+        tls_listen_port: int = NETCONF_CH_TLS_PORT,
         rejected_history: int = 256,
     ) -> None:
         self.inventory = inventory
         self.ssh_config = ssh or SSHClientConfig()
         self._trust = trust or InventoryTrust(inventory)
         self._options = self.ssh_config.options()
-        self._listener = Listener(self._on_accept, listen_address=listen_address, listen_port=listen_port)
+        self._listeners: list[Listener] = []
+        self._listener: Listener | None = None
+        if listen_port is not None:
+            self._listener = Listener(self._on_accept, listen_address=listen_address, listen_port=listen_port)
+            self._listeners.append(self._listener)
+        self.tls_config = tls
+        self._tls_listener: Listener | None = None
+        if tls is not None:
+            self._tls_trust = TLSTrust(inventory)
+            self._tls_context = tls.context(self._tls_trust.anchors())
+            self._tls_listener = Listener(
+                self._on_accept_tls, listen_address=listen_address, listen_port=tls_listen_port
+            )
+            self._listeners.append(self._tls_listener)
+        if not self._listeners:
+            raise ValueError("nothing to listen on: give listen_port and/or tls")
+        self._tls_pool: dict[str, list[TLSDeviceConnection]] = {}
         self._connections: dict[str, SSHDeviceConnection] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._callbacks: list[Callable[[DeviceConnected], None]] = []
@@ -103,20 +131,34 @@ class AsyncCallHomeServer:
 
     @property
     def listen_port(self) -> int:
+        """The SSH listener's bound port."""
+        if self._listener is None:
+            raise RuntimeError("no SSH listener (listen_port=None)")
         return self._listener.listen_port
 
     @property
-    def listener(self) -> Listener:
-        return self._listener
+    def tls_listen_port(self) -> int:
+        """The TLS listener's bound port."""
+        if self._tls_listener is None:
+            raise RuntimeError("no TLS listener (no tls configuration)")
+        return self._tls_listener.listen_port
 
     async def start(self) -> None:
-        await self._listener.start()
+        try:
+            for listener in self._listeners:
+                await listener.start()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         """Stop listening and close every device connection."""
-        await self._listener.close()
-        conns = list(self._connections.values())
+        for listener in self._listeners:
+            await listener.close()
+        conns: list[DeviceConnection] = list(self._connections.values())
+        conns += [c for pool in self._tls_pool.values() for c in pool]
         self._connections.clear()
+        self._tls_pool.clear()
         for conn in conns:
             conn.close()
         await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
@@ -162,7 +204,39 @@ class AsyncCallHomeServer:
             return
         self._register(conn)
 
-    def _reject(self, peer: PeerAddress, reason: str, fingerprint: str, key_type: str, device: str | None) -> None:
+    async def _on_accept_tls(self, sock: socket.socket, peer: PeerAddress) -> None:
+        assert self.tls_config is not None
+        try:
+            conn = await tls_handshake(sock, peer, self._tls_trust, self.tls_config, self._tls_context)
+        except CertificateRejectedError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
+            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc))
+            return
+        except HandshakeTimeoutError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            self._reject(peer, "handshake-timeout", "", "", None)
+            return
+        except TransportError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            self._reject(peer, "transport-error", "", "", None, detail=str(exc))
+            return
+        pool = self._tls_pool.setdefault(conn.device, [])
+        pool.append(conn)
+        self._signal(conn.device)
+        asyncio.get_running_loop().create_task(self._watch_tls(conn))
+        self._notify(conn)
+
+    async def _watch_tls(self, conn: TLSDeviceConnection) -> None:
+        await conn.wait_closed()
+        pool = self._tls_pool.get(conn.device, [])
+        if conn in pool:
+            pool.remove(conn)
+            self._signal(conn.device)
+
+    def _reject(
+        self, peer: PeerAddress, reason: str, fingerprint: str, key_type: str, device: str | None, detail: str = ""
+    ) -> None:
         self.rejected.append(
             RejectedAttempt(
                 peer_address=peer,
@@ -171,6 +245,7 @@ class AsyncCallHomeServer:
                 key_type=key_type,
                 device=device,
                 at=time.time(),
+                detail=detail,
             )
         )
 
@@ -182,6 +257,9 @@ class AsyncCallHomeServer:
             old.close()
         self._signal(conn.device)
         asyncio.get_running_loop().create_task(self._watch(conn))
+        self._notify(conn)
+
+    def _notify(self, conn: DeviceConnection) -> None:
         event = _event(conn)
         for callback in list(self._callbacks):
             try:
@@ -202,11 +280,27 @@ class AsyncCallHomeServer:
 
     # -- the caller's side --------------------------------------------------------------
 
-    def connected(self) -> dict[str, SSHDeviceConnection]:
-        """The devices connected now, by name."""
-        return {name: conn for name, conn in self._connections.items() if not conn.is_closed}
+    def connected(self) -> dict[str, DeviceConnection]:
+        """The devices connected now (for TLS: with an unused session), by name."""
+        live: dict[str, DeviceConnection] = {
+            name: conn for name, conn in self._connections.items() if not conn.is_closed
+        }
+        for name in self._tls_pool:
+            idle = self._idle_tls(name)
+            if idle is not None:
+                live[name] = idle
+        return live
 
-    async def wait_for(self, device: str, timeout: float) -> SSHDeviceConnection:
+    def _idle_tls(self, device: str) -> TLSDeviceConnection | None:
+        return next((c for c in self._tls_pool.get(device, []) if not c.claimed and not c.is_closed), None)
+
+    def _current(self, device: str) -> DeviceConnection | None:
+        conn = self._connections.get(device)
+        if conn is not None and not conn.is_closed:
+            return conn
+        return self._idle_tls(device)
+
+    async def wait_for(self, device: str, timeout: float) -> DeviceConnection:
         """The device's live connection, waiting up to ``timeout`` seconds for
         it to call home.  Raises :class:`DeviceNotConnectedError`; a name that is
         not in the inventory raises :class:`KeyError` at once."""
@@ -215,8 +309,8 @@ class AsyncCallHomeServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            conn = self._connections.get(device)
-            if conn is not None and not conn.is_closed:
+            conn = self._current(device)
+            if conn is not None:
                 return conn
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -230,20 +324,28 @@ class AsyncCallHomeServer:
     async def disconnect(self, device: str) -> bool:
         """Close ``device``'s connection if it has one; wait until it is closed.
         Returns whether there was one."""
-        conn = self._connections.get(device)
-        if conn is None:
-            return False
-        conn.log.info("disconnecting on request")
-        conn.close()
-        await conn.wait_closed()
-        return True
+        conns: list[DeviceConnection] = [*self._tls_pool.get(device, [])]
+        ssh_conn = self._connections.get(device)
+        if ssh_conn is not None:
+            conns.append(ssh_conn)
+        for conn in conns:
+            conn.log.info("disconnecting on request")
+            conn.close()
+        await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        return bool(conns)
 
-    async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, SSHDeviceConnection]:
-        """Wait for ``device`` and open a NETCONF channel on it; return the
-        local end of the relayed stream (no hello exchanged yet)."""
+    async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, DeviceConnection]:
+        """Wait for ``device`` and open a NETCONF session on it; return the
+        local end of the relayed stream (no hello exchanged yet).
+
+        SSH: a new ``netconf`` channel on the device's connection.  TLS: the
+        device's next unused call-home connection (one NETCONF session per TLS
+        connection, RFC 7589)."""
         conn = await self.wait_for(device, timeout)
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
+        if isinstance(conn, TLSDeviceConnection):
+            return await conn.open_netconf(), conn
         sock, _relay = await conn.open_netconf()
         return sock, conn
 
@@ -252,8 +354,10 @@ class CallHomeServer:
     """Synchronous call-home server: :class:`AsyncCallHomeServer` on a
     background event loop, handing out standard ncclient Managers.
 
-    ``listen_port`` defaults to 4334 (RFC 8071 s6); ``listen_address`` to every
-    interface, IPv4 and IPv6.  Use as a context manager, or call :meth:`close`.
+    ``listen_port`` defaults to 4334 (RFC 8071 s6; ``None`` disables SSH);
+    with ``tls`` a TLS listener runs on ``tls_listen_port`` (4335).
+    ``listen_address`` defaults to every interface, IPv4 and IPv6.  Use as a
+    context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -261,16 +365,24 @@ class CallHomeServer:
         inventory: Inventory,
         *,
         listen_address: str | Sequence[str] | None = None,
-        listen_port: int = NETCONF_CH_SSH_PORT,
+        listen_port: int | None = NETCONF_CH_SSH_PORT,
         ssh: SSHClientConfig | None = None,
         trust: Trust | None = None,
+        tls: TLSClientConfig | None = None,
+        tls_listen_port: int = NETCONF_CH_TLS_PORT,
     ) -> None:
         self._engine = EventLoopThread()
         self._callback_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callhome-cb")
 
         async def _make() -> AsyncCallHomeServer:
             server = AsyncCallHomeServer(
-                inventory, listen_address=listen_address, listen_port=listen_port, ssh=ssh, trust=trust
+                inventory,
+                listen_address=listen_address,
+                listen_port=listen_port,
+                ssh=ssh,
+                trust=trust,
+                tls=tls,
+                tls_listen_port=tls_listen_port,
             )
             await server.start()
             return server
@@ -289,8 +401,13 @@ class CallHomeServer:
 
     @property
     def listen_port(self) -> int:
-        """The bound port (useful with ``listen_port=0``)."""
+        """The SSH listener's bound port (useful with ``listen_port=0``)."""
         return self._server.listen_port
+
+    @property
+    def tls_listen_port(self) -> int:
+        """The TLS listener's bound port."""
+        return self._server.tls_listen_port
 
     @property
     def aio(self) -> AsyncCallHomeServer:
@@ -308,14 +425,16 @@ class CallHomeServer:
         nc_params: Mapping[str, Any] | None = None,
         errors_params: Mapping[str, Any] | None = None,
     ) -> Manager:
-        """A standard ncclient ``Manager`` for ``device``, on a new NETCONF
-        channel of its call-home connection.
+        """A standard ncclient ``Manager`` for ``device``: on a new NETCONF
+        channel of its SSH call-home connection, or on its next unused TLS
+        call-home connection (which the Manager then owns; RFC 7589 carries one
+        NETCONF session per TLS connection).
 
         Waits up to ``timeout`` seconds for the device to call home if it has
         not (deferral); raises :class:`DeviceNotConnectedError` after that.
         ``timeout`` also bounds the hello exchange; ``rpc_timeout`` is the
-        Manager's RPC timeout.  Closing the Manager closes only its channel: the
-        device stays connected for the next call.
+        Manager's RPC timeout.  Closing the Manager closes only its SSH channel
+        (the device stays connected), or the TLS connection.
         """
         self._check_open()
         started = time.monotonic()
@@ -406,10 +525,13 @@ class CallHomeServer:
         self.close()
 
 
-def _event(conn: SSHDeviceConnection) -> DeviceConnected:
+def _event(conn: DeviceConnection) -> DeviceConnected:
+    tls = conn.identified if isinstance(conn, TLSDeviceConnection) else None
     return DeviceConnected(
         device=conn.device,
-        transport=Transport.SSH,
+        transport=conn.transport_kind,
+        certificate_subject=tls.subject if tls else None,
+        certificate_serial=tls.serial if tls else None,
         peer_address=conn.peer_address,
         fingerprint=conn.fingerprint,
         connected_at=conn.connected_at,

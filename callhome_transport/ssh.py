@@ -37,7 +37,7 @@ from .errors import (
     TransportError,
     UnknownDeviceError,
 )
-from .inventory import SSHCredentials, fingerprint_of_blob
+from .inventory import SSHCredentials, Transport, fingerprint_of_blob
 from .listener import PeerAddress, format_peer
 from .relay import ChannelRelay, open_subsystem_relay
 from .trust import Identity, PresentedKey, Trust
@@ -199,6 +199,8 @@ class SSHDeviceConnection:
     Each :meth:`open_netconf` opens a new SSH channel running the ``netconf``
     subsystem (RFC 6242 s3) on this connection.
     """
+
+    transport_kind = Transport.SSH
 
     def __init__(
         self,
