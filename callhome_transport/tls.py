@@ -119,10 +119,13 @@ def cert_fingerprint(cert: x509.Certificate) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+_NAMES = {NameOID.SERIAL_NUMBER: "serialNumber"}
+
+
 def _describe(cert: x509.Certificate) -> dict[str, str]:
     return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": cert.subject.rfc4514_string(_NAMES),
+        "issuer": cert.issuer.rfc4514_string(_NAMES),
         "serial": format(cert.serial_number, "X"),
         "fingerprint": cert_fingerprint(cert),
     }

@@ -131,6 +131,7 @@ class NetconfdDevice:
         self.host_key_public_line = ""
         self.host_key_fingerprint = ""
         self._sock_dir: Path | None = None
+        self.ncx_socket = Path()
         self._sshd: subprocess.Popen[bytes] | None = None
         self._netconfd: subprocess.Popen[bytes] | None = None
 
@@ -161,6 +162,7 @@ class NetconfdDevice:
         self._sock_dir = Path(tempfile.mkdtemp(prefix="callhome-ncx-"))
         self._sock_dir.chmod(0o755)
         sock = self._sock_dir / "ncxserver.sock"
+        self.ncx_socket = sock
         (self.dir / "netconfd.conf").write_text("")  # never the host's /etc/yuma/netconfd.conf
         self._netconfd = subprocess.Popen(
             [

@@ -1,0 +1,116 @@
+"""A real NETCONF-over-TLS device on loopback: Debian's stunnel4 in server mode
+with mutual TLS, running yuma123's ``netconf-subsystem`` per connection against
+a netconfd (RFC 7589 on the device side).  A ``socat`` reverse relay makes it
+call home, exactly as for SSH.
+
+``netconf-subsystem`` normally runs under sshd: it takes the user from ``USER``
+and netconfd's socket from the server port in ``SSH_CONNECTION``.  A wrapper
+sets both (the port netconfd lists in ``--port``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from .netconfd_peer import SUBSYSTEM, NetconfdDevice, _tail, free_port
+
+STUNNEL = "/usr/bin/stunnel4"
+
+
+def stunnel_available() -> str | None:
+    return None if os.path.exists(STUNNEL) else f"{STUNNEL} is not installed (make test installs stunnel4)"
+
+
+class StunnelDevice:
+    """stunnel (TLS server, client certificate required) in front of netconfd."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        netconfd: NetconfdDevice,
+        *,
+        certfile: Path,
+        keyfile: Path,
+        client_ca: Path,
+        listen_host: str = "127.0.0.1",
+        name: str = "tls",
+    ) -> None:
+        self.dir = Path(workdir) / f"stunnel-{name}"
+        self.netconfd = netconfd
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.client_ca = client_ca
+        self.listen_host = listen_host
+        self.port = 0
+        self.log = self.dir / "stunnel.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StunnelDevice:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port(self.listen_host)
+        wrapper = self.dir / "netconf-over-tls.sh"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f"export USER={self.netconfd.username}\n"
+            f'export SSH_CONNECTION="127.0.0.1 0 127.0.0.1 {self.netconfd.ssh_port}"\n'
+            f"exec {SUBSYSTEM} --ncxserver-sockname={self.netconfd.ssh_port}@{self.netconfd.ncx_socket}\n"
+        )
+        wrapper.chmod(0o755)
+        accept = f"[{self.listen_host}]:{self.port}" if ":" in self.listen_host else f"{self.listen_host}:{self.port}"
+        config = self.dir / "stunnel.conf"
+        config.write_text(
+            f"""foreground = yes
+pid =
+output = {self.log}
+debug = 6
+[netconf-tls]
+accept = {accept}
+cert = {self.certfile}
+key = {self.keyfile}
+CAfile = {self.client_ca}
+requireCert = yes
+verifyChain = yes
+sslVersionMin = TLSv1.2
+exec = {wrapper}
+execArgs = netconf-over-tls.sh
+"""
+        )
+        self._proc = subprocess.Popen(
+            [STUNNEL, str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"stunnel exited with {self._proc.returncode}\n{_tail(self.log)}")
+            with contextlib.suppress(OSError), socket.create_connection((self.listen_host, self.port), 0.5):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"stunnel not ready\n{_tail(self.log)}")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(5)
+
+    def __enter__(self) -> StunnelDevice:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
