@@ -62,7 +62,7 @@ class StunnelDevice:
             f"exec {SUBSYSTEM} --ncxserver-sockname={self.netconfd.ssh_port}@{self.netconfd.ncx_socket}\n"
         )
         wrapper.chmod(0o755)
-        accept = f"[{self.listen_host}]:{self.port}" if ":" in self.listen_host else f"{self.listen_host}:{self.port}"
+        accept = f"{self.listen_host}:{self.port}"  # stunnel splits host and port at the last colon
         config = self.dir / "stunnel.conf"
         config.write_text(
             f"""foreground = yes

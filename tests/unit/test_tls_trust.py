@@ -89,7 +89,7 @@ def test_revoked_certificate(pki: DevicePKI) -> None:
 def test_stale_crl_rejects_by_default_and_warns_by_policy(pki: DevicePKI, caplog: pytest.LogCaptureFixture) -> None:
     stale = (load_crl(pki.stale_crl_a),)
     strict = TLSTrust(Inventory([device("SN-0003", pki, crls=stale)]))
-    with pytest.raises(CertificateRejectedError, match="is stale .*policy: reject"):
+    with pytest.raises(CertificateRejectedError, match=r"is stale .*policy: reject"):
         strict.identify(chain_of(pki, "SN-0003"), PEER)
     lenient = TLSTrust(Inventory([device("SN-0003", pki, crls=stale, stale_crl=StaleCRLPolicy.WARN)]))
     with caplog.at_level(logging.WARNING):

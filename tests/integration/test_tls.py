@@ -1,0 +1,181 @@
+"""NETCONF over TLS call home (RFC 8071 port 4335 style, RFC 7589) against real
+peers: stunnel4 (mutual TLS) in front of yuma123 netconfd, calling home through
+a socat reverse relay.  The PKI is generated per run."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callhome_transport import (
+    CallHomeServer,
+    DeviceNotConnectedError,
+    Inventory,
+    TLSClientConfig,
+    Transport,
+)
+
+from ..pki import DevicePKI
+from .netconfd_peer import (
+    NACM_GROUP_FILTER,
+    NetconfdDevice,
+    ReverseRelay,
+    has_ipv6_loopback,
+    nacm_group_config,
+)
+from .stunnel_peer import StunnelDevice, stunnel_available
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevicePKI:
+    return DevicePKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_inventory(pki: DevicePKI) -> Inventory:
+    a = {"issuers": [str(pki.root_a_pem)], "crls": [str(pki.crl_a)]}
+    return Inventory.from_dict(
+        {
+            "devices": {
+                # manufacturer A devices, identified by subject serialNumber
+                **{
+                    sn: {"transport": "tls", "tls": {**a, "identifier": sn}}
+                    for sn in ("SN-0003", "SN-0004", "SN-0005", "SN-0006")
+                },
+                # a manufacturer B device: B's root is trusted, but only for it
+                "SN-B1": {"transport": "tls", "tls": {"issuers": [str(pki.root_b_pem)], "identifier": "SN-B1"}},
+            }
+        }
+    )
+
+
+@pytest.fixture
+def server(pki: DevicePKI, tls_inventory: Inventory) -> Iterator[CallHomeServer]:
+    if stunnel_available():
+        pytest.skip(stunnel_available())
+    config = TLSClientConfig(certfile=pki.manager_cert, keyfile=pki.manager_key, handshake_timeout=5)
+    with CallHomeServer(
+        tls_inventory, listen_address="127.0.0.1", listen_port=None, tls=config, tls_listen_port=0
+    ) as srv:
+        yield srv
+
+
+def stunnel(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI, serial: str, **kwargs: object) -> StunnelDevice:
+    if serial == "impostor":
+        cert, key = pki.impostor_files()
+    else:
+        cert, key = pki.device_files(serial, with_chain=bool(kwargs.pop("with_chain", True)))
+    return StunnelDevice(
+        tmp_path, netconfd, certfile=cert, keyfile=key, client_ca=pki.manager_ca_pem, name=serial, **kwargs
+    )  # type: ignore[arg-type]
+
+
+def groups(m: object) -> list[str]:
+    xml = m.get_config(source="running", filter=NACM_GROUP_FILTER).xml  # type: ignore[attr-defined]
+    return [part.split("</name>")[0] for part in xml.split("<name>")[1:]]
+
+
+def raw_hello_size(device: StunnelDevice, pki: DevicePKI) -> int:
+    """The device's hello in bytes, read over a direct TLS connection."""
+    ctx = ssl.create_default_context(cafile=str(pki.root_a_pem))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(pki.manager_cert), str(pki.manager_key))
+    with socket.create_connection(("127.0.0.1", device.port), 10) as raw, ctx.wrap_socket(raw) as tls:
+        data = b""
+        while b"]]>]]>" not in data:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return len(data)
+
+
+def test_valid_device_by_name_edit_commit_and_large_hello(
+    tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI, server: CallHomeServer
+) -> None:
+    with stunnel(tmp_path, netconfd, pki, "SN-0003") as device:
+        # netconfd's hello is over 4 KiB: stock ncclient's TLSSession stalls on it
+        assert raw_hello_size(device, pki) > 4096
+        with ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port):
+            with server.netconf("SN-0003", timeout=15) as m:
+                assert ":candidate" in " ".join(m.server_capabilities)
+                m.edit_config(target="candidate", config=nacm_group_config("tls-ops", "carol"))
+                m.commit()
+        # one NETCONF session per TLS connection (RFC 7589): the device calls again
+        with ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port):
+            event = server.wait_for("SN-0003", timeout=15)
+            assert event.transport is Transport.TLS
+            assert event.certificate_subject is not None and "serialNumber=SN-0003" in event.certificate_subject
+            with server.netconf("SN-0003", timeout=15) as m:
+                assert "tls-ops" in groups(m)
+
+
+@pytest.mark.parametrize(
+    ("serial", "kwargs", "reason", "match"),
+    [
+        ("SN-9999", {}, "certificate-rejected", "no device in the inventory expects"),
+        ("impostor", {}, "certificate-rejected", "does not lead to an issuer configured for device SN-0003"),
+        ("SN-0006", {}, "certificate-rejected", "certificate has expired"),
+        ("SN-0005", {}, "revoked", "revoked on"),
+        ("SN-0004", {"with_chain": False}, "certificate-rejected", "unable to get local issuer certificate"),
+    ],
+    ids=["wrong-serial-right-ca", "other-manufacturer", "expired", "revoked", "no-intermediates"],
+)
+def test_rejected_devices(
+    tmp_path: Path,
+    netconfd: NetconfdDevice,
+    pki: DevicePKI,
+    server: CallHomeServer,
+    caplog: pytest.LogCaptureFixture,
+    serial: str,
+    kwargs: dict[str, object],
+    reason: str,
+    match: str,
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="callhome_transport"),
+        stunnel(tmp_path, netconfd, pki, serial, **kwargs) as device,
+        ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port) as relay,
+    ):
+        relay.wait(10)
+    [rejected] = server.rejected()
+    assert rejected.reason == reason
+    assert match in rejected.detail
+    assert match in caplog.text
+    assert str(rejected.peer_address[0]) == "127.0.0.1"
+    if serial in ("SN-9999", "impostor", "SN-0005"):  # seen after the handshake: the log names the certificate
+        assert "subject 'serialNumber=" in caplog.text and "issuer 'CN=" in caplog.text
+    assert not server.connected()
+    with pytest.raises(DeviceNotConnectedError):
+        server.netconf("SN-0003", timeout=0.2)
+    log = device.log.read_text()
+    if serial in ("SN-9999", "impostor", "SN-0005"):
+        # the TLS session was up, so the device started its NETCONF side; we
+        # closed it without sending one byte (no hello, nothing else)
+        assert re.search(r"closed: \d+ byte\(s\) sent to TLS, 0 byte\(s\) sent to socket", log), log[-800:]
+    else:
+        # refused inside the handshake: the device never got to NETCONF
+        assert "Local mode child started" not in log
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI, tls_inventory: Inventory) -> None:
+    config = TLSClientConfig(certfile=pki.manager_cert, keyfile=pki.manager_key)
+    with (
+        CallHomeServer(tls_inventory, listen_address="::1", listen_port=None, tls=config, tls_listen_port=0) as server,
+        stunnel(tmp_path, netconfd, pki, "SN-0004", listen_host="::1") as device,
+        ReverseRelay(
+            listener_host="::1", listener_port=server.tls_listen_port, device_host="::1", device_port=device.port
+        ),
+        server.netconf("SN-0004", timeout=15) as m,
+    ):
+        assert isinstance(groups(m), list)
+        assert "accepted connection from ::1" in device.log.read_text()
