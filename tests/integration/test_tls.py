@@ -104,11 +104,13 @@ def test_valid_device_by_name_edit_commit_and_large_hello(
     with stunnel(tmp_path, netconfd, pki, "SN-0003") as device:
         # netconfd's hello is over 4 KiB: stock ncclient's TLSSession stalls on it
         assert raw_hello_size(device, pki) > 4096
-        with ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port):
-            with server.netconf("SN-0003", timeout=15) as m:
-                assert ":candidate" in " ".join(m.server_capabilities)
-                m.edit_config(target="candidate", config=nacm_group_config("tls-ops", "carol"))
-                m.commit()
+        with (
+            ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port),
+            server.netconf("SN-0003", timeout=15) as m,
+        ):
+            assert ":candidate" in " ".join(m.server_capabilities)
+            m.edit_config(target="candidate", config=nacm_group_config("tls-ops", "carol"))
+            m.commit()
         # one NETCONF session per TLS connection (RFC 7589): the device calls again
         with ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port):
             event = server.wait_for("SN-0003", timeout=15)
