@@ -5,7 +5,7 @@
 # Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
 # host and crash netconfd on <get>.
 set -eu
-PACKAGES="netconfd openssh-server openssh-client socat"
+PACKAGES="netconfd openssh-server openssh-client socat stunnel4"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -1,0 +1,170 @@
+"""NETCONF over TLS call home vs forward ncclient TLS, against the same real device.
+
+The device is stunnel4 (mutual TLS) in front of yuma123 netconfd, started here
+on loopback; the PKI is generated for the run.  Ratios against a baseline
+measured in the same run, interleaved.
+
+Stock ``ncclient.manager.connect_tls`` cannot be the baseline as shipped: its
+``TLSSession`` reads 4096 bytes per wake-up and never drains
+``SSLSocket.pending()``, so netconfd's 5 KiB hello times out (measured: the
+capability exchange fails after 60 s).  The baseline is therefore stock
+``TLSSession`` with only that read fixed (``_transport_read`` drains
+``pending()``), everything else stock, including its 100 ms send tick.
+
+1. Setup, device TCP connection to NETCONF hello done (both through a socat
+   hop with TCP_NODELAY).  Target: ratio <= 1.05.
+2. Small RPC round trip (get-config of a small subtree).  Target: >= 20x faster.
+
+Run: ``make bench`` (or ``.venv/bin/python benchmarks/bench_tls.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ncclient import manager as nc_manager
+from ncclient.capabilities import Capabilities
+from ncclient.transport.tls import BUF_SIZE, TLSSession
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from callhome_transport import CallHomeServer, DeviceConnected, Inventory, TLSClientConfig  # noqa: E402
+from tests.integration.netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port  # noqa: E402
+from tests.integration.stunnel_peer import StunnelDevice  # noqa: E402
+from tests.pki import DevicePKI  # noqa: E402
+
+
+class DrainingTLSSession(TLSSession):  # type: ignore[misc]
+    """Stock TLSSession with only its 4 KiB read stall fixed."""
+
+    def _transport_read(self) -> bytes:
+        data: bytes = self._socket.recv(BUF_SIZE)
+        while self._socket.pending():
+            data += self._socket.recv(self._socket.pending())
+        return data
+
+
+def connect_forward(port: int, pki: DevicePKI) -> Any:
+    handler = nc_manager.make_device_handler(None)
+    session = DrainingTLSSession(handler)
+    assert isinstance(session._client_capabilities, Capabilities)
+    session.connect(
+        host="127.0.0.1",
+        port=port,
+        certfile=str(pki.manager_cert),
+        keyfile=str(pki.manager_key),
+        ca_certs=str(pki.root_a_pem),
+        protocol=ssl.PROTOCOL_TLS_CLIENT,
+        check_hostname=False,
+        timeout=30,
+    )
+    return nc_manager.Manager(session, handler, timeout=30)
+
+
+def forward_relay(target_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay", f"TCP:127.0.0.1:{target_port},nodelay"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.02)
+    return proc, port
+
+
+def rpc_times(m: Any, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        m.get_config(source="running", filter=NACM_GROUP_FILTER)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setups", type=int, default=15)
+    parser.add_argument("--rpcs", type=int, default=30)
+    args = parser.parse_args()
+    med = statistics.median
+    with tempfile.TemporaryDirectory(prefix="callhome-bench-tls-") as tmp:
+        work = Path(tmp)
+        pki = DevicePKI(work / "pki")
+        cert, key = pki.device_files("SN-0003")
+        inventory = Inventory.from_dict(
+            {
+                "devices": {
+                    "SN-0003": {"transport": "tls", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0003"}}
+                }
+            }
+        )
+        config = TLSClientConfig(certfile=pki.manager_cert, keyfile=pki.manager_key)
+        with (
+            NetconfdDevice(work) as netconfd,
+            StunnelDevice(work, netconfd, certfile=cert, keyfile=key, client_ca=pki.manager_ca_pem) as device,
+            CallHomeServer(
+                inventory, listen_address="127.0.0.1", listen_port=None, tls=config, tls_listen_port=0
+            ) as srv,
+        ):
+            events: list[DeviceConnected] = []
+            srv.on_connect(events.append)
+            relay_proc, relay_port = forward_relay(device.port)
+            try:
+                ours, stock = [], []
+                for _ in range(args.setups):
+                    with ReverseRelay(listener_port=srv.tls_listen_port, device_port=device.port):
+                        m = srv.netconf("SN-0003", timeout=30)
+                        done = time.time()
+                        deadline = time.monotonic() + 2
+                        while not events and time.monotonic() < deadline:
+                            time.sleep(0.001)
+                        event = events.pop()
+                        ours.append(done - (event.connected_at - event.handshake_seconds))
+                        m.close_session()
+                    started = time.monotonic()
+                    m = connect_forward(relay_port, pki)
+                    stock.append(time.monotonic() - started)
+                    m.close_session()
+                with (
+                    ReverseRelay(listener_port=srv.tls_listen_port, device_port=device.port),
+                    srv.netconf("SN-0003", timeout=30) as m_ours,
+                ):
+                    m_stock = connect_forward(relay_port, pki)
+                    rpc_times(m_ours, 3)
+                    rpc_times(m_stock, 3)
+                    our_rpc, stock_rpc = [], []
+                    for _ in range(args.rpcs):
+                        our_rpc += rpc_times(m_ours, 1)
+                        stock_rpc += rpc_times(m_stock, 1)
+                    m_stock.close_session()
+            finally:
+                relay_proc.terminate()
+                relay_proc.wait(5)
+    print("NETCONF over TLS, stunnel4 + netconfd on loopback (medians)")
+    print(f"setup, call home (accept -> hello done):           {1000 * med(ours):8.1f} ms  (n={len(ours)})")
+    print(f"setup, forward ncclient TLSSession (read fixed):    {1000 * med(stock):8.1f} ms  (n={len(stock)})")
+    print(f"setup ratio call home / forward (target <= 1.05):   {med(ours) / med(stock):6.3f}")
+    print(f"rpc, our Manager:                                  {1000 * med(our_rpc):8.2f} ms  (n={len(our_rpc)})")
+    print(f"rpc, ncclient TLSSession Manager:                  {1000 * med(stock_rpc):8.2f} ms  (n={len(stock_rpc)})")
+    print(f"rpc speed-up stock / ours (target >= 20):          {med(stock_rpc) / med(our_rpc):6.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
