@@ -10,7 +10,7 @@ Public API (stable names): :func:`call_home`, :class:`Inventory`,
 
 import logging
 
-from .compat import call_home
+from .compat import call_home, call_home_tls
 from .errors import (
     AuthenticationFailedError,
     CallHomeError,
@@ -81,4 +81,5 @@ __all__ = [
     "UnknownDeviceError",
     "UnsupportedOptionError",
     "call_home",
+    "call_home_tls",
 ]

@@ -47,13 +47,24 @@ from .errors import (
     UnknownDeviceError,
     UnsupportedOptionError,
 )
-from .inventory import HostKeyPin, SSHCredentials, fingerprint_of_blob
-from .listener import NETCONF_CH_SSH_PORT, Listener, PeerAddress, format_peer
+from .inventory import (
+    Device,
+    HostKeyPin,
+    IdentifierField,
+    Inventory,
+    SSHCredentials,
+    StaleCRLPolicy,
+    TLSIdentity,
+    Transport,
+    fingerprint_of_blob,
+)
+from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
 from .netconf import manager_over_socket
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
+from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
 
-__all__ = ["call_home"]
+__all__ = ["call_home", "call_home_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +298,144 @@ async def _accept_one(
     return sock, conn
 
 
-async def _close_listener_keeping(listener: Listener, done: asyncio.Future[SSHDeviceConnection]) -> None:
+async def _close_listener_keeping(listener: Listener, done: asyncio.Future[Any]) -> None:
     """Close the listener; its handler tasks are finished or cancelled, but
     the accepted device's connection (already authenticated) lives on."""
     await listener.close()
     if not done.done():
         done.cancel()
+
+
+def _load_all(paths: Sequence[str | os.PathLike[str]], what: str) -> list[bytes]:
+    out = []
+    for path in paths:
+        try:
+            out.append(Path(path).read_bytes())
+        except OSError as exc:
+            raise UnsupportedOptionError(what, f"cannot read {path}: {exc.strerror}") from exc
+    return out
+
+
+def call_home_tls(
+    *,
+    certfile: str | os.PathLike[str],
+    keyfile: str | os.PathLike[str] | None = None,
+    issuers: Sequence[str | os.PathLike[str]] = (),
+    identifier: str | None = None,
+    identifier_field: str = IdentifierField.SERIAL_NUMBER.value,
+    pinned_certificates: Sequence[str | os.PathLike[str]] = (),
+    crls: Sequence[str | os.PathLike[str]] = (),
+    stale_crl: str = StaleCRLPolicy.REJECT.value,
+    host: str | None = None,
+    port: int = NETCONF_CH_TLS_PORT,
+    timeout: float | None = None,
+    accept_timeout: float | None = None,
+    tls_timeout: float | None = None,
+    device_params: Mapping[str, Any] | None = None,
+    manager_params: Mapping[str, Any] | None = None,
+    nc_params: Mapping[str, Any] | None = None,
+    errors_params: Mapping[str, Any] | None = None,
+) -> Manager:
+    """The TLS twin of :func:`call_home`: listen on ``host``:``port`` (default
+    every address, port 4335), wait for one device to call home, run the TLS
+    client role with our ``certfile``/``keyfile``, accept the device only if its
+    chain leads to one of ``issuers`` and carries ``identifier`` in
+    ``identifier_field`` (or it is one of ``pinned_certificates``), check
+    ``crls``, and return a standard ncclient ``Manager``.
+
+    Stock ncclient has no TLS call home; its forward ``TLSSession`` stalls on
+    messages over 4 KiB, which ours does not.  Closing the Manager closes the
+    TLS connection (one NETCONF session per connection, RFC 7589).
+    """
+    from cryptography import x509
+
+    try:
+        identity = TLSIdentity(
+            issuers=tuple(c for data in _load_all(issuers, "issuers") for c in x509.load_pem_x509_certificates(data)),
+            identifier=identifier,
+            identifier_field=IdentifierField(identifier_field),
+            pinned_certificates=tuple(
+                c
+                for data in _load_all(pinned_certificates, "pinned_certificates")
+                for c in x509.load_pem_x509_certificates(data)
+            ),
+            crls=tuple(x509.load_pem_x509_crl(data) for data in _load_all(crls, "crls")),
+            stale_crl=StaleCRLPolicy(stale_crl),
+        )
+    except ValueError as exc:
+        raise UnsupportedOptionError("issuers/identifier", str(exc)) from exc
+    base = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    config = TLSClientConfig(
+        certfile=Path(certfile),
+        keyfile=Path(keyfile) if keyfile else None,
+        handshake_timeout=base if tls_timeout is None else float(tls_timeout),
+    )
+    device = identifier or "call-home-device"
+    trust = TLSTrust(Inventory([Device(name=_safe_name(device), transport=Transport.TLS, tls=identity)]))
+    context = config.context(trust.anchors())
+    accept_wait = base if accept_timeout is None else float(accept_timeout)
+    engine = _shared_engine()
+    sock, conn = engine.run(_accept_one_tls(host, port, trust, config, context, accept_wait))
+    try:
+        return manager_over_socket(
+            sock,
+            device=conn.device,
+            timeout=base if timeout is not None else 30.0,
+            hello_timeout=config.handshake_timeout,
+            device_params=device_params,
+            manager_params=manager_params,
+            nc_params=nc_params,
+            errors_params=errors_params,
+        )
+    except CallHomeError:
+        raise
+    except Exception as exc:
+        raise TransportError(
+            f"NETCONF hello with {format_peer(conn.peer_address)} failed: {exc}",
+            device=conn.device,
+            peer_address=conn.peer_address,
+        ) from exc
+
+
+def _safe_name(identifier: str) -> str:
+    name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in identifier).lstrip(".")
+    return name[:128] or "call-home-device"
+
+
+async def _accept_one_tls(
+    host: str | None,
+    port: int,
+    trust: TLSTrust,
+    config: TLSClientConfig,
+    context: Any,
+    accept_timeout: float,
+) -> tuple[socket.socket, TLSDeviceConnection]:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[TLSDeviceConnection] = loop.create_future()
+    last_error: list[CallHomeError] = []
+
+    async def _handle(sock: socket.socket, peer: PeerAddress) -> None:
+        try:
+            conn = await tls_handshake(sock, peer, trust, config, context)
+        except CallHomeError as exc:
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            last_error.append(exc)
+            return
+        if done.done():
+            conn.close()
+        else:
+            done.set_result(conn)
+
+    listener = Listener(_handle, listen_address=host, listen_port=port)
+    await listener.start()
+    try:
+        conn = await asyncio.wait_for(asyncio.shield(done), accept_timeout)
+    except TimeoutError:
+        if last_error:
+            raise last_error[-1] from None
+        raise DeviceNotConnectedError(
+            device=f"any device on port {listener.listen_port}", timeout=accept_timeout
+        ) from None
+    finally:
+        await _close_listener_keeping(listener, done)
+    return await conn.open_netconf(), conn

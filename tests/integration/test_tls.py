@@ -8,13 +8,17 @@ import logging
 import re
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import callhome_transport
 from callhome_transport import (
     CallHomeServer,
+    CertificateRejectedError,
     DeviceNotConnectedError,
     Inventory,
     TLSClientConfig,
@@ -26,6 +30,7 @@ from .netconfd_peer import (
     NACM_GROUP_FILTER,
     NetconfdDevice,
     ReverseRelay,
+    free_port,
     has_ipv6_loopback,
     nacm_group_config,
 )
@@ -181,3 +186,46 @@ def test_ipv6(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI, tls_inve
     ):
         assert isinstance(groups(m), list)
         assert "accepted connection from ::1" in device.log.read_text()
+
+
+def test_call_home_tls_single_device_helper(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> None:
+    port = free_port()
+    with stunnel(tmp_path, netconfd, pki, "SN-0004") as device:
+        relay = ReverseRelay(listener_port=port, device_port=device.port)
+        threading.Timer(0.2, relay.start).start()
+        try:
+            with callhome_transport.call_home_tls(
+                host="127.0.0.1",
+                port=port,
+                certfile=pki.manager_cert,
+                keyfile=pki.manager_key,
+                issuers=[pki.root_a_pem],
+                identifier="SN-0004",
+                crls=[pki.crl_a],
+                timeout=15,
+            ) as m:
+                assert isinstance(groups(m), list)
+        finally:
+            time.sleep(0.2)
+            relay.stop()
+
+
+def test_call_home_tls_refuses_the_wrong_identifier(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> None:
+    port = free_port()
+    with stunnel(tmp_path, netconfd, pki, "SN-0004") as device:
+        relay = ReverseRelay(listener_port=port, device_port=device.port)
+        threading.Timer(0.2, relay.start).start()
+        try:
+            with pytest.raises(CertificateRejectedError) as info:
+                callhome_transport.call_home_tls(
+                    host="127.0.0.1",
+                    port=port,
+                    certfile=pki.manager_cert,
+                    keyfile=pki.manager_key,
+                    issuers=[pki.root_a_pem],
+                    identifier="SN-0003",
+                    accept_timeout=2,
+                )
+            assert "SN-0004" in info.value.subject
+        finally:
+            relay.stop()
