@@ -175,6 +175,7 @@ class TLSIdentity:
     pinned_certificates: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     stale_crl: StaleCRLPolicy = StaleCRLPolicy.REJECT
+    c4_strict: bool = False  # must call the strict (heartbeat-advertising) TLS listener
 
     def __post_init__(self) -> None:
         if self.pinned_certificates:
@@ -397,8 +398,13 @@ class _Loader:
 
     def tls(self, value: Any, key_path: str) -> TLSIdentity:
         section = self.mapping(
-            value, key_path, ("issuers", "identifier", "identifier_field", "pinned_certificates", "crls", "stale_crl")
+            value,
+            key_path,
+            ("issuers", "identifier", "identifier_field", "pinned_certificates", "crls", "stale_crl", "c4_strict"),
         )
+        c4_strict = section.get("c4_strict", False)
+        if not isinstance(c4_strict, bool):
+            raise self.fail(f"{key_path}.c4_strict", "true or false")
         try:
             field_ = IdentifierField(section.get("identifier_field", IdentifierField.SERIAL_NUMBER.value))
         except ValueError:
@@ -420,6 +426,7 @@ class _Loader:
                 ),
                 crls=self.crls(section.get("crls"), f"{key_path}.crls"),
                 stale_crl=stale,
+                c4_strict=c4_strict,
             )
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None

@@ -45,9 +45,11 @@ from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAd
 from .netconf import manager_over_socket
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
 from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
+from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_tls_handshake
 from .trust import InventoryTrust, Trust
 
-DeviceConnection = SSHDeviceConnection | TLSDeviceConnection
+AnyTLSConnection = TLSDeviceConnection | StrictTLSConnection
+DeviceConnection = SSHDeviceConnection | TLSDeviceConnection | StrictTLSConnection
 
 __all__ = ["AsyncCallHomeServer", "CallHomeServer", "DeviceConnected", "RejectedAttempt"]
 
@@ -100,7 +102,9 @@ class AsyncCallHomeServer:
         ssh: SSHClientConfig | None = None,
         trust: Trust | None = None,
         tls: TLSClientConfig | None = None,
-        tls_listen_port: int = NETCONF_CH_TLS_PORT,
+        tls_listen_port: int | None = NETCONF_CH_TLS_PORT,
+        tls_strict_listen_port: int | None = None,
+        heartbeat: HeartbeatConfig | None = None,
         rejected_history: int = 256,
     ) -> None:
         self.inventory = inventory
@@ -113,17 +117,26 @@ class AsyncCallHomeServer:
             self._listener = Listener(self._on_accept, listen_address=listen_address, listen_port=listen_port)
             self._listeners.append(self._listener)
         self.tls_config = tls
+        self.heartbeat = heartbeat or HeartbeatConfig()
         self._tls_listener: Listener | None = None
+        self._tls_strict_listener: Listener | None = None
         if tls is not None:
             self._tls_trust = TLSTrust(inventory)
+            self._tls_strict_trust = TLSTrust(inventory, strict_listener=True)
             self._tls_context = tls.context(self._tls_trust.anchors())
-            self._tls_listener = Listener(
-                self._on_accept_tls, listen_address=listen_address, listen_port=tls_listen_port
-            )
-            self._listeners.append(self._tls_listener)
+            if tls_listen_port is not None:
+                self._tls_listener = Listener(
+                    self._on_accept_tls, listen_address=listen_address, listen_port=tls_listen_port
+                )
+                self._listeners.append(self._tls_listener)
+            if tls_strict_listen_port is not None:
+                self._tls_strict_listener = Listener(
+                    self._on_accept_tls_strict, listen_address=listen_address, listen_port=tls_strict_listen_port
+                )
+                self._listeners.append(self._tls_strict_listener)
         if not self._listeners:
             raise ValueError("nothing to listen on: give listen_port and/or tls")
-        self._tls_pool: dict[str, list[TLSDeviceConnection]] = {}
+        self._tls_pool: dict[str, list[AnyTLSConnection]] = {}
         self._connections: dict[str, SSHDeviceConnection] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._callbacks: list[Callable[[DeviceConnected], None]] = []
@@ -142,6 +155,13 @@ class AsyncCallHomeServer:
         if self._tls_listener is None:
             raise RuntimeError("no TLS listener (no tls configuration)")
         return self._tls_listener.listen_port
+
+    @property
+    def tls_strict_listen_port(self) -> int:
+        """The strict C4 TLS listener's bound port."""
+        if self._tls_strict_listener is None:
+            raise RuntimeError("no strict C4 TLS listener (tls_strict_listen_port not set)")
+        return self._tls_strict_listener.listen_port
 
     async def start(self) -> None:
         try:
@@ -205,9 +225,19 @@ class AsyncCallHomeServer:
         self._register(conn)
 
     async def _on_accept_tls(self, sock: socket.socket, peer: PeerAddress) -> None:
+        await self._accept_tls(sock, peer, strict=False)
+
+    async def _on_accept_tls_strict(self, sock: socket.socket, peer: PeerAddress) -> None:
+        await self._accept_tls(sock, peer, strict=True)
+
+    async def _accept_tls(self, sock: socket.socket, peer: PeerAddress, *, strict: bool) -> None:
         assert self.tls_config is not None
+        conn: AnyTLSConnection
         try:
-            conn = await tls_handshake(sock, peer, self._tls_trust, self.tls_config, self._tls_context)
+            if strict:
+                conn = await strict_tls_handshake(sock, peer, self._tls_strict_trust, self.tls_config, self.heartbeat)
+            else:
+                conn = await tls_handshake(sock, peer, self._tls_trust, self.tls_config, self._tls_context)
         except CertificateRejectedError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
             reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
@@ -227,7 +257,7 @@ class AsyncCallHomeServer:
         asyncio.get_running_loop().create_task(self._watch_tls(conn))
         self._notify(conn)
 
-    async def _watch_tls(self, conn: TLSDeviceConnection) -> None:
+    async def _watch_tls(self, conn: AnyTLSConnection) -> None:
         await conn.wait_closed()
         pool = self._tls_pool.get(conn.device, [])
         if conn in pool:
@@ -291,7 +321,7 @@ class AsyncCallHomeServer:
                 live[name] = idle
         return live
 
-    def _idle_tls(self, device: str) -> TLSDeviceConnection | None:
+    def _idle_tls(self, device: str) -> AnyTLSConnection | None:
         return next((c for c in self._tls_pool.get(device, []) if not c.claimed and not c.is_closed), None)
 
     def _current(self, device: str) -> DeviceConnection | None:
@@ -344,7 +374,7 @@ class AsyncCallHomeServer:
         conn = await self.wait_for(device, timeout)
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
-        if isinstance(conn, TLSDeviceConnection):
+        if isinstance(conn, TLSDeviceConnection | StrictTLSConnection):
             return await conn.open_netconf(), conn
         sock, _relay = await conn.open_netconf()
         return sock, conn
@@ -355,7 +385,9 @@ class CallHomeServer:
     background event loop, handing out standard ncclient Managers.
 
     ``listen_port`` defaults to 4334 (RFC 8071 s6; ``None`` disables SSH);
-    with ``tls`` a TLS listener runs on ``tls_listen_port`` (4335).
+    with ``tls`` a TLS listener runs on ``tls_listen_port`` (4335), and a
+    strict C4 one (heartbeat extension advertised, tlslite-ng) on
+    ``tls_strict_listen_port`` if given.
     ``listen_address`` defaults to every interface, IPv4 and IPv6.  Use as a
     context manager, or call :meth:`close`.
     """
@@ -369,7 +401,9 @@ class CallHomeServer:
         ssh: SSHClientConfig | None = None,
         trust: Trust | None = None,
         tls: TLSClientConfig | None = None,
-        tls_listen_port: int = NETCONF_CH_TLS_PORT,
+        tls_listen_port: int | None = NETCONF_CH_TLS_PORT,
+        tls_strict_listen_port: int | None = None,
+        heartbeat: HeartbeatConfig | None = None,
     ) -> None:
         self._engine = EventLoopThread()
         self._callback_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callhome-cb")
@@ -383,6 +417,8 @@ class CallHomeServer:
                 trust=trust,
                 tls=tls,
                 tls_listen_port=tls_listen_port,
+                tls_strict_listen_port=tls_strict_listen_port,
+                heartbeat=heartbeat,
             )
             await server.start()
             return server
@@ -408,6 +444,11 @@ class CallHomeServer:
     def tls_listen_port(self) -> int:
         """The TLS listener's bound port."""
         return self._server.tls_listen_port
+
+    @property
+    def tls_strict_listen_port(self) -> int:
+        """The strict C4 TLS listener's bound port."""
+        return self._server.tls_strict_listen_port
 
     @property
     def aio(self) -> AsyncCallHomeServer:
@@ -526,7 +567,7 @@ class CallHomeServer:
 
 
 def _event(conn: DeviceConnection) -> DeviceConnected:
-    tls = conn.identified if isinstance(conn, TLSDeviceConnection) else None
+    tls = conn.identified if isinstance(conn, TLSDeviceConnection | StrictTLSConnection) else None
     return DeviceConnected(
         device=conn.device,
         transport=conn.transport_kind,

@@ -172,8 +172,11 @@ class TLSTrust:
     steps 2-4 of the module docstring on the chain OpenSSL verified.
     """
 
-    def __init__(self, inventory: Inventory, transports: Iterable[Transport] = (Transport.TLS,)) -> None:
+    def __init__(
+        self, inventory: Inventory, transports: Iterable[Transport] = (Transport.TLS,), *, strict_listener: bool = False
+    ) -> None:
         self.inventory = inventory
+        self.strict_listener = strict_listener
         wanted = set(transports)
         self.devices = [d for d in inventory if d.transport in wanted and d.tls is not None]
 
@@ -223,6 +226,14 @@ class TLSTrust:
                 **facts,
             )
         self._check_revocation(device, chain, peer, now or datetime.datetime.now(datetime.UTC), facts)
+        if tls.c4_strict and not self.strict_listener:
+            raise CertificateRejectedError(
+                peer_address=peer,
+                reason=f"device {device.name} is configured for strict C4 (heartbeat) mode: "
+                "it must call the strict listener",
+                device=device.name,
+                **facts,
+            )
         return TLSIdentified(device=device.name, **facts)
 
     def _check_revocation(

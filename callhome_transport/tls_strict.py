@@ -1,0 +1,319 @@
+"""Strict RFC 8071 C4 mode: a TLS client that advertises the heartbeat
+extension with ``peer_allowed_to_send`` (RFC 6520) and answers the device's
+HeartbeatRequests.
+
+OpenSSL removed heartbeats, so Python's ``ssl`` cannot send the extension at
+all.  This mode uses tlslite-ng (pure Python, ships heartbeat support, sends
+the extension by default; optional extra ``callhome-transport[strict-tls]``).
+The default ``ssl`` path does not advertise it; docs/conformance.md says why
+that default is acceptable (TCP keepalive covers what heartbeats are for).
+
+Differences from the ``ssl`` path, by design of tlslite-ng:
+
+* tlslite-ng does no X.509 path validation and has no verification hook, so
+  the device's chain is validated right after the handshake, with
+  ``cryptography``'s RFC 5280 verifier against the same per-device issuers,
+  then identified, issuer-bound and revocation-checked exactly as on the
+  ``ssl`` path.  Our client certificate (public) is sent before that; no
+  other byte is.
+* Each connection runs its TLS on two threads (device -> local, local ->
+  device) plus a heartbeat timer when the device accepts heartbeats.  Record
+  writes from those threads are serialised by a lock.
+* The handshake is pure Python (see benchmarks/bench_tls.py for its cost
+  against ``ssl``), and TLS 1.2 only: tlslite-ng 0.8.2's TLS 1.3 client with a
+  client certificate fails against OpenSSL 3.0 servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+from ._log import ContextAdapter
+from .errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
+from .inventory import Transport
+from .listener import PeerAddress, format_peer
+from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe
+
+__all__ = ["StrictTLSConnection", "strict_available", "strict_tls_handshake"]
+
+log = logging.getLogger(__name__)
+
+try:
+    from tlslite import HandshakeSettings, TLSConnection, X509CertChain  # type: ignore[import-untyped]
+    from tlslite.utils.keyfactory import parsePEMKey  # type: ignore[import-untyped]
+
+    HAS_TLSLITE = True
+except ImportError:  # pragma: no cover - exercised only without the extra
+    HAS_TLSLITE = False
+
+
+def strict_available() -> bool:
+    """Whether tlslite-ng is installed (``pip install callhome-transport[strict-tls]``)."""
+    return HAS_TLSLITE
+
+
+if HAS_TLSLITE:
+
+    class _LockedTLSConnection(TLSConnection):  # type: ignore[misc]
+        """tlslite-ng connection whose record writes are atomic across threads
+        (the reader thread answers HeartbeatRequests while the writer thread
+        sends NETCONF data)."""
+
+        def __init__(self, sock: socket.socket) -> None:
+            super().__init__(sock)
+            self._record_lock = threading.RLock()
+
+        def _sendMsgThroughSocket(self, msg: Any) -> Iterator[Any]:
+            with self._record_lock:
+                yield from super()._sendMsgThroughSocket(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeartbeatConfig:
+    """HeartbeatRequests we send when the device allows them (RFC 6520)."""
+
+    interval: float = 30.0
+    missed_max: int = 3
+
+
+def _verify_chain(presented: list[x509.Certificate], trust: TLSTrust, peer: PeerAddress) -> list[x509.Certificate]:
+    """RFC 5280 path validation of the device's chain against the configured
+    anchors; returns the verified chain, end-entity first."""
+    if not presented:
+        raise CertificateRejectedError(peer_address=peer, reason="no certificate presented")
+    anchors = trust.anchors()
+    if not anchors:
+        raise CertificateRejectedError(
+            peer_address=peer, reason="no trust anchors configured", **_describe(presented[0])
+        )
+    verifier = (
+        PolicyBuilder()
+        .store(Store(anchors))
+        .time(datetime.datetime.now(datetime.UTC))
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
+        .build_client_verifier()
+    )
+    try:
+        verified = verifier.verify(presented[0], presented[1:])
+    except VerificationError as exc:
+        raise CertificateRejectedError(
+            peer_address=peer, reason=f"path validation: {exc}", **_describe(presented[0])
+        ) from exc
+    return list(verified.chain)
+
+
+class StrictTLSConnection:
+    """A verified, identified call-home connection over tlslite-ng."""
+
+    transport_kind = Transport.TLS
+
+    def __init__(
+        self,
+        *,
+        tls: Any,
+        raw: socket.socket,
+        identified: TLSIdentified,
+        peer_address: PeerAddress,
+        logger: ContextAdapter,
+        accepted_at: float,
+        heartbeat: HeartbeatConfig,
+    ) -> None:
+        self._tls = tls
+        self._raw = raw
+        self.identified = identified
+        self.device = identified.device
+        self.fingerprint = identified.fingerprint
+        self.peer_address = peer_address
+        self.log = logger
+        self.connected_at = time.time()
+        self.accepted_at = accepted_at
+        self.handshake_seconds = time.monotonic() - accepted_at
+        self.heartbeat_negotiated = bool(tls.heartbeat_supported and tls.heartbeat_can_send)
+        self.heartbeat = heartbeat
+        self.heartbeats_answered = 0
+        self.claimed = False
+        self._closed = threading.Event()
+        self.close_reason: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._closed_future: asyncio.Future[str] = self._loop.create_future()
+        tls.heartbeat_response_callback = self._on_heartbeat_response
+
+    def _on_heartbeat_response(self, _message: Any) -> None:
+        self.heartbeats_answered += 1
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._closed_future)
+
+    def _finish(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self.close_reason = reason
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._raw.close()
+        self.log.info("connection closed: %s", reason)
+
+        def _resolve() -> None:
+            if not self._closed_future.done():
+                self._closed_future.set_result(reason)
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve)
+
+    async def open_netconf(self) -> socket.socket:
+        """Hand the NETCONF stream to a ``socketpair``; return our caller's end."""
+        if self.claimed or self.is_closed:
+            raise TransportError(
+                f"the TLS session of device {self.device} is not available",
+                device=self.device,
+                peer_address=self.peer_address,
+            )
+        self.claimed = True
+        ours, theirs = socket.socketpair()
+        threading.Thread(target=self._pump_from_device, args=(ours,), daemon=True, name=f"c4-rx-{self.device}").start()
+        threading.Thread(target=self._pump_to_device, args=(ours,), daemon=True, name=f"c4-tx-{self.device}").start()
+        if self.heartbeat_negotiated and self.heartbeat.interval > 0:
+            threading.Thread(target=self._heartbeats, daemon=True, name=f"c4-hb-{self.device}").start()
+        return theirs
+
+    def _pump_from_device(self, local: socket.socket) -> None:
+        reason = "closed by device"
+        try:
+            while not self._closed.is_set():
+                data = self._tls.read(max=65536, min=1)
+                if not data:
+                    break
+                local.sendall(bytes(data))
+        except Exception as exc:  # any tlslite or socket error ends the session
+            reason = f"read failed: {exc!r}"
+        finally:
+            with contextlib.suppress(OSError):
+                local.shutdown(socket.SHUT_WR)
+            self._finish(reason)
+
+    def _pump_to_device(self, local: socket.socket) -> None:
+        reason = "closed by local side"
+        try:
+            while not self._closed.is_set():
+                data = local.recv(65536)
+                if not data:
+                    break
+                self._tls.write(data)
+        except Exception as exc:
+            reason = f"write failed: {exc!r}"
+        finally:
+            with contextlib.suppress(Exception):
+                self._tls.close()
+            local.close()
+            self._finish(reason)
+
+    def _heartbeats(self) -> None:
+        missed = 0
+        while not self._closed.wait(self.heartbeat.interval):
+            before = self.heartbeats_answered
+            try:
+                self._tls.send_heartbeat_request(os.urandom(16), 16)
+            except Exception as exc:
+                self._finish(f"heartbeat failed: {exc!r}")
+                return
+            if self._closed.wait(self.heartbeat.interval):
+                return
+            missed = 0 if self.heartbeats_answered > before else missed + 1
+            if missed >= self.heartbeat.missed_max:
+                self.log.warning("no HeartbeatResponse for %d requests: closing", missed)
+                self._finish("device not answering heartbeats")
+                return
+
+    def close(self) -> None:
+        self._finish("closed")
+
+    def __repr__(self) -> str:
+        return f"<StrictTLSConnection device={self.device} peer={format_peer(self.peer_address)}>"
+
+
+def _handshake_blocking(sock: socket.socket, config: TLSClientConfig) -> tuple[Any, list[x509.Certificate]]:
+    sock.setblocking(True)
+    sock.settimeout(config.handshake_timeout)
+    chain = X509CertChain()
+    chain.parsePemList(config.certfile.read_text())
+    key = parsePEMKey((config.keyfile or config.certfile).read_text(), private=True)
+    settings = HandshakeSettings()
+    settings.use_heartbeat_extension = True  # RFC 8071 C4: peer_allowed_to_send
+    # TLS 1.2 only: tlslite-ng 0.8.2's TLS 1.3 client with a client
+    # certificate fails against OpenSSL 3.0 servers ("unexpected message")
+    settings.minVersion = (3, 3)
+    settings.maxVersion = (3, 3)
+    conn = _LockedTLSConnection(sock)
+    conn.handshakeClientCert(chain, key, settings=settings)
+    sock.settimeout(None)
+    presented = [x509.load_der_x509_certificate(bytes(c.writeBytes())) for c in conn.session.serverCertChain.x509List]
+    return conn, presented
+
+
+async def strict_tls_handshake(
+    sock: socket.socket,
+    peer: PeerAddress,
+    trust: TLSTrust,
+    config: TLSClientConfig,
+    heartbeat: HeartbeatConfig | None = None,
+) -> StrictTLSConnection:
+    """The C4-strict twin of :func:`~callhome_transport.tls.tls_handshake`."""
+    if not HAS_TLSLITE:
+        sock.close()
+        raise TransportError("strict C4 mode needs tlslite-ng (pip install callhome-transport[strict-tls])")
+    accepted_at = time.monotonic()
+    logger = ContextAdapter(log, peer=format_peer(peer), conn="tls-c4")
+    config.apply_tcp_keepalive(sock)
+    loop = asyncio.get_running_loop()
+    try:
+        tls, presented = await asyncio.wait_for(
+            loop.run_in_executor(None, _handshake_blocking, sock, config), config.handshake_timeout + 1
+        )
+    except TimeoutError as exc:
+        sock.close()
+        raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
+    except Exception as exc:  # tlslite raises its own exception family
+        sock.close()
+        raise TransportError(
+            f"TLS (strict C4) handshake with {format_peer(peer)} failed: {exc!r}", peer_address=peer
+        ) from exc
+    try:
+        identified = trust.identify(_verify_chain(presented, trust, peer), peer)
+    except CertificateRejectedError:
+        sock.close()
+        raise
+    logger.bind(device=identified.device)
+    conn = StrictTLSConnection(
+        tls=tls,
+        raw=sock,
+        identified=identified,
+        peer_address=peer,
+        logger=logger,
+        accepted_at=accepted_at,
+        heartbeat=heartbeat or HeartbeatConfig(),
+    )
+    logger.info(
+        "identified by certificate %s (issuer %s, serial %s) over tlslite-ng, heartbeat %s",
+        identified.subject,
+        identified.issuer,
+        identified.serial,
+        "negotiated" if conn.heartbeat_negotiated else "not accepted by the device",
+    )
+    return conn
