@@ -68,6 +68,7 @@ class DeviceConnected:
     handshake_seconds: float  # TCP accept to authenticated
     certificate_subject: str | None = None  # TLS devices
     certificate_serial: str | None = None  # TLS devices
+    heartbeat_negotiated: bool | None = None  # strict C4 TLS devices: did the device accept heartbeats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -499,6 +500,15 @@ class CallHomeServer:
                 f"NETCONF hello with device {device} failed: {exc}", device=device, peer_address=conn.peer_address
             ) from exc
 
+    def open_netconf_stream(self, device: str, timeout: float = 60) -> socket.socket:
+        """The raw NETCONF byte stream of a new session on ``device`` (waiting
+        for it to call home), as a connected blocking socket with no hello
+        exchanged: for NETCONF clients other than ncclient, or relays.  Closing
+        the socket ends the session."""
+        self._check_open()
+        sock, _conn = self._engine.run(self._server.open_netconf(device, timeout))
+        return sock
+
     def wait_for(self, device: str, timeout: float = 60) -> DeviceConnected:
         """Block until ``device`` is connected (or raise
         :class:`DeviceNotConnectedError`); return its connection facts."""
@@ -573,6 +583,7 @@ def _event(conn: DeviceConnection) -> DeviceConnected:
         transport=conn.transport_kind,
         certificate_subject=tls.subject if tls else None,
         certificate_serial=tls.serial if tls else None,
+        heartbeat_negotiated=conn.heartbeat_negotiated if isinstance(conn, StrictTLSConnection) else None,
         peer_address=conn.peer_address,
         fingerprint=conn.fingerprint,
         connected_at=conn.connected_at,

@@ -153,6 +153,7 @@ class StrictTLSConnection:
 
     def _on_heartbeat_response(self, _message: Any) -> None:
         self.heartbeats_answered += 1
+        self.log.debug("HeartbeatResponse received (%d so far)", self.heartbeats_answered)
 
     @property
     def is_closed(self) -> bool:
@@ -248,6 +249,10 @@ class StrictTLSConnection:
         return f"<StrictTLSConnection device={self.device} peer={format_peer(self.peer_address)}>"
 
 
+def _ignore(_message: Any) -> None:
+    return None
+
+
 def _handshake_blocking(sock: socket.socket, config: TLSClientConfig) -> tuple[Any, list[x509.Certificate]]:
     sock.setblocking(True)
     sock.settimeout(config.handshake_timeout)
@@ -256,6 +261,9 @@ def _handshake_blocking(sock: socket.socket, config: TLSClientConfig) -> tuple[A
     key = parsePEMKey((config.keyfile or config.certfile).read_text(), private=True)
     settings = HandshakeSettings()
     settings.use_heartbeat_extension = True  # RFC 8071 C4: peer_allowed_to_send
+    # tlslite-ng lets us send requests only if a response callback is set at
+    # handshake time; StrictTLSConnection installs the real one afterwards
+    settings.heartbeat_response_callback = _ignore
     # TLS 1.2 only: tlslite-ng 0.8.2's TLS 1.3 client with a client
     # certificate fails against OpenSSL 3.0 servers ("unexpected message")
     settings.minVersion = (3, 3)

@@ -103,7 +103,6 @@ class SimulatedDevice:
         :meth:`close` or the manager hangs up (S1-S3).  Returns once the
         manager has authenticated."""
         auth_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        device = self
 
         class _Server(_Auth):
             def auth_completed(self) -> None:
@@ -114,10 +113,24 @@ class SimulatedDevice:
                 if not auth_done.done():
                     auth_done.set_exception(ConnectionError(f"manager closed the connection: {exc or 'closed'}"))
 
-        conn = await asyncssh.connect_reverse(
+        try:
+            conn = await self._connect_reverse(host, port, _Server, keepalive_interval)
+        except BaseException:
+            if auth_done.done() and not auth_done.cancelled():
+                auth_done.exception()  # already reported by connect_reverse itself
+            raise
+        self._conn = conn
+        await auth_done
+        return conn
+
+    async def _connect_reverse(
+        self, host: str, port: int, server_class: type[_Auth], keepalive_interval: float
+    ) -> asyncssh.SSHServerConnection:
+        device = self
+        return await asyncssh.connect_reverse(
             host,
             port,
-            server_factory=lambda: _Server(device),
+            server_factory=lambda: server_class(device),
             server_host_keys=[self.host_key],
             process_factory=self._serve,
             encoding=None,
@@ -133,9 +146,6 @@ class SimulatedDevice:
             allow_scp=False,
             agent_forwarding=False,
         )
-        self._conn = conn
-        await auth_done
-        return conn
 
     async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         if process.subsystem != "netconf":
