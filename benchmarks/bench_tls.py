@@ -14,6 +14,8 @@ capability exchange fails after 60 s).  The baseline is therefore stock
 1. Setup, device TCP connection to NETCONF hello done (both through a socat
    hop with TCP_NODELAY).  Target: ratio <= 1.05.
 2. Small RPC round trip (get-config of a small subtree).  Target: >= 20x faster.
+3. Strict C4 mode (tlslite-ng, heartbeat extension advertised, TLS 1.2) setup
+   against the default ``ssl`` path (TLS 1.3), as a ratio.
 
 Run: ``make bench`` (or ``.venv/bin/python benchmarks/bench_tls.py``).
 """
@@ -119,24 +121,34 @@ def main() -> int:
             NetconfdDevice(work) as netconfd,
             StunnelDevice(work, netconfd, certfile=cert, keyfile=key, client_ca=pki.manager_ca_pem) as device,
             CallHomeServer(
-                inventory, listen_address="127.0.0.1", listen_port=None, tls=config, tls_listen_port=0
+                inventory,
+                listen_address="127.0.0.1",
+                listen_port=None,
+                tls=config,
+                tls_listen_port=0,
+                tls_strict_listen_port=0,
             ) as srv,
         ):
             events: list[DeviceConnected] = []
             srv.on_connect(events.append)
+
+            def setup_callhome(port: int) -> float:
+                with ReverseRelay(listener_port=port, device_port=device.port):
+                    m = srv.netconf("SN-0003", timeout=30)
+                    done = time.time()
+                    deadline = time.monotonic() + 2
+                    while not events and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                    event = events.pop()
+                    m.close_session()
+                return done - (event.connected_at - event.handshake_seconds)
+
             relay_proc, relay_port = forward_relay(device.port)
             try:
-                ours, stock = [], []
+                ours, stock, strict = [], [], []
                 for _ in range(args.setups):
-                    with ReverseRelay(listener_port=srv.tls_listen_port, device_port=device.port):
-                        m = srv.netconf("SN-0003", timeout=30)
-                        done = time.time()
-                        deadline = time.monotonic() + 2
-                        while not events and time.monotonic() < deadline:
-                            time.sleep(0.001)
-                        event = events.pop()
-                        ours.append(done - (event.connected_at - event.handshake_seconds))
-                        m.close_session()
+                    ours.append(setup_callhome(srv.tls_listen_port))
+                    strict.append(setup_callhome(srv.tls_strict_listen_port))
                     started = time.monotonic()
                     m = connect_forward(relay_port, pki)
                     stock.append(time.monotonic() - started)
@@ -163,6 +175,8 @@ def main() -> int:
     print(f"rpc, our Manager:                                  {1000 * med(our_rpc):8.2f} ms  (n={len(our_rpc)})")
     print(f"rpc, ncclient TLSSession Manager:                  {1000 * med(stock_rpc):8.2f} ms  (n={len(stock_rpc)})")
     print(f"rpc speed-up stock / ours (target >= 20):          {med(stock_rpc) / med(our_rpc):6.1f}x")
+    print(f"setup, strict C4 mode (tlslite-ng, TLS 1.2):        {1000 * med(strict):8.1f} ms  (n={len(strict)})")
+    print(f"strict C4 setup cost, strict / default ssl:         {med(strict) / med(ours):6.2f}x")
     return 0
 
 
