@@ -438,4 +438,4 @@ async def _accept_one_tls(
         ) from None
     finally:
         await _close_listener_keeping(listener, done)
-    return await conn.open_netconf(), conn
+    return await conn.open_stream(), conn

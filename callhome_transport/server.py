@@ -21,6 +21,7 @@ import collections
 import concurrent.futures
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,14 @@ from .errors import (
     UnknownDeviceError,
 )
 from .inventory import Inventory, Transport
-from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
+from .listener import (
+    NETCONF_CH_SSH_PORT,
+    NETCONF_CH_TLS_PORT,
+    RESTCONF_CH_TLS_PORT,
+    Listener,
+    PeerAddress,
+    format_peer,
+)
 from .netconf import manager_over_socket
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
 from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
@@ -105,6 +113,7 @@ class AsyncCallHomeServer:
         tls: TLSClientConfig | None = None,
         tls_listen_port: int | None = NETCONF_CH_TLS_PORT,
         tls_strict_listen_port: int | None = None,
+        restconf_listen_port: int | None = RESTCONF_CH_TLS_PORT,
         heartbeat: HeartbeatConfig | None = None,
         rejected_history: int = 256,
     ) -> None:
@@ -119,22 +128,25 @@ class AsyncCallHomeServer:
             self._listeners.append(self._listener)
         self.tls_config = tls
         self.heartbeat = heartbeat or HeartbeatConfig()
-        self._tls_listener: Listener | None = None
         self._tls_strict_listener: Listener | None = None
+        self._tls_listener: Listener | None = None
+        self._restconf_listener: Listener | None = None
         if tls is not None:
-            self._tls_trust = TLSTrust(inventory)
-            self._tls_strict_trust = TLSTrust(inventory, strict_listener=True)
-            self._tls_context = tls.context(self._tls_trust.anchors())
-            if tls_listen_port is not None:
-                self._tls_listener = Listener(
-                    self._on_accept_tls, listen_address=listen_address, listen_port=tls_listen_port
+            kinds = {device.transport for device in inventory}
+            # the strict listener serves NETCONF/TLS and RESTCONF devices alike
+            strict_trust = TLSTrust(inventory, (Transport.TLS, Transport.RESTCONF), strict_listener=True)
+            if tls_listen_port is not None and Transport.TLS in kinds:
+                self._tls_listener = self._tls_listener_for(
+                    TLSTrust(inventory, (Transport.TLS,)), tls, listen_address, tls_listen_port
                 )
-                self._listeners.append(self._tls_listener)
+            if restconf_listen_port is not None and Transport.RESTCONF in kinds:
+                self._restconf_listener = self._tls_listener_for(
+                    TLSTrust(inventory, (Transport.RESTCONF,)), tls, listen_address, restconf_listen_port
+                )
             if tls_strict_listen_port is not None:
-                self._tls_strict_listener = Listener(
-                    self._on_accept_tls_strict, listen_address=listen_address, listen_port=tls_strict_listen_port
+                self._tls_strict_listener = self._tls_listener_for(
+                    strict_trust, tls, listen_address, tls_strict_listen_port, strict=True
                 )
-                self._listeners.append(self._tls_strict_listener)
         if not self._listeners:
             raise ValueError("nothing to listen on: give listen_port and/or tls")
         self._tls_pool: dict[str, list[AnyTLSConnection]] = {}
@@ -154,8 +166,15 @@ class AsyncCallHomeServer:
     def tls_listen_port(self) -> int:
         """The TLS listener's bound port."""
         if self._tls_listener is None:
-            raise RuntimeError("no TLS listener (no tls configuration)")
+            raise RuntimeError("no TLS listener (no tls configuration or no TLS device)")
         return self._tls_listener.listen_port
+
+    @property
+    def restconf_listen_port(self) -> int:
+        """The RESTCONF (TLS) listener's bound port."""
+        if self._restconf_listener is None:
+            raise RuntimeError("no RESTCONF listener (no tls configuration or no RESTCONF device)")
+        return self._restconf_listener.listen_port
 
     @property
     def tls_strict_listen_port(self) -> int:
@@ -225,20 +244,34 @@ class AsyncCallHomeServer:
             return
         self._register(conn)
 
-    async def _on_accept_tls(self, sock: socket.socket, peer: PeerAddress) -> None:
-        await self._accept_tls(sock, peer, strict=False)
+    def _tls_listener_for(
+        self,
+        trust: TLSTrust,
+        config: TLSClientConfig,
+        listen_address: str | Sequence[str] | None,
+        port: int,
+        *,
+        strict: bool = False,
+    ) -> Listener:
+        context = None if strict else config.context(trust.anchors())
 
-    async def _on_accept_tls_strict(self, sock: socket.socket, peer: PeerAddress) -> None:
-        await self._accept_tls(sock, peer, strict=True)
+        async def _on_accept(sock: socket.socket, peer: PeerAddress) -> None:
+            await self._accept_tls(sock, peer, trust, context)
 
-    async def _accept_tls(self, sock: socket.socket, peer: PeerAddress, *, strict: bool) -> None:
+        listener = Listener(_on_accept, listen_address=listen_address, listen_port=port)
+        self._listeners.append(listener)
+        return listener
+
+    async def _accept_tls(
+        self, sock: socket.socket, peer: PeerAddress, trust: TLSTrust, context: ssl.SSLContext | None
+    ) -> None:
         assert self.tls_config is not None
         conn: AnyTLSConnection
         try:
-            if strict:
-                conn = await strict_tls_handshake(sock, peer, self._tls_strict_trust, self.tls_config, self.heartbeat)
+            if context is None:
+                conn = await strict_tls_handshake(sock, peer, trust, self.tls_config, self.heartbeat)
             else:
-                conn = await tls_handshake(sock, peer, self._tls_trust, self.tls_config, self._tls_context)
+                conn = await tls_handshake(sock, peer, trust, self.tls_config, context)
         except CertificateRejectedError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
             reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
@@ -376,7 +409,7 @@ class AsyncCallHomeServer:
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
         if isinstance(conn, TLSDeviceConnection | StrictTLSConnection):
-            return await conn.open_netconf(), conn
+            return await conn.open_stream(), conn
         sock, _relay = await conn.open_netconf()
         return sock, conn
 
@@ -404,6 +437,7 @@ class CallHomeServer:
         tls: TLSClientConfig | None = None,
         tls_listen_port: int | None = NETCONF_CH_TLS_PORT,
         tls_strict_listen_port: int | None = None,
+        restconf_listen_port: int | None = RESTCONF_CH_TLS_PORT,
         heartbeat: HeartbeatConfig | None = None,
     ) -> None:
         self._engine = EventLoopThread()
@@ -419,6 +453,7 @@ class CallHomeServer:
                 tls=tls,
                 tls_listen_port=tls_listen_port,
                 tls_strict_listen_port=tls_strict_listen_port,
+                restconf_listen_port=restconf_listen_port,
                 heartbeat=heartbeat,
             )
             await server.start()
@@ -450,6 +485,11 @@ class CallHomeServer:
     def tls_strict_listen_port(self) -> int:
         """The strict C4 TLS listener's bound port."""
         return self._server.tls_strict_listen_port
+
+    @property
+    def restconf_listen_port(self) -> int:
+        """The RESTCONF listener's bound port."""
+        return self._server.restconf_listen_port
 
     @property
     def aio(self) -> AsyncCallHomeServer:

@@ -348,7 +348,7 @@ class TLSDeviceConnection:
     """A verified, identified call-home TLS connection.
 
     NETCONF over TLS carries one NETCONF session per connection (RFC 7589):
-    :meth:`open_netconf` hands the stream over once; the device calls again
+    :meth:`open_stream` hands the stream over once; the device calls again
     for the next session.
     """
 
@@ -394,7 +394,7 @@ class TLSDeviceConnection:
     async def wait_closed(self) -> str:
         return await asyncio.shield(self._stream.closed)
 
-    async def open_netconf(self) -> socket.socket:
+    async def open_stream(self) -> socket.socket:
         """Hand the NETCONF stream to one end of a new ``socketpair``; return
         the other (blocking) end.  Only once per connection."""
         if self.claimed:

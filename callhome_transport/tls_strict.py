@@ -178,7 +178,7 @@ class StrictTLSConnection:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve)
 
-    async def open_netconf(self) -> socket.socket:
+    async def open_stream(self) -> socket.socket:
         """Hand the NETCONF stream to a ``socketpair``; return our caller's end."""
         if self.claimed or self.is_closed:
             raise TransportError(
