@@ -54,6 +54,7 @@ from cryptography import x509
 from .errors import InventoryError
 
 __all__ = [
+    "BasicAuth",
     "Device",
     "HostKeyPin",
     "IdentifierField",
@@ -187,6 +188,15 @@ class TLSIdentity:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BasicAuth:
+    """RESTCONF HTTP Basic credentials of one device, sent only over a
+    connection whose certificate identified that device (RFC 8071 C7, s5)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Device:
     """A device that may call home, named by identity."""
 
@@ -195,6 +205,7 @@ class Device:
     host_keys: tuple[HostKeyPin, ...] = ()
     credentials: SSHCredentials | None = None
     tls: TLSIdentity | None = None
+    http_auth: BasicAuth | None = None  # RESTCONF devices only
 
     def __post_init__(self) -> None:
         if not _DEVICE_NAME.match(self.name):
@@ -355,7 +366,7 @@ class _Loader:
         version = top.get("version", INVENTORY_VERSION)
         if version != INVENTORY_VERSION:
             raise self.fail("version", f"{INVENTORY_VERSION}")
-        defaults = self.mapping(top.get("defaults"), "defaults", ("transport", "ssh", "tls"))
+        defaults = self.mapping(top.get("defaults"), "defaults", ("transport", "ssh", "tls", "restconf"))
         devices = top.get("devices") or {}
         if not isinstance(devices, dict):
             raise self.fail("devices", f"a mapping of device name to settings, not {type(devices).__name__}")
@@ -364,7 +375,8 @@ class _Loader:
             key_path = f"devices.{name}"
             if not isinstance(name, str):
                 raise self.fail(key_path, "a device name (string)")
-            device = self.device(name, _merge(defaults, self.mapping(entry, key_path, ("transport", "ssh", "tls"))))
+            allowed = ("transport", "ssh", "tls", "restconf")
+            device = self.device(name, _merge(defaults, self.mapping(entry, key_path, allowed)))
             inventory._add(device)
         return inventory
 
@@ -391,8 +403,22 @@ class _Loader:
         host_keys = self.host_keys(ssh.get("host_keys"), f"{key_path}.ssh.host_keys")
         credentials = self.credentials(ssh, f"{key_path}.ssh") if (ssh or transport is Transport.SSH) else None
         tls = self.tls(entry.get("tls"), f"{key_path}.tls") if entry.get("tls") is not None else None
+        http_auth = None
+        if entry.get("restconf") is not None:
+            if transport is not Transport.RESTCONF:
+                raise self.fail(f"{key_path}.restconf", "a restconf section only on a transport: restconf device")
+            auth = self.mapping(entry["restconf"], f"{key_path}.restconf", ("basic_auth",))
+            if auth.get("basic_auth") is not None:
+                http_auth = self.basic_auth(auth["basic_auth"], f"{key_path}.restconf.basic_auth")
         try:
-            return Device(name=name, transport=transport, host_keys=host_keys, credentials=credentials, tls=tls)
+            return Device(
+                name=name,
+                transport=transport,
+                host_keys=host_keys,
+                credentials=credentials,
+                tls=tls,
+                http_auth=http_auth,
+            )
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None
 
@@ -484,27 +510,39 @@ class _Loader:
                 raise self.fail(f"{key_path}[{index}]", str(exc)) from None
         return tuple(pins)
 
-    def credentials(self, ssh: dict[str, Any], key_path: str) -> SSHCredentials:
-        username = self.string(ssh.get("username"), f"{key_path}.username")
-        given = [key for key in ("password", "password_env", "password_file") if key in ssh]
+    def password(self, section: dict[str, Any], key_path: str) -> str | None:
+        """The one of password / password_env / password_file given, resolved."""
+        given = [key for key in ("password", "password_env", "password_file") if key in section]
         if len(given) > 1:
             raise self.fail(
                 f"{key_path}.{given[1]}", f"only one of password, password_env, password_file (got {given[0]} too)"
             )
-        password: str | None = None
-        if "password" in ssh:
-            password = self.string(ssh["password"], f"{key_path}.password")
-        elif "password_env" in ssh:
-            var = self.string(ssh["password_env"], f"{key_path}.password_env")
+        if "password" in section:
+            return self.string(section["password"], f"{key_path}.password")
+        if "password_env" in section:
+            var = self.string(section["password_env"], f"{key_path}.password_env")
             if var not in self.environ:
                 raise self.fail(f"{key_path}.password_env", f"environment variable {var} to be set")
-            password = self.environ[var]
-        elif "password_file" in ssh:
-            pw_path = self.path(ssh["password_file"], f"{key_path}.password_file")
+            return self.environ[var]
+        if "password_file" in section:
+            pw_path = self.path(section["password_file"], f"{key_path}.password_file")
             try:
-                password = pw_path.read_text(encoding="utf-8").rstrip("\n")
+                return pw_path.read_text(encoding="utf-8").rstrip("\n")
             except OSError as exc:
                 raise self.fail(f"{key_path}.password_file", f"a readable file ({exc.strerror}: {pw_path})") from exc
+        return None
+
+    def basic_auth(self, value: Any, key_path: str) -> BasicAuth:
+        section = self.mapping(value, key_path, ("username", "password", "password_env", "password_file"))
+        username = self.string(section.get("username"), f"{key_path}.username")
+        password = self.password(section, key_path)
+        if password is None:
+            raise self.fail(key_path, "one of password, password_env, password_file with username")
+        return BasicAuth(username=username, password=password)
+
+    def credentials(self, ssh: dict[str, Any], key_path: str) -> SSHCredentials:
+        username = self.string(ssh.get("username"), f"{key_path}.username")
+        password = self.password(ssh, key_path)
         private_key = None
         if "private_key" in ssh:
             private_key = self.path(ssh["private_key"], f"{key_path}.private_key")
