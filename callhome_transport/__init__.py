@@ -29,6 +29,7 @@ from .errors import (
     UnsupportedOptionError,
 )
 from .inventory import (
+    BasicAuth,
     Device,
     HostKeyPin,
     IdentifierField,
@@ -39,6 +40,7 @@ from .inventory import (
     Transport,
 )
 from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+from .restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
 from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
 from .ssh import SSHClientConfig
 from .tls import TLSClientConfig
@@ -53,12 +55,15 @@ __all__ = [
     "RESTCONF_CH_TLS_PORT",
     "AsyncCallHomeServer",
     "AuthenticationFailedError",
+    "CallHomeAdapter",
     "CallHomeError",
     "CallHomeServer",
+    "BasicAuth",
     "CertificateRejectedError",
     "Device",
     "DeviceConnected",
     "DeviceDisconnectedError",
+    "DeviceNotConnected",
     "DeviceNotConnectedError",
     "DeviceStateError",
     "HandshakeTimeoutError",
@@ -69,6 +74,8 @@ __all__ = [
     "InventoryError",
     "ListenerError",
     "RejectedAttempt",
+    "RestconfClient",
+    "RestconfError",
     "RevokedCertificateError",
     "SSHClientConfig",
     "SSHCredentials",

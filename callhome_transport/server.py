@@ -51,6 +51,7 @@ from .listener import (
     format_peer,
 )
 from .netconf import manager_over_socket
+from .restconf import CallHomeAdapter
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
 from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_tls_handshake
@@ -399,12 +400,13 @@ class AsyncCallHomeServer:
         return bool(conns)
 
     async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, DeviceConnection]:
-        """Wait for ``device`` and open a NETCONF session on it; return the
-        local end of the relayed stream (no hello exchanged yet).
+        """Wait for ``device`` and open a session on it; return the local end
+        of the relayed stream (for NETCONF: no hello exchanged yet).
 
-        SSH: a new ``netconf`` channel on the device's connection.  TLS: the
-        device's next unused call-home connection (one NETCONF session per TLS
-        connection, RFC 7589)."""
+        SSH: a new ``netconf`` channel on the device's connection.  TLS and
+        RESTCONF: the device's next unused call-home connection, which the
+        caller then owns (one NETCONF session per TLS connection, RFC 7589; an
+        HTTP/1.1 keep-alive connection for RESTCONF)."""
         conn = await self.wait_for(device, timeout)
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
@@ -548,6 +550,26 @@ class CallHomeServer:
         self._check_open()
         sock, _conn = self._engine.run(self._server.open_netconf(device, timeout))
         return sock
+
+    def restconf_adapter(self, *, wait_timeout: float = 60.0, connections_per_device: int = 1) -> CallHomeAdapter:
+        """A ``requests`` transport adapter over this server's RESTCONF
+        call-home connections: ``session.mount("https://", adapter)``, then
+        ``https://<device name>/restconf/...`` URLs (RFC 8071 port 4336).
+
+        A request for a device that has not called waits up to
+        ``wait_timeout`` seconds, then raises
+        :class:`~callhome_transport.restconf.DeviceNotConnected` (a
+        ``requests.exceptions.ConnectionError``)."""
+        self._check_open()
+
+        def opener(device: str, timeout: float) -> socket.socket:
+            self._check_open()
+            sock, _conn = self._engine.run(self._server.open_netconf(device, timeout))
+            return sock
+
+        return CallHomeAdapter(
+            self.inventory, opener, wait_timeout=wait_timeout, connections_per_device=connections_per_device
+        )
 
     def wait_for(self, device: str, timeout: float = 60) -> DeviceConnected:
         """Block until ``device`` is connected (or raise
