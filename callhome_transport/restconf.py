@@ -88,19 +88,25 @@ class CallHomeHTTPConnection(HTTPConnection):
     this speaks plain HTTP/1.1 over the relayed plaintext stream."""
 
     def __init__(
-        self, *args: Any, opener: StreamOpener, wait_timeout: float, on_new_stream: Callable[[str], None], **kwargs: Any
+        self,
+        *args: Any,
+        device: str,
+        opener: StreamOpener,
+        wait_timeout: float,
+        on_new_stream: Callable[[str], None],
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.device = device  # as the inventory spells it (urllib3 lower-cases hosts)
         self._opener = opener
         self._wait_timeout = wait_timeout
         self._on_new_stream = on_new_stream
 
     def connect(self) -> None:
-        device = self.host
-        try:
-            sock = self._opener(device, self._wait_timeout)
-        except DeviceNotConnectedError as exc:
-            raise DeviceNotConnected(device, self._wait_timeout) from exc
+        device = self.device
+        # DeviceNotConnectedError passes through urllib3 untouched (it is no
+        # OSError); CallHomeAdapter.send turns it into DeviceNotConnected
+        sock = self._opener(device, self._wait_timeout)
         if self.timeout is not None and isinstance(self.timeout, int | float):
             sock.settimeout(self.timeout)
         self.sock = sock
@@ -168,6 +174,12 @@ class CallHomeAdapter(HTTPAdapter):
     def request_url(self, request: requests.PreparedRequest, proxies: Mapping[str, str] | None) -> str:
         return request.path_url
 
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        try:
+            return super().send(request, *args, **kwargs)
+        except DeviceNotConnectedError as exc:
+            raise DeviceNotConnected(exc.device, exc.timeout, request=request) from exc
+
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
@@ -196,6 +208,7 @@ class CallHomeAdapter(HTTPAdapter):
                     port=443,
                     maxsize=self.connections_per_device,
                     block=True,
+                    device=device,
                     opener=self._opener,
                     wait_timeout=self.wait_timeout,
                     on_new_stream=self._forget_root,

@@ -33,16 +33,18 @@ class StunnelDevice:
     def __init__(
         self,
         workdir: Path,
-        netconfd: NetconfdDevice,
+        netconfd: NetconfdDevice | None,
         *,
         certfile: Path,
         keyfile: Path,
         client_ca: Path,
         listen_host: str = "127.0.0.1",
         name: str = "tls",
+        backend_port: int | None = None,
     ) -> None:
         self.dir = Path(workdir) / f"stunnel-{name}"
         self.netconfd = netconfd
+        self.backend_port = backend_port
         self.certfile = certfile
         self.keyfile = keyfile
         self.client_ca = client_ca
@@ -54,14 +56,20 @@ class StunnelDevice:
     def start(self) -> StunnelDevice:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port(self.listen_host)
-        wrapper = self.dir / "netconf-over-tls.sh"
-        wrapper.write_text(
-            "#!/bin/sh\n"
-            f"export USER={self.netconfd.username}\n"
-            f'export SSH_CONNECTION="127.0.0.1 0 127.0.0.1 {self.netconfd.ssh_port}"\n'
-            f"exec {SUBSYSTEM} --ncxserver-sockname={self.netconfd.ssh_port}@{self.netconfd.ncx_socket}\n"
-        )
-        wrapper.chmod(0o755)
+        if self.backend_port is not None:
+            # RESTCONF device: TLS in front of an HTTP backend
+            service = f"connect = 127.0.0.1:{self.backend_port}\n"
+        else:
+            assert self.netconfd is not None, "a NETCONF device needs a netconfd"
+            wrapper = self.dir / "netconf-over-tls.sh"
+            wrapper.write_text(
+                "#!/bin/sh\n"
+                f"export USER={self.netconfd.username}\n"
+                f'export SSH_CONNECTION="127.0.0.1 0 127.0.0.1 {self.netconfd.ssh_port}"\n'
+                f"exec {SUBSYSTEM} --ncxserver-sockname={self.netconfd.ssh_port}@{self.netconfd.ncx_socket}\n"
+            )
+            wrapper.chmod(0o755)
+            service = f"exec = {wrapper}\nexecArgs = netconf-over-tls.sh\n"
         accept = f"{self.listen_host}:{self.port}"  # stunnel splits host and port at the last colon
         config = self.dir / "stunnel.conf"
         config.write_text(
@@ -77,9 +85,7 @@ CAfile = {self.client_ca}
 requireCert = yes
 verifyChain = yes
 sslVersionMin = TLSv1.2
-exec = {wrapper}
-execArgs = netconf-over-tls.sh
-"""
+{service}"""
         )
         self._proc = subprocess.Popen(
             [STUNNEL, str(config)],
