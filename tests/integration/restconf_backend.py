@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
     backend: Backend
     protocol_version = "HTTP/1.1"  # keep-alive
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     # -- helpers ------------------------------------------------------------------
@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- methods --------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if not self._authorized():
             return
         if self.path == "/.well-known/host-meta":
@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         if not self._authorized():
             return
         target = self._target()
@@ -209,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.backend.data[top] = body[top]
         self._send(204 if existed else 201)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         if not self._authorized():
             return
         target = self._target()
@@ -227,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.backend.data[top].update(body[top])
         self._send(204)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if not self._authorized():
             return
         target = self._target()
@@ -243,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.backend.data[top] = value
         self._send(201)
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         if not self._authorized():
             return
         target = self._target()
