@@ -75,6 +75,7 @@ class Backend:
 class _Handler(BaseHTTPRequestHandler):
     backend: Backend
     protocol_version = "HTTP/1.1"  # keep-alive
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
 
     def log_message(self, format: str, *args: Any) -> None:
         return

@@ -85,6 +85,8 @@ CAfile = {self.client_ca}
 requireCert = yes
 verifyChain = yes
 sslVersionMin = TLSv1.2
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
 {service}"""
         )
         self._proc = subprocess.Popen(
