@@ -42,6 +42,7 @@ test: $(VENV)/.installed-test system-packages lint typecheck
 bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_ssh.py
 	$(PY) benchmarks/bench_tls.py
+	$(PY) benchmarks/bench_restconf.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

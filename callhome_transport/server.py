@@ -53,12 +53,19 @@ from .listener import (
 from .netconf import manager_over_socket
 from .restconf import CallHomeAdapter
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
-from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
+from .tls import (
+    DirectTLSConnection,
+    TLSClientConfig,
+    TLSDeviceConnection,
+    TLSTrust,
+    tls_handshake,
+    tls_handshake_direct,
+)
 from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_tls_handshake
 from .trust import InventoryTrust, Trust
 
-AnyTLSConnection = TLSDeviceConnection | StrictTLSConnection
-DeviceConnection = SSHDeviceConnection | TLSDeviceConnection | StrictTLSConnection
+AnyTLSConnection = TLSDeviceConnection | StrictTLSConnection | DirectTLSConnection
+DeviceConnection = SSHDeviceConnection | AnyTLSConnection
 
 __all__ = ["AsyncCallHomeServer", "CallHomeServer", "DeviceConnected", "RejectedAttempt"]
 
@@ -129,6 +136,9 @@ class AsyncCallHomeServer:
             self._listeners.append(self._listener)
         self.tls_config = tls
         self.heartbeat = heartbeat or HeartbeatConfig()
+        # blocking TLS handshakes of RESTCONF connections (bounded; each one
+        # is also bounded by handshake_timeout)
+        self._handshakes = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="callhome-tls")
         self._tls_strict_listener: Listener | None = None
         self._tls_listener: Listener | None = None
         self._restconf_listener: Listener | None = None
@@ -142,7 +152,7 @@ class AsyncCallHomeServer:
                 )
             if restconf_listen_port is not None and Transport.RESTCONF in kinds:
                 self._restconf_listener = self._tls_listener_for(
-                    TLSTrust(inventory, (Transport.RESTCONF,)), tls, listen_address, restconf_listen_port
+                    TLSTrust(inventory, (Transport.RESTCONF,)), tls, listen_address, restconf_listen_port, direct=True
                 )
             if tls_strict_listen_port is not None:
                 self._tls_strict_listener = self._tls_listener_for(
@@ -203,6 +213,7 @@ class AsyncCallHomeServer:
         for conn in conns:
             conn.close()
         await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        self._handshakes.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> AsyncCallHomeServer:
         await self.start()
@@ -253,24 +264,33 @@ class AsyncCallHomeServer:
         port: int,
         *,
         strict: bool = False,
+        direct: bool = False,
     ) -> Listener:
         context = None if strict else config.context(trust.anchors())
 
         async def _on_accept(sock: socket.socket, peer: PeerAddress) -> None:
-            await self._accept_tls(sock, peer, trust, context)
+            await self._accept_tls(sock, peer, trust, context, direct=direct)
 
         listener = Listener(_on_accept, listen_address=listen_address, listen_port=port)
         self._listeners.append(listener)
         return listener
 
     async def _accept_tls(
-        self, sock: socket.socket, peer: PeerAddress, trust: TLSTrust, context: ssl.SSLContext | None
+        self,
+        sock: socket.socket,
+        peer: PeerAddress,
+        trust: TLSTrust,
+        context: ssl.SSLContext | None,
+        *,
+        direct: bool = False,
     ) -> None:
         assert self.tls_config is not None
         conn: AnyTLSConnection
         try:
             if context is None:
                 conn = await strict_tls_handshake(sock, peer, trust, self.tls_config, self.heartbeat)
+            elif direct:
+                conn = await tls_handshake_direct(sock, peer, trust, self.tls_config, context, self._handshakes)
             else:
                 conn = await tls_handshake(sock, peer, trust, self.tls_config, context)
         except CertificateRejectedError as exc:
@@ -410,7 +430,7 @@ class AsyncCallHomeServer:
         conn = await self.wait_for(device, timeout)
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
-        if isinstance(conn, TLSDeviceConnection | StrictTLSConnection):
+        if isinstance(conn, TLSDeviceConnection | StrictTLSConnection | DirectTLSConnection):
             return await conn.open_stream(), conn
         sock, _relay = await conn.open_netconf()
         return sock, conn
@@ -639,7 +659,7 @@ class CallHomeServer:
 
 
 def _event(conn: DeviceConnection) -> DeviceConnected:
-    tls = conn.identified if isinstance(conn, TLSDeviceConnection | StrictTLSConnection) else None
+    tls = conn.identified if isinstance(conn, TLSDeviceConnection | StrictTLSConnection | DirectTLSConnection) else None
     return DeviceConnected(
         device=conn.device,
         transport=conn.transport_kind,

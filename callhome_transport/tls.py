@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import datetime
 import hashlib
 import itertools
@@ -55,7 +57,15 @@ from .errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCert
 from .inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
 from .listener import PeerAddress, format_peer
 
-__all__ = ["TLSClientConfig", "TLSDeviceConnection", "TLSTrust", "TLSIdentified", "tls_handshake"]
+__all__ = [
+    "DirectTLSConnection",
+    "TLSClientConfig",
+    "TLSDeviceConnection",
+    "TLSIdentified",
+    "TLSTrust",
+    "tls_handshake",
+    "tls_handshake_direct",
+]
 
 log = logging.getLogger(__name__)
 _conn_ids = itertools.count(1)
@@ -511,4 +521,166 @@ async def tls_handshake(
         logger=logger,
         accepted_at=accepted_at,
         tls_version=version,
+    )
+
+
+class DirectTLSConnection:
+    """A verified, identified call-home TLS connection handed to its user as
+    the ``ssl.SSLSocket`` itself, with no relay (used for RESTCONF, where an
+    HTTP client in the caller's thread does all the I/O: measured in
+    benchmarks/bench_restconf.py against the relayed path).
+
+    While idle, the event loop watches the socket: an EOF or close_notify
+    marks it closed; post-handshake messages (TLS 1.3 session tickets) are
+    absorbed; unsolicited application data (a RESTCONF server must not send
+    any) closes it.
+    """
+
+    transport_kind = Transport.RESTCONF
+
+    def __init__(
+        self,
+        *,
+        tls: ssl.SSLSocket,
+        identified: TLSIdentified,
+        peer_address: PeerAddress,
+        conn_id: int,
+        logger: ContextAdapter,
+        accepted_at: float,
+    ) -> None:
+        self._tls = tls
+        self.device = identified.device
+        self.identified = identified
+        self.fingerprint = identified.fingerprint
+        self.peer_address = peer_address
+        self.conn_id = conn_id
+        self.log = logger
+        self.connected_at = time.time()
+        self.accepted_at = accepted_at
+        self.handshake_seconds = time.monotonic() - accepted_at
+        self.tls_version = str(tls.version())
+        self.claimed = False
+        self._loop = asyncio.get_running_loop()
+        self._closed: asyncio.Future[str] = self._loop.create_future()
+        self._fd = tls.fileno()
+        self._loop.add_reader(self._fd, self._idle_readable)
+
+    def _idle_readable(self) -> None:
+        self._tls.settimeout(0)
+        try:
+            data = self._tls.recv(1)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return  # a post-handshake message, consumed; still alive
+        except (OSError, ssl.SSLError) as exc:
+            self._end(f"closed: {exc}")
+            return
+        finally:
+            if self._tls.fileno() != -1:
+                self._tls.settimeout(None)
+        if data:
+            self.log.warning("device sent data while idle; closing the connection")
+            self._end("unsolicited data from the device")
+        else:
+            self._end("closed by device")
+
+    def _end(self, reason: str) -> None:
+        self._loop.remove_reader(self._fd)
+        with contextlib.suppress(OSError):
+            self._tls.close()
+        if not self._closed.done():
+            self._closed.set_result(reason)
+            self.log.info("connection closed before use: %s", reason)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.done()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._closed.result() if self._closed.done() else None
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._closed)
+
+    async def open_stream(self) -> socket.socket:
+        """Hand the TLS socket over (blocking mode); the caller owns and closes it."""
+        if self.claimed or self.is_closed:
+            raise TransportError(
+                f"the TLS session of device {self.device} is not available",
+                device=self.device,
+                peer_address=self.peer_address,
+            )
+        self.claimed = True
+        self._loop.remove_reader(self._fd)
+        self._tls.settimeout(None)
+        if not self._closed.done():
+            self._closed.set_result("handed over")  # no longer ours to watch
+        return self._tls
+
+    def close(self) -> None:
+        if not self.claimed:
+            self._end("closed")
+
+    def __repr__(self) -> str:
+        return f"<DirectTLSConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
+
+
+def _blocking_handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    tls = context.wrap_socket(sock, server_side=False, do_handshake_on_connect=False)
+    try:
+        tls.do_handshake()
+    except BaseException:
+        tls.close()
+        raise
+    tls.settimeout(None)
+    return tls
+
+
+async def tls_handshake_direct(
+    sock: socket.socket,
+    peer: PeerAddress,
+    trust: TLSTrust,
+    config: TLSClientConfig,
+    context: ssl.SSLContext,
+    executor: concurrent.futures.Executor | None = None,
+) -> DirectTLSConnection:
+    """Like :func:`tls_handshake`, but the handshake runs on a blocking
+    ``SSLSocket`` in ``executor`` and the result is handed over without a
+    relay (:class:`DirectTLSConnection`).  Same checks, same errors."""
+    accepted_at = time.monotonic()
+    conn_id = next(_conn_ids)
+    logger = ContextAdapter(log, peer=format_peer(peer), conn=f"tls-{conn_id}")
+    config.apply_tcp_keepalive(sock)
+    loop = asyncio.get_running_loop()
+    try:
+        tls = await asyncio.wait_for(
+            loop.run_in_executor(executor, _blocking_handshake, sock, context, config.handshake_timeout),
+            config.handshake_timeout + 1,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise CertificateRejectedError(peer_address=peer, reason=f"handshake: {exc.verify_message}") from exc
+    except TimeoutError as exc:
+        sock.close()
+        raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise TransportError(f"TLS handshake with {format_peer(peer)} failed: {exc}", peer_address=peer) from exc
+    try:
+        identified = trust.identify(_verified_chain(tls), peer)
+    except CertificateRejectedError:
+        tls.close()  # at once: no HTTP byte is read or written
+        raise
+    logger.bind(device=identified.device)
+    logger.info(
+        "identified by certificate %s (issuer %s, serial %s) over %s",
+        identified.subject,
+        identified.issuer,
+        identified.serial,
+        tls.version(),
+    )
+    return DirectTLSConnection(
+        tls=tls, identified=identified, peer_address=peer, conn_id=conn_id, logger=logger, accepted_at=accepted_at
     )
