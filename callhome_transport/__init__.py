@@ -10,6 +10,7 @@ Public API (stable names): :func:`call_home`, :class:`Inventory`,
 
 import logging
 
+from .admission import AdmissionConfig
 from .compat import call_home, call_home_tls
 from .errors import (
     AuthenticationFailedError,
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NETCONF_CH_SSH_PORT",
+    "AdmissionConfig",
     "NETCONF_CH_TLS_PORT",
     "RESTCONF_CH_TLS_PORT",
     "AsyncCallHomeServer",

@@ -29,6 +29,7 @@ from typing import Any
 
 from ncclient.manager import Manager
 
+from .admission import Admission, AdmissionConfig
 from .engine import EventLoopThread
 from .errors import (
     AuthenticationFailedError,
@@ -50,6 +51,7 @@ from .listener import (
     PeerAddress,
     format_peer,
 )
+from .metrics import Metrics
 from .netconf import manager_over_socket
 from .restconf import CallHomeAdapter
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
@@ -101,6 +103,35 @@ class RejectedAttempt:
     detail: str = ""  # e.g. why a certificate was refused, with its subject, issuer and serial
 
 
+def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
+    metrics = Metrics()
+    metrics.counter(
+        "callhome_handshakes_total", "Call-home handshakes by transport and result (ok or the refusal reason)"
+    )
+    metrics.counter(
+        "callhome_connections_refused_total", "Connections refused before any handshake (admission control)"
+    )
+    metrics.histogram("callhome_handshake_seconds", "TCP accept to identified and authenticated, seconds")
+
+    def connected() -> dict[tuple[tuple[str, str], ...], float]:
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        for conn in server.connected().values():
+            key = (("transport", conn.transport_kind.value),)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    metrics.gauge("callhome_connected_devices", "Devices connected now, by transport", connected)
+    metrics.gauge(
+        "callhome_pending_handshakes", "Handshakes in progress", lambda: {(): float(server.admission.pending)}
+    )
+    metrics.gauge(
+        "callhome_blocked_sources",
+        "Source addresses blocked after failed handshakes",
+        lambda: {(): float(len(server.admission.blocked()))},
+    )
+    return metrics
+
+
 class AsyncCallHomeServer:
     """The asyncio call-home server: NETCONF over SSH (port 4334) and, when
     ``tls`` is given, NETCONF over TLS (port 4335).
@@ -123,9 +154,12 @@ class AsyncCallHomeServer:
         tls_strict_listen_port: int | None = None,
         restconf_listen_port: int | None = RESTCONF_CH_TLS_PORT,
         heartbeat: HeartbeatConfig | None = None,
+        admission: AdmissionConfig | None = None,
         rejected_history: int = 256,
     ) -> None:
         self.inventory = inventory
+        self.admission = Admission(admission)
+        self.metrics = _make_metrics(self)
         self.ssh_config = ssh or SSHClientConfig()
         self._trust = trust or InventoryTrust(inventory)
         self._options = self.ssh_config.options()
@@ -229,7 +263,24 @@ class AsyncCallHomeServer:
 
     # -- the accept path ----------------------------------------------------------
 
+    def _admit(self, sock: socket.socket, peer: PeerAddress, transport: str) -> bool:
+        refusal = self.admission.admit(peer[0])
+        if refusal is None:
+            return True
+        sock.close()
+        self.metrics.inc("callhome_connections_refused_total", transport=transport, reason=refusal)
+        log.debug("peer=%s refused before any handshake: %s", format_peer(peer), refusal)
+        return False
+
     async def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
+        if not self._admit(sock, peer, "ssh"):
+            return
+        try:
+            await self._accept_ssh(sock, peer)
+        finally:
+            self.admission.finished()
+
+    async def _accept_ssh(self, sock: socket.socket, peer: PeerAddress) -> None:
         try:
             conn = await ssh_handshake(sock, peer, self._trust, self.ssh_config, self._options)
         except UnknownDeviceError as exc:
@@ -240,19 +291,19 @@ class AsyncCallHomeServer:
                 exc.key_type,
                 exc.fingerprint,
             )
-            self._reject(peer, "unknown-device", exc.fingerprint, exc.key_type, None)
+            self._reject(peer, "unknown-device", exc.fingerprint, exc.key_type, None, transport="ssh")
             return
         except AuthenticationFailedError as exc:
             log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
-            self._reject(peer, "auth-failed", "", "", exc.device)
+            self._reject(peer, "auth-failed", "", "", exc.device, transport="ssh")
             return
         except HandshakeTimeoutError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "handshake-timeout", "", "", exc.device)
+            self._reject(peer, "handshake-timeout", "", "", exc.device, transport="ssh")
             return
         except TransportError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "transport-error", "", "", exc.device)
+            self._reject(peer, "transport-error", "", "", exc.device, transport="ssh")
             return
         self._register(conn)
 
@@ -268,8 +319,15 @@ class AsyncCallHomeServer:
     ) -> Listener:
         context = None if strict else config.context(trust.anchors())
 
+        kind = "restconf" if direct else "tls"
+
         async def _on_accept(sock: socket.socket, peer: PeerAddress) -> None:
-            await self._accept_tls(sock, peer, trust, context, direct=direct)
+            if not self._admit(sock, peer, kind):
+                return
+            try:
+                await self._accept_tls(sock, peer, trust, context, direct=direct)
+            finally:
+                self.admission.finished()
 
         listener = Listener(_on_accept, listen_address=listen_address, listen_port=port)
         self._listeners.append(listener)
@@ -296,18 +354,19 @@ class AsyncCallHomeServer:
         except CertificateRejectedError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
             reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
-            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc))
+            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport="tls")
             return
         except HandshakeTimeoutError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "handshake-timeout", "", "", None)
+            self._reject(peer, "handshake-timeout", "", "", None, transport="tls")
             return
         except TransportError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "transport-error", "", "", None, detail=str(exc))
+            self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport="tls")
             return
         pool = self._tls_pool.setdefault(conn.device, [])
         pool.append(conn)
+        self._accepted(conn, peer)
         self._signal(conn.device)
         asyncio.get_running_loop().create_task(self._watch_tls(conn))
         self._notify(conn)
@@ -319,9 +378,33 @@ class AsyncCallHomeServer:
             pool.remove(conn)
             self._signal(conn.device)
 
+    def _accepted(self, conn: DeviceConnection, peer: PeerAddress) -> None:
+        self.admission.succeeded(peer[0])
+        kind = conn.transport_kind.value
+        self.metrics.inc("callhome_handshakes_total", transport=kind, result="ok")
+        self.metrics.observe("callhome_handshake_seconds", conn.handshake_seconds, transport=kind)
+
     def _reject(
-        self, peer: PeerAddress, reason: str, fingerprint: str, key_type: str, device: str | None, detail: str = ""
+        self,
+        peer: PeerAddress,
+        reason: str,
+        fingerprint: str,
+        key_type: str,
+        device: str | None,
+        detail: str = "",
+        *,
+        transport: str,
     ) -> None:
+        self.metrics.inc("callhome_handshakes_total", transport=transport, result=reason)
+        if self.admission.failed(peer[0]):
+            log.warning(
+                "peer=%s blocking source %s for %g s after %d failed handshakes within %g s",
+                format_peer(peer),
+                peer[0],
+                self.admission.config.block_seconds,
+                self.admission.config.failures_before_block,
+                self.admission.config.failure_window,
+            )
         self.rejected.append(
             RejectedAttempt(
                 peer_address=peer,
@@ -335,6 +418,7 @@ class AsyncCallHomeServer:
         )
 
     def _register(self, conn: SSHDeviceConnection) -> None:
+        self._accepted(conn, conn.peer_address)
         old = self._connections.get(conn.device)
         self._connections[conn.device] = conn
         if old is not None and not old.is_closed:
@@ -461,6 +545,7 @@ class CallHomeServer:
         tls_strict_listen_port: int | None = None,
         restconf_listen_port: int | None = RESTCONF_CH_TLS_PORT,
         heartbeat: HeartbeatConfig | None = None,
+        admission: AdmissionConfig | None = None,
     ) -> None:
         self._engine = EventLoopThread()
         self._callback_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callhome-cb")
@@ -477,6 +562,7 @@ class CallHomeServer:
                 tls_strict_listen_port=tls_strict_listen_port,
                 restconf_listen_port=restconf_listen_port,
                 heartbeat=heartbeat,
+                admission=admission,
             )
             await server.start()
             return server

@@ -20,6 +20,7 @@ import pytest
 
 import callhome_transport
 from callhome_transport import (
+    AdmissionConfig,
     AuthenticationFailedError,
     CallHomeServer,
     Device,
@@ -302,3 +303,29 @@ def test_call_home_auth_failure_is_typed(device_loop: EventLoopThread) -> None:
             host="127.0.0.1", port=port, username="admin", password="wrong", hostkey_verify=False, accept_timeout=2
         )
     assert info.value.username == "admin"
+
+
+def test_source_blocked_after_failed_handshakes_then_released(device_loop: EventLoopThread) -> None:
+    sim = SimulatedDevice("SN-0001", password="pw")
+    admission = AdmissionConfig(failures_before_block=3, failure_window=30, block_seconds=1.5)
+    with CallHomeServer(inventory_for(sim), listen_address="127.0.0.1", listen_port=0, admission=admission) as server:
+        for _ in range(3):  # three garbage handshakes from 127.0.0.1
+            with socket.create_connection(("127.0.0.1", server.listen_port)) as bad:
+                bad.sendall(b"garbage\r\n")
+                bad.shutdown(socket.SHUT_WR)
+                bad.settimeout(5)
+                while bad.recv(4096):
+                    pass
+        deadline = time.monotonic() + 5
+        while len(server.rejected()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises((OSError, asyncssh.Error)):  # refused before any handshake
+            call(device_loop, sim, server.listen_port).result(10)
+        assert sim.auth_attempts == 0
+        metrics = server.aio.metrics.render()
+        assert 'callhome_connections_refused_total{reason="blocked",transport="ssh"} 1' in metrics
+        assert 'callhome_handshakes_total{result="transport-error",transport="ssh"} 3' in metrics
+        time.sleep(1.6)  # the block expires
+        call(device_loop, sim, server.listen_port).result(10)
+        with server.netconf("SN-0001", timeout=5) as m:
+            assert hostname(m) == "sn-0001"
