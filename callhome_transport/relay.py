@@ -134,14 +134,20 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
 
 
 async def open_subsystem_relay(
-    conn: asyncssh.SSHClientConnection, subsystem: str = "netconf"
+    conn: asyncssh.SSHClientConnection, subsystem: str = "netconf", local: socket.socket | None = None
 ) -> tuple[socket.socket, ChannelRelay]:
     """Open a channel running ``subsystem`` on ``conn`` and relay it to one end
     of a new ``socketpair``; return the other (blocking) end and the relay.
 
     Closing the returned socket closes the channel, and the channel closing
-    closes the socket.
+    closes the socket.  With ``local`` (a connected stream socket, e.g. a
+    gateway client), the channel is relayed to it instead and it is returned.
     """
+    if local is not None:
+        _, session = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)
+        relay = cast(ChannelRelay, session)
+        await relay.attach_local(local)
+        return local, relay
     ours, theirs = socket.socketpair()
     try:
         _, session = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)

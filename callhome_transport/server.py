@@ -155,6 +155,7 @@ class AsyncCallHomeServer:
         restconf_listen_port: int | None = RESTCONF_CH_TLS_PORT,
         heartbeat: HeartbeatConfig | None = None,
         admission: AdmissionConfig | None = None,
+        restconf_direct: bool = True,
         rejected_history: int = 256,
     ) -> None:
         self.inventory = inventory
@@ -186,7 +187,12 @@ class AsyncCallHomeServer:
                 )
             if restconf_listen_port is not None and Transport.RESTCONF in kinds:
                 self._restconf_listener = self._tls_listener_for(
-                    TLSTrust(inventory, (Transport.RESTCONF,)), tls, listen_address, restconf_listen_port, direct=True
+                    TLSTrust(inventory, (Transport.RESTCONF,)),
+                    tls,
+                    listen_address,
+                    restconf_listen_port,
+                    direct=restconf_direct,
+                    kind="restconf",
                 )
             if tls_strict_listen_port is not None:
                 self._tls_strict_listener = self._tls_listener_for(
@@ -198,6 +204,7 @@ class AsyncCallHomeServer:
         self._connections: dict[str, SSHDeviceConnection] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._callbacks: list[Callable[[DeviceConnected], None]] = []
+        self._disconnect_callbacks: list[Callable[[str, str], None]] = []
         self.rejected: collections.deque[RejectedAttempt] = collections.deque(maxlen=rejected_history)
 
     @property
@@ -261,6 +268,18 @@ class AsyncCallHomeServer:
         identified and authenticated.  It must not block."""
         self._callbacks.append(callback)
 
+    def add_disconnect_callback(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(device, reason)`` on the event loop when a device's
+        connection ends (for TLS: an unused one closes).  It must not block."""
+        self._disconnect_callbacks.append(callback)
+
+    def _gone(self, device: str, reason: str) -> None:
+        for callback in list(self._disconnect_callbacks):
+            try:
+                callback(device, reason)
+            except Exception:
+                log.exception("disconnect callback failed for device %s", device)
+
     # -- the accept path ----------------------------------------------------------
 
     def _admit(self, sock: socket.socket, peer: PeerAddress, transport: str) -> bool:
@@ -316,10 +335,9 @@ class AsyncCallHomeServer:
         *,
         strict: bool = False,
         direct: bool = False,
+        kind: str = "tls",
     ) -> Listener:
         context = None if strict else config.context(trust.anchors())
-
-        kind = "restconf" if direct else "tls"
 
         async def _on_accept(sock: socket.socket, peer: PeerAddress) -> None:
             if not self._admit(sock, peer, kind):
@@ -372,11 +390,12 @@ class AsyncCallHomeServer:
         self._notify(conn)
 
     async def _watch_tls(self, conn: AnyTLSConnection) -> None:
-        await conn.wait_closed()
+        reason = await conn.wait_closed()
         pool = self._tls_pool.get(conn.device, [])
         if conn in pool:
             pool.remove(conn)
             self._signal(conn.device)
+            self._gone(conn.device, reason)
 
     def _accepted(self, conn: DeviceConnection, peer: PeerAddress) -> None:
         self.admission.succeeded(peer[0])
@@ -437,10 +456,11 @@ class AsyncCallHomeServer:
                 log.exception("connect callback failed for device %s", conn.device)
 
     async def _watch(self, conn: SSHDeviceConnection) -> None:
-        await conn.wait_closed()
+        reason = await conn.wait_closed()
         if self._connections.get(conn.device) is conn:
             del self._connections[conn.device]
             self._signal(conn.device)
+            self._gone(conn.device, reason)
 
     def _signal(self, device: str) -> None:
         event = self._changed.pop(device, None)
@@ -503,7 +523,9 @@ class AsyncCallHomeServer:
         await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
         return bool(conns)
 
-    async def open_netconf(self, device: str, timeout: float) -> tuple[socket.socket, DeviceConnection]:
+    async def open_netconf(
+        self, device: str, timeout: float, local: socket.socket | None = None
+    ) -> tuple[socket.socket, DeviceConnection]:
         """Wait for ``device`` and open a session on it; return the local end
         of the relayed stream (for NETCONF: no hello exchanged yet).
 
@@ -515,8 +537,8 @@ class AsyncCallHomeServer:
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
         if isinstance(conn, TLSDeviceConnection | StrictTLSConnection | DirectTLSConnection):
-            return await conn.open_stream(), conn
-        sock, _relay = await conn.open_netconf()
+            return await conn.open_stream(local), conn
+        sock, _relay = await conn.open_netconf(local)
         return sock, conn
 
 

@@ -248,10 +248,11 @@ class SSHDeviceConnection:
         """Wait until the connection ends; return why."""
         return await asyncio.shield(self._closed)
 
-    async def open_netconf(self) -> tuple[socket.socket, ChannelRelay]:
-        """Open a ``netconf`` subsystem channel, relayed to a local socket."""
+    async def open_netconf(self, local: socket.socket | None = None) -> tuple[socket.socket, ChannelRelay]:
+        """Open a ``netconf`` subsystem channel, relayed to ``local`` or to a
+        new socketpair (whose caller end is returned)."""
         try:
-            return await open_subsystem_relay(self.conn, "netconf")
+            return await open_subsystem_relay(self.conn, "netconf", local)
         except (asyncssh.Error, OSError) as exc:
             raise TransportError(
                 f"cannot open a netconf channel on device {self.device}: {exc}",

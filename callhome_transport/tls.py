@@ -404,9 +404,10 @@ class TLSDeviceConnection:
     async def wait_closed(self) -> str:
         return await asyncio.shield(self._stream.closed)
 
-    async def open_stream(self) -> socket.socket:
-        """Hand the NETCONF stream to one end of a new ``socketpair``; return
-        the other (blocking) end.  Only once per connection."""
+    async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
+        """Relay the device's stream to ``local`` (a connected stream socket)
+        and return it, or, without ``local``, to one end of a new socketpair
+        and return the other (blocking) end.  Only once per connection."""
         if self.claimed:
             raise TransportError(
                 f"the TLS session of device {self.device} is already in use",
@@ -420,8 +421,11 @@ class TLSDeviceConnection:
                 peer_address=self.peer_address,
             )
         self.claimed = True
-        ours, theirs = stream_pair()
         loop = asyncio.get_running_loop()
+        if local is not None:
+            await loop.connect_accepted_socket(lambda: _LocalEnd(self._stream), local)
+            return local
+        ours, theirs = stream_pair()
         try:
             await loop.connect_accepted_socket(lambda: _LocalEnd(self._stream), ours)
         except BaseException:
@@ -602,8 +606,11 @@ class DirectTLSConnection:
     async def wait_closed(self) -> str:
         return await asyncio.shield(self._closed)
 
-    async def open_stream(self) -> socket.socket:
-        """Hand the TLS socket over (blocking mode); the caller owns and closes it."""
+    async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
+        """Hand the TLS socket over (blocking mode); the caller owns and closes it.
+        No relay exists on this path, so ``local`` is not supported."""
+        if local is not None:
+            raise TransportError("a direct RESTCONF connection cannot be relayed to a local socket", device=self.device)
         if self.claimed or self.is_closed:
             raise TransportError(
                 f"the TLS session of device {self.device} is not available",

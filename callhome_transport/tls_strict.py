@@ -178,8 +178,9 @@ class StrictTLSConnection:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve)
 
-    async def open_stream(self) -> socket.socket:
-        """Hand the NETCONF stream to a ``socketpair``; return our caller's end."""
+    async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
+        """Relay the stream to ``local`` (returned), or to a new socketpair
+        whose caller end is returned."""
         if self.claimed or self.is_closed:
             raise TransportError(
                 f"the TLS session of device {self.device} is not available",
@@ -187,7 +188,11 @@ class StrictTLSConnection:
                 peer_address=self.peer_address,
             )
         self.claimed = True
-        ours, theirs = socket.socketpair()
+        if local is not None:
+            local.setblocking(True)
+            ours, theirs = local, local
+        else:
+            ours, theirs = socket.socketpair()
         threading.Thread(target=self._pump_from_device, args=(ours,), daemon=True, name=f"c4-rx-{self.device}").start()
         threading.Thread(target=self._pump_to_device, args=(ours,), daemon=True, name=f"c4-tx-{self.device}").start()
         if self.heartbeat_negotiated and self.heartbeat.interval > 0:
