@@ -103,6 +103,14 @@ class RejectedAttempt:
     detail: str = ""  # e.g. why a certificate was refused, with its subject, issuer and serial
 
 
+@dataclass
+class _TLSListenerState:
+    """What a TLS listener checks devices against (replaced on reload)."""
+
+    trust: TLSTrust
+    context: ssl.SSLContext | None  # None: strict C4 listener (tlslite-ng)
+
+
 def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
     metrics = Metrics()
     metrics.counter(
@@ -174,6 +182,7 @@ class AsyncCallHomeServer:
         # blocking TLS handshakes of RESTCONF connections (bounded; each one
         # is also bounded by handshake_timeout)
         self._handshakes = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="callhome-tls")
+        self._tls_states: list[_TLSListenerState] = []
         self._tls_strict_listener: Listener | None = None
         self._tls_listener: Listener | None = None
         self._restconf_listener: Listener | None = None
@@ -268,6 +277,19 @@ class AsyncCallHomeServer:
         identified and authenticated.  It must not block."""
         self._callbacks.append(callback)
 
+    def replace_inventory(self, inventory: Inventory) -> None:
+        """Use ``inventory`` for every call from now on (host keys, certificate
+        identities, credentials); listeners and current connections stay.
+        Devices no longer listed keep their connections until
+        :meth:`disconnect`."""
+        self.inventory = inventory
+        if isinstance(self._trust, InventoryTrust):
+            self._trust = InventoryTrust(inventory)
+        for state in self._tls_states:
+            state.trust = TLSTrust(inventory, state.trust.transports, strict_listener=state.trust.strict_listener)
+            if state.context is not None and self.tls_config is not None:
+                state.context = self.tls_config.context(state.trust.anchors())
+
     def add_disconnect_callback(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(device, reason)`` on the event loop when a device's
         connection ends (for TLS: an unused one closes).  It must not block."""
@@ -337,13 +359,14 @@ class AsyncCallHomeServer:
         direct: bool = False,
         kind: str = "tls",
     ) -> Listener:
-        context = None if strict else config.context(trust.anchors())
+        state = _TLSListenerState(trust=trust, context=None if strict else config.context(trust.anchors()))
+        self._tls_states.append(state)
 
         async def _on_accept(sock: socket.socket, peer: PeerAddress) -> None:
             if not self._admit(sock, peer, kind):
                 return
             try:
-                await self._accept_tls(sock, peer, trust, context, direct=direct)
+                await self._accept_tls(sock, peer, state.trust, state.context, direct=direct)
             finally:
                 self.admission.finished()
 

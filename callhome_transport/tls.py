@@ -187,6 +187,7 @@ class TLSTrust:
     ) -> None:
         self.inventory = inventory
         self.strict_listener = strict_listener
+        self.transports = tuple(transports)
         wanted = set(transports)
         self.devices = [d for d in inventory if d.transport in wanted and d.tls is not None]
 

@@ -1,0 +1,241 @@
+"""The ``callhome`` command: run the gateway, ask it about devices, and reach a
+device from a terminal.
+
+    callhome serve --config gateway.yml
+    callhome devices [--json]                 # needs --run-dir or $CALLHOME_RUN_DIR
+    callhome device NAME [--json]
+    callhome wait NAME [--timeout 60]
+    callhome rejected [--json]
+    callhome get-config NAME [--source running] [--filter XML]
+    callhome demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import CallHomeError
+
+DEFAULT_RUN_DIR = "/run/callhome"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class ControlError(Exception):
+    """The gateway answered with an error, or could not be reached."""
+
+
+def control_get(run_dir: Path, path: str, timeout: float = 30.0) -> tuple[int, str]:
+    """GET ``path`` on the gateway's control socket; return status and body."""
+    sock_path = run_dir / "control.sock"
+    conn = _UnixHTTPConnection(str(sock_path), timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise ControlError(f"no gateway at {sock_path} ({exc.strerror}); is 'callhome serve' running?") from exc
+    except PermissionError as exc:
+        raise ControlError(f"cannot open {sock_path}: permission denied (socket_mode in the gateway config)") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise ControlError(f"control socket {sock_path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _devices_table(records: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            r["name"],
+            r["transport"],
+            r["state"],
+            r["peer_address"] or "-",
+            _when(r["connected_since"]),
+            str(r["reconnects"]),
+            str(r["local_sessions"]),
+            r["identity"] or "-",
+        ]
+        for r in records
+    ]
+    return _table(
+        rows, ["DEVICE", "TRANSPORT", "STATE", "PEER", "CONNECTED SINCE", "RECONNECTS", "SESSIONS", "IDENTITY"]
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .gateway import GatewayConfig, run
+
+    config = GatewayConfig.from_file(args.config)
+    run(config)
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    status, body = control_get(args.run_dir, "/devices")
+    records = json.loads(body)
+    print(body.rstrip() if args.json else _devices_table(records))
+    return 0 if status == 200 else 1
+
+
+def _cmd_device(args: argparse.Namespace) -> int:
+    status, body = control_get(args.run_dir, f"/devices/{args.name}")
+    if status != 200:
+        print(json.loads(body).get("error", body), file=sys.stderr)
+        return 1
+    print(body.rstrip() if args.json else _devices_table([json.loads(body)]))
+    return 0
+
+
+def _cmd_wait(args: argparse.Namespace) -> int:
+    status, body = control_get(args.run_dir, f"/devices/{args.name}/wait?timeout={args.timeout}", args.timeout + 10)
+    if status == 200:
+        record = json.loads(body)
+        print(body.rstrip() if args.json else f"{args.name} connected from {record['peer_address']}")
+        return 0
+    print(json.loads(body).get("error", body), file=sys.stderr)
+    return 2 if status == 504 else 1
+
+
+def _cmd_rejected(args: argparse.Namespace) -> int:
+    status, body = control_get(args.run_dir, "/rejected")
+    attempts = json.loads(body)
+    if args.json:
+        print(body.rstrip())
+    else:
+        rows = [
+            [
+                _when(a["at"]),
+                a["peer_address"],
+                a["reason"],
+                a["device"] or "-",
+                a["fingerprint"] or "-",
+                a["detail"] or "",
+            ]
+            for a in attempts
+        ]
+        print(_table(rows, ["WHEN", "PEER", "REASON", "DEVICE", "FINGERPRINT", "DETAIL"]))
+    return 0 if status == 200 else 1
+
+
+def _cmd_get_config(args: argparse.Namespace) -> int:
+    from ncclient import manager
+
+    path = args.run_dir / "devices" / args.name / "netconf.sock"
+    if not path.exists():
+        print(f"no NETCONF endpoint for {args.name} at {path}", file=sys.stderr)
+        return 1
+    with manager.connect_uds(path=str(path), timeout=args.timeout) as m:
+        reply = m.get_config(source=args.source, filter=("subtree", args.filter) if args.filter else None)
+        print(reply.xml)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main([])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callhome", description="NETCONF/RESTCONF Call Home (RFC 8071) gateway and tools"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle events (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_run_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--run-dir",
+            type=Path,
+            default=Path(os.environ.get("CALLHOME_RUN_DIR", DEFAULT_RUN_DIR)),
+            help="the gateway's run directory (default $CALLHOME_RUN_DIR or /run/callhome)",
+        )
+        return p
+
+    serve = sub.add_parser("serve", help="run the gateway (SIGTERM stops, SIGHUP reloads the inventory)")
+    serve.add_argument("--config", required=True, type=Path, help="gateway YAML configuration")
+    serve.set_defaults(func=_cmd_serve)
+
+    devices = with_run_dir(sub.add_parser("devices", help="list devices and their call-home state"))
+    devices.add_argument("--json", action="store_true", help="JSON instead of a table")
+    devices.set_defaults(func=_cmd_devices)
+
+    device = with_run_dir(sub.add_parser("device", help="one device's call-home state"))
+    device.add_argument("name")
+    device.add_argument("--json", action="store_true")
+    device.set_defaults(func=_cmd_device)
+
+    wait = with_run_dir(sub.add_parser("wait", help="wait until a device has called home (exit 2 on timeout)"))
+    wait.add_argument("name")
+    wait.add_argument("--timeout", type=float, default=60.0)
+    wait.add_argument("--json", action="store_true")
+    wait.set_defaults(func=_cmd_wait)
+
+    rejected = with_run_dir(sub.add_parser("rejected", help="recent refused call-home attempts (to onboard devices)"))
+    rejected.add_argument("--json", action="store_true")
+    rejected.set_defaults(func=_cmd_rejected)
+
+    get_config = with_run_dir(sub.add_parser("get-config", help="print a device's configuration (NETCONF)"))
+    get_config.add_argument("name")
+    get_config.add_argument("--source", default="running")
+    get_config.add_argument("--filter", help="subtree filter XML")
+    get_config.add_argument("--timeout", type=float, default=60.0, help="wait for the device and the reply")
+    get_config.set_defaults(func=_cmd_get_config)
+
+    demo = sub.add_parser("demo", help="the embedded call-home demo (no external service)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    logging.getLogger("ncclient").setLevel(logging.WARNING)
+    try:
+        result: int = args.func(args)
+        return result
+    except (ControlError, CallHomeError) as exc:
+        print(f"callhome: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Gateway configuration (``callhome serve --config gateway.yml``).
+
+::
+
+    inventory: devices.yml          # the library's inventory format (relative to this file)
+    run_dir: /run/callhome          # control.sock and devices/<name>/{netconf,restconf}.sock
+    socket_mode: "0600"             # private by default
+    deferral_timeout: 60            # a local client waits this long for its device to call
+    listen:
+      addresses: null               # null = every address, IPv4 and IPv6; or a list
+      ssh_port: 4334                # null disables
+      tls_port: 4335
+      restconf_port: 4336
+      tls_strict_port: null         # strict RFC 8071 C4 listener (tlslite-ng)
+    tls:                            # needed for TLS / RESTCONF devices
+      certfile: pki/manager.pem
+      keyfile: pki/manager.key
+    ssh: {handshake_timeout: 30, keepalive_interval: 30, keepalive_count_max: 3}
+    admission: {max_pending_handshakes: 256, failures_before_block: 10, failure_window: 60, block_seconds: 60}
+
+A bad file fails at start with the file, the key path and what was expected
+(:class:`~callhome_transport.errors.InventoryError`, shared with the inventory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..admission import AdmissionConfig
+from ..errors import InventoryError
+from ..inventory import Inventory
+from ..listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+from ..ssh import SSHClientConfig
+from ..tls import TLSClientConfig
+
+__all__ = ["GatewayConfig"]
+
+_TOP = ("inventory", "run_dir", "socket_mode", "deferral_timeout", "listen", "tls", "ssh", "admission")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    source: Path
+    inventory_path: Path
+    run_dir: Path
+    socket_mode: int = 0o600
+    deferral_timeout: float = 60.0
+    listen_addresses: list[str] | None = None
+    ssh_port: int | None = NETCONF_CH_SSH_PORT
+    tls_port: int | None = NETCONF_CH_TLS_PORT
+    restconf_port: int | None = RESTCONF_CH_TLS_PORT
+    tls_strict_port: int | None = None
+    tls: TLSClientConfig | None = None
+    ssh: SSHClientConfig = field(default_factory=SSHClientConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+
+    def load_inventory(self) -> Inventory:
+        return Inventory.from_file(self.inventory_path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> GatewayConfig:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InventoryError(path, "", f"a readable file ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise InventoryError(path, "", "valid YAML") from exc
+        return _Parser(path).parse(data)
+
+
+class _Parser:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def fail(self, key: str, expected: str) -> InventoryError:
+        return InventoryError(self.path, key, expected)
+
+    def section(self, data: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise self.fail(key or "(top level)", "a mapping")
+        for name in data:
+            if name not in allowed:
+                raise self.fail(f"{key}.{name}".lstrip("."), f"one of the keys {', '.join(allowed)}")
+        return data
+
+    def port(self, value: Any, key: str, default: int | None) -> int | None:
+        if value is None:
+            return None
+        if value == "default":
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+            raise self.fail(key, "a port number 0..65535 or null")
+        return value
+
+    def number(self, value: Any, key: str, default: float) -> float:
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise self.fail(key, "a non-negative number")
+        return float(value)
+
+    def file(self, value: Any, key: str) -> Path:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "a file path")
+        resolved = Path(value).expanduser()
+        resolved = resolved if resolved.is_absolute() else self.base / resolved
+        if not resolved.is_file():
+            raise self.fail(key, f"an existing file ({resolved})")
+        return resolved
+
+    def parse(self, data: Any) -> GatewayConfig:
+        top = self.section(data, "", _TOP)
+        inventory = self.file(top.get("inventory"), "inventory")
+        run_dir_raw = top.get("run_dir", "/run/callhome")
+        if not isinstance(run_dir_raw, str) or not run_dir_raw:
+            raise self.fail("run_dir", "a directory path")
+        run_dir = Path(run_dir_raw).expanduser()
+        run_dir = run_dir if run_dir.is_absolute() else self.base / run_dir
+        mode_raw = top.get("socket_mode", "0600")
+        try:
+            mode = int(str(mode_raw), 8)
+        except ValueError:
+            raise self.fail("socket_mode", "an octal mode such as '0600'") from None
+        if not 0 <= mode <= 0o777:
+            raise self.fail("socket_mode", "an octal mode such as '0600'")
+        listen = self.section(
+            top.get("listen"), "listen", ("addresses", "ssh_port", "tls_port", "restconf_port", "tls_strict_port")
+        )
+        addresses = listen.get("addresses")
+        if addresses is not None and (
+            not isinstance(addresses, list) or not all(isinstance(a, str) and a for a in addresses)
+        ):
+            raise self.fail("listen.addresses", "a list of addresses, or null for all")
+        tls_section = self.section(top.get("tls"), "tls", ("certfile", "keyfile", "handshake_timeout"))
+        tls = None
+        if tls_section:
+            try:
+                tls = TLSClientConfig(
+                    certfile=self.file(tls_section.get("certfile"), "tls.certfile"),
+                    keyfile=self.file(tls_section["keyfile"], "tls.keyfile") if "keyfile" in tls_section else None,
+                    handshake_timeout=self.number(tls_section.get("handshake_timeout"), "tls.handshake_timeout", 30.0),
+                )
+            except ValueError as exc:
+                raise self.fail("tls", str(exc)) from None
+        ssh_section = self.section(
+            top.get("ssh"), "ssh", ("handshake_timeout", "keepalive_interval", "keepalive_count_max")
+        )
+        try:
+            ssh = SSHClientConfig(
+                handshake_timeout=self.number(ssh_section.get("handshake_timeout"), "ssh.handshake_timeout", 30.0),
+                keepalive_interval=self.number(ssh_section.get("keepalive_interval"), "ssh.keepalive_interval", 30.0),
+                keepalive_count_max=int(
+                    self.number(ssh_section.get("keepalive_count_max"), "ssh.keepalive_count_max", 3)
+                ),
+            )
+        except ValueError as exc:
+            raise self.fail("ssh", str(exc)) from None
+        adm = self.section(
+            top.get("admission"),
+            "admission",
+            ("max_pending_handshakes", "failures_before_block", "failure_window", "block_seconds"),
+        )
+        admission = AdmissionConfig(
+            max_pending_handshakes=int(
+                self.number(adm.get("max_pending_handshakes"), "admission.max_pending_handshakes", 256)
+            ),
+            failures_before_block=int(
+                self.number(adm.get("failures_before_block"), "admission.failures_before_block", 10)
+            ),
+            failure_window=self.number(adm.get("failure_window"), "admission.failure_window", 60),
+            block_seconds=self.number(adm.get("block_seconds"), "admission.block_seconds", 60),
+        )
+        return GatewayConfig(
+            source=self.path,
+            inventory_path=inventory,
+            run_dir=run_dir,
+            socket_mode=mode,
+            deferral_timeout=self.number(top.get("deferral_timeout"), "deferral_timeout", 60.0),
+            listen_addresses=addresses,
+            ssh_port=self.port(listen.get("ssh_port", "default"), "listen.ssh_port", NETCONF_CH_SSH_PORT),
+            tls_port=self.port(listen.get("tls_port", "default"), "listen.tls_port", NETCONF_CH_TLS_PORT),
+            restconf_port=self.port(
+                listen.get("restconf_port", "default"), "listen.restconf_port", RESTCONF_CH_TLS_PORT
+            ),
+            tls_strict_port=self.port(listen.get("tls_strict_port"), "listen.tls_strict_port", None),
+            tls=tls,
+            ssh=ssh,
+            admission=admission,
+        )

@@ -1,0 +1,447 @@
+"""The gateway (``callhome serve``): holds call-home sessions for a fleet and
+exposes every device at a local endpoint.
+
+Run directory layout (permissions from ``socket_mode``, private by default)::
+
+    <run_dir>/control.sock              HTTP+JSON control API, Prometheus /metrics
+    <run_dir>/devices/<name>/netconf.sock   NETCONF (SSH and TLS devices)
+    <run_dir>/devices/<name>/restconf.sock  HTTP/1.1 relayed to the device (RESTCONF devices)
+
+Every local ``netconf.sock`` connection is its own NETCONF session on the
+device: a new ``netconf`` SSH channel on the call-home connection (the local
+client does its own hello, so ``ncclient.manager.connect_uds`` or ``socat``
+work), or, for a TLS device, its next call-home connection.  A device that
+has not called yet is waited for up to ``deferral_timeout`` (call-home draft
+deferral), then the local connection is closed and the gateway logs why.
+
+``restconf.sock`` speaks HTTP/1.1; each request is parsed with h11 and relayed
+over the device's call-home connection, one at a time per device; a device
+that has not called answers 504 with an RFC 8040 error body after the
+deferral timeout.
+
+SIGTERM stops cleanly; SIGHUP reloads the inventory (added devices get
+endpoints, removed devices are disconnected and lose theirs, others keep
+their sessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import CallHomeError, DeviceNotConnectedError
+from ..inventory import Device, Inventory, Transport
+from ..listener import format_peer
+from ..server import AsyncCallHomeServer, DeviceConnected
+from .config import GatewayConfig
+from .http import HTTPClient, Request, Response, json_response, serve_http
+
+__all__ = ["Gateway", "run"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceRecord:
+    """What the gateway knows of one device (the control API's answer)."""
+
+    name: str
+    transport: str
+    state: str = "never-connected"  # connected, disconnected, rejected, auth-failed
+    peer_address: str | None = None
+    identity: str | None = None  # SHA256 fingerprint, or certificate subject
+    connected_since: float | None = None
+    last_seen: float | None = None
+    reconnects: int = 0
+    local_sessions: int = 0
+    last_reason: str | None = None
+
+
+class _UnixEndpoint:
+    """A listening Unix socket whose connections go to ``handler``."""
+
+    def __init__(self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]]) -> None:
+        self.path = path
+        self.handler = handler
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        os.chmod(path, mode)
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.accept_task = asyncio.get_running_loop().create_task(self._accept())
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:
+                log.warning("accept on %s failed: %s", self.path, exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._run(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, conn: socket.socket) -> None:
+        try:
+            await self.handler(conn)
+        except Exception:
+            log.exception("local connection on %s failed", self.path)
+            conn.close()
+
+    async def close(self) -> None:
+        self.accept_task.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(self.accept_task, *self.tasks, return_exceptions=True)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class _DeviceHTTP:
+    """The device side of the RESTCONF relay: one keep-alive HTTP connection
+    over the device's call-home connection, one request at a time."""
+
+    def __init__(self, gateway: Gateway, device: str) -> None:
+        self.gateway = gateway
+        self.device = device
+        self.lock = asyncio.Lock()
+        self.client: HTTPClient | None = None
+
+    async def _connect(self) -> HTTPClient:
+        if self.client is not None and self.client.usable:
+            return self.client
+        if self.client is not None:
+            self.client.close()
+        ours, theirs = socket.socketpair()
+        try:
+            await self.gateway.server.open_netconf(self.device, self.gateway.config.deferral_timeout, local=ours)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=theirs)
+        self.client = HTTPClient(reader, writer, self.device)
+        return self.client
+
+    async def relay(self, request: Request) -> Response:
+        await self.lock.acquire()
+        try:
+            client = await self._connect()
+            status, headers, body = await client.request(request)
+        except DeviceNotConnectedError as exc:
+            self.lock.release()
+            return _restconf_error(
+                504, "resource-denied", f"device {self.device} did not call home within {exc.timeout:g} s"
+            )
+        except (ConnectionError, OSError, CallHomeError) as exc:
+            self.lock.release()
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            return _restconf_error(502, "operation-failed", f"device {self.device}: {exc}")
+        except BaseException:
+            self.lock.release()
+            raise
+        record = self.gateway.records.get(self.device)
+        if record is not None:
+            record.last_seen = time.time()
+
+        async def stream() -> AsyncIterator[bytes]:
+            async for chunk in body:
+                self.gateway.server.metrics.inc("callhome_bytes_relayed_total", len(chunk), endpoint="restconf")
+                yield chunk
+
+        async def done() -> None:
+            self.lock.release()
+
+        return Response(status, headers, stream=stream(), done=done)
+
+
+def _restconf_error(status: int, tag: str, message: str) -> Response:
+    body = {
+        "ietf-restconf:errors": {"error": [{"error-type": "transport", "error-tag": tag, "error-message": message}]}
+    }
+    return Response(status, [("Content-Type", "application/yang-data+json")], (json.dumps(body) + "\n").encode())
+
+
+class Gateway:
+    """The long-running call-home gateway (asyncio)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.inventory: Inventory = config.load_inventory()
+        self.records: dict[str, DeviceRecord] = {}
+        self._endpoints: dict[str, list[_UnixEndpoint]] = {}
+        self._device_http: dict[str, _DeviceHTTP] = {}
+        self._control: _UnixEndpoint | None = None
+        self._stopped = asyncio.Event()
+        self.server = self._make_server(self.inventory)
+
+    def _make_server(self, inventory: Inventory) -> AsyncCallHomeServer:
+        c = self.config
+        server = AsyncCallHomeServer(
+            inventory,
+            listen_address=c.listen_addresses,
+            listen_port=c.ssh_port,
+            ssh=c.ssh,
+            tls=c.tls,
+            tls_listen_port=c.tls_port,
+            restconf_listen_port=c.restconf_port,
+            tls_strict_listen_port=c.tls_strict_port,
+            admission=c.admission,
+            restconf_direct=False,  # the gateway relays RESTCONF on its event loop
+        )
+        server.metrics.counter("callhome_local_sessions_total", "Local sessions opened on device endpoints")
+        server.metrics.counter("callhome_bytes_relayed_total", "Bytes relayed from devices to local clients")
+        server.metrics.gauge(
+            "callhome_local_sessions",
+            "Local sessions open now",
+            lambda: {(): float(sum(r.local_sessions for r in self.records.values()))},
+        )
+        server.add_connect_callback(self._on_connect)
+        server.add_disconnect_callback(self._on_disconnect)
+        return server
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        run = self.config.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "devices").mkdir(exist_ok=True)
+        dir_mode = 0o700 if self.config.socket_mode & 0o077 == 0 else 0o755
+        os.chmod(run, dir_mode)
+        await self.server.start()
+        self._control = _UnixEndpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
+        for device in self.inventory:
+            self._add_device(device)
+        log.info(
+            "gateway ready: %d devices, run directory %s, listening %s",
+            len(self.inventory),
+            run,
+            ", ".join(f"{listener.listen_port}" for listener in self.server._listeners),
+        )
+
+    async def stop(self) -> None:
+        if self._control is not None:
+            await self._control.close()
+        for name in list(self._endpoints):
+            await self._remove_endpoints(name)
+        await self.server.close()
+        self._stopped.set()
+        log.info("gateway stopped")
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(self.stop()))
+        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(self.stop()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await self._stopped.wait()
+
+    async def reload(self) -> None:
+        """SIGHUP: reread the inventory; devices added get endpoints, devices
+        removed are disconnected, others are untouched."""
+        try:
+            new = self.config.load_inventory()
+        except CallHomeError as exc:
+            log.error("reload failed, keeping the current inventory: %s", exc)  # noqa: TRY400 - no traceback wanted
+            return
+        old_names = {d.name for d in self.inventory}
+        new_names = {d.name for d in new}
+        # the trust data (keys, certificates) of every device may have changed:
+        # the server's inventory is replaced in place, its listeners stay up
+        self.server.replace_inventory(new)
+        self.inventory = new
+        for name in sorted(old_names - new_names):
+            await self.server.disconnect(name)
+            await self._remove_endpoints(name)
+            self.records.pop(name, None)
+            log.info("device=%s removed from the inventory: disconnected", name)
+        for name in sorted(new_names - old_names):
+            self._add_device(new[name])
+            log.info("device=%s added to the inventory", name)
+        log.info(
+            "inventory reloaded: %d devices (%d added, %d removed)",
+            len(new),
+            len(new_names - old_names),
+            len(old_names - new_names),
+        )
+
+    # -- devices ----------------------------------------------------------------------
+
+    def _add_device(self, device: Device) -> None:
+        self.records[device.name] = DeviceRecord(name=device.name, transport=device.transport.value)
+        directory = self.config.run_dir / "devices" / device.name
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700 if self.config.socket_mode & 0o077 == 0 else 0o755)
+        endpoints = []
+        if device.transport in (Transport.SSH, Transport.TLS):
+            endpoints.append(
+                _UnixEndpoint(directory / "netconf.sock", self.config.socket_mode, self._netconf_handler(device.name))
+            )
+        if device.transport is Transport.RESTCONF:
+            self._device_http[device.name] = _DeviceHTTP(self, device.name)
+            endpoints.append(
+                _UnixEndpoint(directory / "restconf.sock", self.config.socket_mode, self._restconf_handler(device.name))
+            )
+        self._endpoints[device.name] = endpoints
+
+    async def _remove_endpoints(self, name: str) -> None:
+        for endpoint in self._endpoints.pop(name, []):
+            await endpoint.close()
+        http = self._device_http.pop(name, None)
+        if http is not None and http.client is not None:
+            http.client.close()
+        shutil.rmtree(self.config.run_dir / "devices" / name, ignore_errors=True)
+
+    def _on_connect(self, event: DeviceConnected) -> None:
+        record = self.records.get(event.device)
+        if record is None:
+            return
+        if record.state == "connected" or record.connected_since is not None:
+            record.reconnects += 1
+        record.state = "connected"
+        record.peer_address = format_peer(event.peer_address)
+        record.identity = event.certificate_subject or event.fingerprint
+        record.connected_since = event.connected_at
+        record.last_seen = event.connected_at
+        record.last_reason = None
+        log.info(
+            "device=%s peer=%s transport=%s event=connected identity=%s handshake=%.3fs",
+            event.device,
+            record.peer_address,
+            event.transport.value,
+            record.identity,
+            event.handshake_seconds,
+        )
+
+    def _on_disconnect(self, device: str, reason: str) -> None:
+        record = self.records.get(device)
+        if record is None or reason == "handed over":
+            return
+        if device in self.server.connected():
+            return  # another connection of the device is still up
+        record.state = "disconnected"
+        record.last_reason = reason
+        log.info("device=%s transport=%s event=disconnected reason=%s", device, record.transport, reason)
+
+    # -- local endpoints ------------------------------------------------------------------
+
+    def _netconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
+        async def handle(local: socket.socket) -> None:
+            record = self.records.get(device)
+            try:
+                _, conn = await self.server.open_netconf(device, self.config.deferral_timeout, local=local)
+            except DeviceNotConnectedError as exc:
+                log.warning("device=%s event=local-session-failed reason=%s", device, exc)
+                local.close()
+                return
+            except CallHomeError as exc:
+                log.warning("device=%s event=local-session-failed reason=%s", device, exc)
+                local.close()
+                return
+            self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
+            if record is not None:
+                record.local_sessions += 1
+                record.last_seen = time.time()
+            log.info("device=%s peer=%s event=local-session-opened", device, format_peer(conn.peer_address))
+            try:
+                await _wait_socket_closed(local)
+            finally:
+                if record is not None:
+                    record.local_sessions -= 1
+                log.info("device=%s event=local-session-closed", device)
+
+        return handle
+
+    def _restconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
+        async def handle(local: socket.socket) -> None:
+            reader, writer = await asyncio.open_connection(sock=local)
+            record = self.records.get(device)
+            self.server.metrics.inc("callhome_local_sessions_total", endpoint="restconf")
+            if record is not None:
+                record.local_sessions += 1
+            try:
+                http = self._device_http[device]
+                await serve_http(reader, writer, http.relay)
+            finally:
+                if record is not None:
+                    record.local_sessions -= 1
+
+        return handle
+
+    # -- control API ------------------------------------------------------------------------
+
+    async def _control_connection(self, sock: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=sock)
+        await serve_http(reader, writer, self._control_request)
+
+    async def _control_request(self, request: Request) -> Response:
+        parts = urlsplit(request.target)
+        path = [p for p in parts.path.split("/") if p]
+        query = parse_qs(parts.query)
+        if request.method != "GET":
+            return json_response(405, {"error": "only GET"})
+        if path == ["devices"]:
+            return json_response(200, [asdict(r) for r in self.records.values()])
+        if len(path) == 2 and path[0] == "devices":
+            record = self.records.get(path[1])
+            return (
+                json_response(200, asdict(record)) if record else json_response(404, {"error": f"no device {path[1]}"})
+            )
+        if len(path) == 3 and path[0] == "devices" and path[2] == "wait":
+            timeout = float(query.get("timeout", ["60"])[0])
+            if path[1] not in self.records:
+                return json_response(404, {"error": f"no device {path[1]}"})
+            try:
+                await self.server.wait_for(path[1], timeout)
+            except DeviceNotConnectedError as exc:
+                return json_response(504, {"error": str(exc), "device": path[1], "timeout": timeout})
+            return json_response(200, asdict(self.records[path[1]]))
+        if path == ["rejected"]:
+            return json_response(200, [_rejected_dict(r) for r in self.server.rejected])
+        if path == ["blocked"]:
+            return json_response(200, self.server.admission.blocked())
+        if path == ["metrics"]:
+            return Response(200, [("Content-Type", "text/plain; version=0.0.4")], self.server.metrics.render().encode())
+        return json_response(404, {"error": f"no such resource {parts.path}"})
+
+
+def _rejected_dict(r: Any) -> dict[str, Any]:
+    data = asdict(r)
+    data["peer_address"] = format_peer(r.peer_address)
+    return data
+
+
+async def _wait_socket_closed(sock: socket.socket) -> None:
+    """Wait until the relay closed ``sock`` (the relay owns its I/O)."""
+    while sock.fileno() != -1:
+        await asyncio.sleep(0.5)
+
+
+def run(config: GatewayConfig) -> None:
+    """Run the gateway until SIGTERM/SIGINT."""
+
+    async def main() -> None:
+        gateway = Gateway(config)
+        await gateway.start()
+        await gateway.serve_forever()
+
+    asyncio.run(main())

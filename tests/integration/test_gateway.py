@@ -1,0 +1,353 @@
+"""The gateway as a real subprocess (``callhome serve``), with real devices
+calling home through socat: netconfd behind sshd (SSH), stunnel + netconfd
+(TLS), stunnel + the RESTCONF backend; local clients on the Unix sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from ncclient import manager
+
+from callhome_transport.cli import _UnixHTTPConnection
+
+from ..pki import DevicePKI
+from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port, nacm_group_config
+from .restconf_backend import Backend
+from .stunnel_peer import StunnelDevice, stunnel_available
+
+pytestmark = pytest.mark.integration
+
+
+class GatewayProcess:
+    def __init__(self, workdir: Path, inventory: dict[str, object], **config: object) -> None:
+        self.dir = workdir
+        self.run_dir = workdir / "run"
+        self.inventory_path = workdir / "devices.yml"
+        self.inventory_path.write_text(yaml.safe_dump(inventory))
+        self.ssh_port, self.tls_port, self.restconf_port = free_port(), free_port(), free_port()
+        self.config_path = workdir / "gateway.yml"
+        cfg: dict[str, object] = {
+            "inventory": str(self.inventory_path),
+            "run_dir": str(self.run_dir),
+            "deferral_timeout": 15,
+            "listen": {
+                "addresses": ["127.0.0.1"],
+                "ssh_port": self.ssh_port,
+                "tls_port": self.tls_port,
+                "restconf_port": self.restconf_port,
+            },
+            "ssh": {"handshake_timeout": 3, "keepalive_interval": 2, "keepalive_count_max": 2},
+            **config,
+        }
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.log = workdir / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(self.config_path)],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.log.read_text()}")
+            if (self.run_dir / "control.sock").exists():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready:\n{self.log.read_text()}")
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int, object]:
+        conn = _UnixHTTPConnection(str(self.run_dir / "control.sock"), timeout)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read().decode()
+        conn.close()
+        return response.status, (json.loads(body) if body.lstrip().startswith(("{", "[")) else body)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "callhome_transport.cli", *args, "--run-dir", str(self.run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def netconf(self, device: str, timeout: float = 30) -> manager.Manager:
+        return manager.connect_uds(path=str(self.run_dir / "devices" / device / "netconf.sock"), timeout=timeout)
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevicePKI:
+    return DevicePKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def world(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> Iterator[dict[str, object]]:
+    """An SSH device (the shared netconfd), a TLS device and a RESTCONF device, and a gateway for them."""
+    if stunnel_available():
+        pytest.skip(stunnel_available())
+    tls_cert, tls_key = pki.device_files("SN-0003")
+    rc_cert, rc_key = pki.device_files("SN-0004")
+    backend = Backend("sn-0004").start()
+    tls_device = StunnelDevice(
+        tmp_path, netconfd, certfile=tls_cert, keyfile=tls_key, client_ca=pki.manager_ca_pem, name="tls"
+    ).start()
+    rc_device = StunnelDevice(
+        tmp_path,
+        None,
+        certfile=rc_cert,
+        keyfile=rc_key,
+        client_ca=pki.manager_ca_pem,
+        name="rc",
+        backend_port=backend.port,
+    ).start()
+    a = {"issuers": [str(pki.root_a_pem)], "crls": [str(pki.crl_a)]}
+    inventory = {
+        "devices": {
+            "R1": {
+                "ssh": {
+                    "host_keys": [netconfd.host_key_public_line],
+                    "username": netconfd.username,
+                    "password": netconfd.password,
+                }
+            },
+            "SN-0003": {"transport": "tls", "tls": {**a, "identifier": "SN-0003"}},
+            "SN-0004": {"transport": "restconf", "tls": {**a, "identifier": "SN-0004"}},
+        }
+    }
+    gateway = GatewayProcess(
+        tmp_path,
+        inventory,
+        tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)},
+        admission={"max_pending_handshakes": 1000, "failures_before_block": 1000},
+    ).start()
+    yield {"gateway": gateway, "netconfd": netconfd, "tls": tls_device, "rc": rc_device, "backend": backend}
+    assert gateway.stop() == 0, gateway.log.read_text()[-3000:]
+    tls_device.stop()
+    rc_device.stop()
+    backend.stop()
+
+
+def groups(m: manager.Manager) -> list[str]:
+    xml = m.get_config(source="running", filter=NACM_GROUP_FILTER).xml
+    return [part.split("</name>")[0] for part in xml.split("<name>")[1:]]
+
+
+def test_ncclient_through_netconf_sock_with_deferral_and_two_sessions(world: dict[str, object]) -> None:
+    gw: GatewayProcess = world["gateway"]  # type: ignore[assignment]
+    netconfd: NetconfdDevice = world["netconfd"]  # type: ignore[assignment]
+    relay = ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port)
+    threading.Timer(1.0, relay.start).start()  # the device calls after the client asked
+    try:
+        started = time.monotonic()
+        with gw.netconf("R1") as m1:
+            assert time.monotonic() - started >= 0.9
+            m1.edit_config(target="candidate", config=nacm_group_config("gw-ops", "dave"))
+            m1.commit()
+            with gw.netconf("R1") as m2:  # a second local session at once: a second SSH channel
+                assert "gw-ops" in groups(m2)
+                assert m2.session_id != m1.session_id
+        status, record = gw.get("/devices/R1")
+        assert status == 200
+        assert record["state"] == "connected"  # type: ignore[index]
+        assert record["identity"] == netconfd.host_key_fingerprint  # type: ignore[index]
+        cli = gw.cli("devices")
+        assert cli.returncode == 0
+        assert "R1" in cli.stdout and "connected" in cli.stdout
+        metrics = gw.get("/metrics")[1]
+        assert 'callhome_handshakes_total{result="ok",transport="ssh"} 1' in str(metrics)
+        assert 'callhome_local_sessions_total{endpoint="netconf"} 2' in str(metrics)
+    finally:
+        relay.stop()
+
+
+def test_tls_device_through_netconf_sock(world: dict[str, object]) -> None:
+    gw: GatewayProcess = world["gateway"]  # type: ignore[assignment]
+    tls: StunnelDevice = world["tls"]  # type: ignore[assignment]
+    with ReverseRelay(listener_port=gw.tls_port, device_port=tls.port), gw.netconf("SN-0003") as m:
+        assert isinstance(groups(m), list)
+    status, record = gw.get("/devices/SN-0003")
+    assert status == 200
+    assert "serialNumber=SN-0003" in record["identity"]  # type: ignore[index]
+    assert 'callhome_handshakes_total{result="ok",transport="tls"} 1' in str(gw.get("/metrics")[1])
+    # the TLS session was used up (one NETCONF session per TLS connection): waiting times out (exit 2)
+    waited = gw.cli("wait", "SN-0003", "--timeout", "0.5")
+    assert waited.returncode == 2
+    assert "did not call home within 0.5 s" in waited.stderr
+
+
+def test_requests_through_restconf_sock(world: dict[str, object]) -> None:
+    gw: GatewayProcess = world["gateway"]  # type: ignore[assignment]
+    rc: StunnelDevice = world["rc"]  # type: ignore[assignment]
+    path = str(gw.run_dir / "devices" / "SN-0004" / "restconf.sock")
+    with ReverseRelay(listener_port=gw.restconf_port, device_port=rc.port):
+        conn = _UnixHTTPConnection(path, 30)
+        for _ in range(2):  # keep-alive on the local socket and toward the device
+            conn.request("GET", "/restconf/data/ietf-system:system", headers={"Accept": "application/yang-data+json"})
+            response = conn.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["ietf-system:system"]["hostname"] == "sn-0004"
+        conn.request("GET", "/restconf/data/nope:missing", headers={"Accept": "application/yang-data+json"})
+        response = conn.getresponse()
+        assert response.status == 404
+        assert json.loads(response.read())["ietf-restconf:errors"]["error"][0]["error-tag"] == "invalid-value"
+        conn.close()
+
+
+def test_restconf_sock_device_not_connected_is_a_clear_504(tmp_path: Path, pki: DevicePKI) -> None:
+    inventory = {
+        "devices": {
+            "SN-0004": {"transport": "restconf", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0004"}}
+        }
+    }
+    gw = GatewayProcess(
+        tmp_path,
+        inventory,
+        deferral_timeout=0.5,
+        tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)},
+    ).start()
+    try:
+        conn = _UnixHTTPConnection(str(gw.run_dir / "devices" / "SN-0004" / "restconf.sock"), 10)
+        conn.request("GET", "/restconf/data/ietf-system:system")
+        response = conn.getresponse()
+        assert response.status == 504
+        error = json.loads(response.read())["ietf-restconf:errors"]["error"][0]
+        assert "SN-0004 did not call home within 0.5 s" in error["error-message"]
+    finally:
+        assert gw.stop() == 0
+
+
+def test_sighup_reload_and_sigterm(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    r1 = {
+        "ssh": {
+            "host_keys": [netconfd.host_key_public_line],
+            "username": netconfd.username,
+            "password": netconfd.password,
+        }
+    }
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
+    try:
+        assert (gw.run_dir / "devices" / "R1" / "netconf.sock").exists()
+        gw.inventory_path.write_text(yaml.safe_dump({"devices": {"R2": r1 | {}}}))
+        assert gw.proc is not None
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while (gw.run_dir / "devices" / "R1").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (gw.run_dir / "devices" / "R1").exists()
+        assert (gw.run_dir / "devices" / "R2" / "netconf.sock").exists()
+        names = [r["name"] for r in gw.get("/devices")[1]]  # type: ignore[union-attr,index]
+        assert names == ["R2"]
+        # a broken inventory on reload keeps the current one
+        gw.inventory_path.write_text("devices: [broken\n")
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        time.sleep(0.5)
+        assert [r["name"] for r in gw.get("/devices")[1]] == ["R2"]  # type: ignore[union-attr,index]
+        assert "reload failed, keeping the current inventory" in gw.log.read_text()
+    finally:
+        assert gw.stop() == 0
+    assert not (gw.run_dir / "control.sock").exists()
+
+
+def test_silent_connections_do_not_keep_a_real_device_out(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    r1 = {
+        "ssh": {
+            "host_keys": [netconfd.host_key_public_line],
+            "username": netconfd.username,
+            "password": netconfd.password,
+        }
+    }
+    gw = GatewayProcess(
+        tmp_path, {"devices": {"R1": r1}}, admission={"max_pending_handshakes": 1000, "failures_before_block": 0}
+    ).start()
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(500):
+            silent.append(socket.create_connection(("127.0.0.1", gw.ssh_port)))
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port), gw.netconf("R1") as m:
+            assert isinstance(groups(m), list)
+    finally:
+        for s in silent:
+            s.close()
+        assert gw.stop() == 0
+
+
+def test_source_blocked_after_failures(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    r1 = {
+        "ssh": {
+            "host_keys": [netconfd.host_key_public_line],
+            "username": netconfd.username,
+            "password": netconfd.password,
+        }
+    }
+    gw = GatewayProcess(
+        tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 3, "block_seconds": 60}
+    ).start()
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", gw.ssh_port)) as bad:
+                bad.sendall(b"garbage\r\n")
+                bad.shutdown(socket.SHUT_WR)
+                bad.settimeout(5)
+                while bad.recv(4096):
+                    pass
+        time.sleep(0.3)
+        _, blocked = gw.get("/blocked")
+        assert "127.0.0.1" in blocked  # type: ignore[operator]
+        rejected = gw.cli("rejected")
+        assert rejected.returncode == 0 and "transport-error" in rejected.stdout
+        assert "blocking source 127.0.0.1" in gw.log.read_text()
+    finally:
+        assert gw.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "expected"),
+    [
+        ({"inventory": "missing.yml"}, "inventory", "an existing file"),
+        ({"listen": {"ssh_port": 70000}}, "listen.ssh_port", "a port number"),
+        ({"socket_mode": "rwx"}, "socket_mode", "an octal mode"),
+        ({"colour": "blue"}, "colour", "one of the keys"),
+    ],
+)
+def test_config_errors_name_file_and_key(tmp_path: Path, config: dict[str, object], key: str, expected: str) -> None:
+    (tmp_path / "devices.yml").write_text("devices: {}\n")
+    path = tmp_path / "gateway.yml"
+    path.write_text(yaml.safe_dump({"inventory": "devices.yml", "run_dir": str(tmp_path / "run"), **config}))
+    result = subprocess.run(
+        [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"{path}: {key}: expected {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
