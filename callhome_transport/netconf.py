@@ -19,6 +19,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
 
+# The first RPC leaves at least this long after our hello.  Measured here:
+# yuma123 netconfd 2.13 drops an RPC that it reads in the same buffer as the
+# client's hello (a device bug that stock ncclient's 100 ms send tick hides,
+# and that a client sending at once exposes when the device reads late).
+HELLO_SETTLE = 0.1
+
 
 class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
     """An ncclient session over a connected stream socket.
@@ -52,6 +59,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         *,
         device: str,
         on_close: Callable[[], None] | None = None,
+        hello_settle: float = HELLO_SETTLE,
     ) -> None:
         capabilities = Capabilities(device_handler.get_capabilities())
         Session.__init__(self, capabilities)
@@ -64,6 +72,9 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         self._closing = threading.Event()
         self._send_lock = threading.Lock()
         self._on_close = on_close
+        self._hello_settle = hello_settle
+        self._hello_sent_at: float | None = None
+        self._first_rpc_sent = False
         self.parser = DefaultXMLParser(self)
 
     # -- set-up ------------------------------------------------------------------
@@ -106,6 +117,13 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         """
         if not self.connected or self._socket is None:
             raise NcTransportError(f"Not connected to NETCONF server (device {self.device})")
+        if self._hello_sent_at is None:
+            self._hello_sent_at = time.monotonic()  # the first message is our hello
+        elif not self._first_rpc_sent:
+            self._first_rpc_sent = True
+            wait = self._hello_settle - (time.monotonic() - self._hello_sent_at)
+            if wait > 0:
+                time.sleep(wait)
         data = message.encode()
         if self._base == NetconfBase.BASE_11:
             data = b"\n#%d\n%s\n##\n" % (len(data), data)
@@ -152,6 +170,7 @@ def manager_over_socket(
     nc_params: Mapping[str, Any] | None = None,
     errors_params: Mapping[str, Any] | None = None,
     on_close: Callable[[], None] | None = None,
+    hello_settle: float = HELLO_SETTLE,
 ) -> nc_manager.Manager:
     """Build a standard ncclient ``Manager`` over ``sock`` (a NETCONF byte
     stream with no hello exchanged yet).
@@ -165,7 +184,7 @@ def manager_over_socket(
     raise_mode = errors.get("raise_mode", RaiseMode.ALL)
     device_handler = nc_manager.make_device_handler(dict(device_params or {}), ignore_errors)
     device_handler.add_additional_netconf_params(dict(nc_params or {}))
-    session = StreamSession(device_handler, device=device, on_close=on_close)
+    session = StreamSession(device_handler, device=device, on_close=on_close, hello_settle=hello_settle)
     session.connect(sock, timeout=hello_timeout)
     params: dict[str, Any] = {"timeout": timeout, **dict(manager_params or {}), "raise_mode": raise_mode}
     return nc_manager.Manager(session, device_handler, **params)

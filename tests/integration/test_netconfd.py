@@ -220,3 +220,52 @@ def test_call_home_drop_in_against_netconfd(netconfd: NetconfdDevice) -> None:
     finally:
         time.sleep(0.3)
         relay.stop()
+
+
+def test_first_rpc_survives_netconfd_reading_it_with_our_hello(netconfd: NetconfdDevice) -> None:
+    """yuma123 netconfd drops an RPC read in the same buffer as the client's
+    hello (reproduced below on a raw channel); our session waits HELLO_SETTLE
+    after its hello before the first RPC, so a slow device read cannot merge them."""
+    import asyncio
+
+    import asyncssh
+
+    hello = (
+        b'<hello xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><capabilities>'
+        b"<capability>urn:ietf:params:netconf:base:1.1</capability></capabilities></hello>]]>]]>"
+    )
+    rpc = (
+        b'<rpc xmlns="urn:ietf:params:xml:ns:netconf:base:1.0" message-id="1">'
+        b"<get-config><source><running/></source></get-config></rpc>"
+    )
+    chunk = b"\n#%d\n%s\n##\n" % (len(rpc), rpc)
+
+    async def merged() -> bool:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            netconfd.ssh_port,
+            username=netconfd.username,
+            password=netconfd.password,
+            known_hosts=None,
+            client_keys=None,
+            agent_path=None,
+            config=None,
+        ) as conn:
+            writer, reader, _ = await conn.open_session(subsystem="netconf", encoding=None)
+            data = b""
+            while b"]]>]]>" not in data:
+                data += await reader.read(65536)
+            writer.write(hello + chunk)  # hello and RPC in one write
+            try:
+                return b"rpc-reply" in await asyncio.wait_for(reader.read(65536), 2)
+            except TimeoutError:
+                return False
+
+    assert asyncio.run(merged()) is False  # the device bug is real
+    with (
+        CallHomeServer(inventory(("SN-0001", netconfd)), listen_address="127.0.0.1", listen_port=0) as server,
+        ReverseRelay(listener_port=server.listen_port, device_port=netconfd.ssh_port),
+    ):
+        for _ in range(5):
+            with server.netconf("SN-0001", timeout=15, rpc_timeout=5) as m:
+                assert isinstance(groups(m), list)
