@@ -162,6 +162,44 @@ def _cmd_get_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import yaml
+
+    from .sim.fleet import Fleet, FleetConfig
+
+    if args.transport != "ssh":
+        print("callhome sim: only --transport ssh is simulated so far", file=sys.stderr)
+        return 2
+    host, _, port = args.gateway.rpartition(":")
+    fleet = Fleet(
+        FleetConfig(count=args.devices, prefix=args.prefix, mode=args.mode, period=args.period, linger=args.linger)
+    )
+    args.inventory_out.write_text(yaml.safe_dump(fleet.inventory(), sort_keys=False))
+    print(f"wrote the inventory of {args.devices} simulated devices to {args.inventory_out}", flush=True)
+
+    address = host.strip("[]") or "127.0.0.1"
+
+    async def main() -> None:
+        if args.wait_listener:  # start the storm the moment the manager listens
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection(address, int(port))
+                    writer.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        runner = asyncio.create_task(fleet.run(address, int(port)))
+        if args.duration:
+            await asyncio.sleep(args.duration)
+            runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(main())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
@@ -213,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     get_config.add_argument("--filter", help="subtree filter XML")
     get_config.add_argument("--timeout", type=float, default=60.0, help="wait for the device and the reply")
     get_config.set_defaults(func=_cmd_get_config)
+
+    sim = sub.add_parser("sim", help="a fleet of simulated devices calling home (load tests)")
+    sim.add_argument("--devices", type=int, default=10, help="how many devices")
+    sim.add_argument("--transport", choices=["ssh", "tls", "restconf"], default="ssh")
+    sim.add_argument("--gateway", default="127.0.0.1:4334", help="HOST:PORT to call")
+    sim.add_argument("--inventory-out", type=Path, default=Path("sim-inventory.yml"), help="inventory to write")
+    sim.add_argument("--prefix", default="SIM-")
+    sim.add_argument("--mode", choices=["persistent", "periodic"], default="persistent")
+    sim.add_argument("--period", type=float, default=60.0, help="periodic: seconds between calls")
+    sim.add_argument("--linger", type=float, default=10.0, help="periodic: seconds a call stays up")
+    sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+    sim.add_argument("--wait-listener", action="store_true", help="wait until HOST:PORT accepts, then call all at once")
+    sim.set_defaults(func=_cmd_sim)
 
     demo = sub.add_parser("demo", help="the embedded call-home demo (no external service)")
     demo.set_defaults(func=_cmd_demo)
