@@ -43,6 +43,8 @@ bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_ssh.py
 	$(PY) benchmarks/bench_tls.py
 	$(PY) benchmarks/bench_restconf.py
+	$(PY) benchmarks/bench_gateway.py
+	$(PY) benchmarks/bench_storm.py --devices 1000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
