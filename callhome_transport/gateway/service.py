@@ -67,6 +67,7 @@ class DeviceRecord:
     reconnects: int = 0
     local_sessions: int = 0
     last_reason: str | None = None
+    one_session_at_a_time: bool = False  # the device refused a second channel once
 
 
 class _UnixEndpoint:
@@ -191,6 +192,7 @@ class Gateway:
         self.records: dict[str, DeviceRecord] = {}
         self._endpoints: dict[str, list[_UnixEndpoint]] = {}
         self._device_http: dict[str, _DeviceHTTP] = {}
+        self._idle_events: dict[str, asyncio.Event] = {}
         self._control: _UnixEndpoint | None = None
         self._stopped = asyncio.Event()
         self.server = self._make_server(self.inventory)
@@ -347,16 +349,40 @@ class Gateway:
     def _netconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:
             record = self.records.get(device)
-            try:
-                _, conn = await self.server.open_netconf(device, self.config.deferral_timeout, local=local)
-            except DeviceNotConnectedError as exc:
-                log.warning("device=%s event=local-session-failed reason=%s", device, exc)
-                local.close()
-                return
-            except CallHomeError as exc:
-                log.warning("device=%s event=local-session-failed reason=%s", device, exc)
-                local.close()
-                return
+            idle = self._idle_events.setdefault(device, asyncio.Event())
+            deadline = asyncio.get_running_loop().time() + self.config.deferral_timeout
+            while True:
+                if record is not None and record.one_session_at_a_time and record.local_sessions > 0:
+                    # the device takes one NETCONF channel at a time: queue behind the open one
+                    idle.clear()
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(idle.wait(), max(0.0, remaining))
+                    if record.local_sessions > 0:
+                        log.warning("device=%s event=local-session-failed reason=busy (one session at a time)", device)
+                        local.close()
+                        return
+                try:
+                    remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+                    _, conn = await self.server.open_netconf(device, remaining, local=local)
+                    break
+                except DeviceNotConnectedError as exc:
+                    log.warning("device=%s event=local-session-failed reason=%s", device, exc)
+                    local.close()
+                    return
+                except CallHomeError as exc:
+                    busy = record is not None and record.local_sessions > 0 and record.transport == "ssh"
+                    if busy and record is not None and not record.one_session_at_a_time:
+                        record.one_session_at_a_time = True
+                        log.warning(
+                            "device=%s refused another NETCONF channel (%s): one local session at a time from now on",
+                            device,
+                            exc,
+                        )
+                        continue
+                    log.warning("device=%s event=local-session-failed reason=%s", device, exc)
+                    local.close()
+                    return
             self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
             if record is not None:
                 record.local_sessions += 1
@@ -367,6 +393,8 @@ class Gateway:
             finally:
                 if record is not None:
                     record.local_sessions -= 1
+                    if record.local_sessions == 0:
+                        idle.set()
                 log.info("device=%s event=local-session-closed", device)
 
         return handle
@@ -433,7 +461,7 @@ def _rejected_dict(r: Any) -> dict[str, Any]:
 async def _wait_socket_closed(sock: socket.socket) -> None:
     """Wait until the relay closed ``sock`` (the relay owns its I/O)."""
     while sock.fileno() != -1:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.2)
 
 
 def run(config: GatewayConfig) -> None:

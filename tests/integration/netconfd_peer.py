@@ -117,6 +117,7 @@ class NetconfdDevice:
         authorized_keys: list[str] | None = None,
         target: str = "candidate",
         name: str = "dev",
+        max_sessions: int = 10,
     ) -> None:
         self.dir = Path(workdir) / f"netconfd-{name}"
         self.listen_host = listen_host
@@ -125,6 +126,7 @@ class NetconfdDevice:
         self.password = password
         self.authorized_keys = authorized_keys or []
         self.target = target
+        self.max_sessions = max_sessions
         self.ssh_port = 0
         self.sshd_log = self.dir / "sshd.log"
         self.netconfd_log = self.dir / "netconfd.log"
@@ -197,6 +199,7 @@ StrictModes no
 AuthorizedKeysFile {self.dir / "authorized_keys"}
 LoginGraceTime 30
 MaxStartups 100
+MaxSessions {self.max_sessions}
 LogLevel DEBUG1
 Subsystem netconf {SUBSYSTEM} --ncxserver-sockname={self.ssh_port}@{sock}
 """

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ncclient import manager
+from ncclient.transport.errors import TransportError as NcTransportError
 
 from callhome_transport.cli import _UnixHTTPConnection
 
@@ -351,3 +352,63 @@ def test_config_errors_name_file_and_key(tmp_path: Path, config: dict[str, objec
     assert result.returncode == 1
     assert f"{path}: {key}: expected {expected}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_device_killed_and_back(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    r1 = {
+        "ssh": {
+            "host_keys": [netconfd.host_key_public_line],
+            "username": netconfd.username,
+            "password": netconfd.password,
+        }
+    }
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
+    try:
+        relay = ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port).start()
+        m = gw.netconf("R1")
+        assert isinstance(groups(m), list)
+        relay.stop()  # the device's path dies (TCP closed)
+        deadline = time.monotonic() + 10
+        while gw.get("/devices/R1")[1]["state"] != "disconnected" and time.monotonic() < deadline:  # type: ignore[index]
+            time.sleep(0.1)
+        record = gw.get("/devices/R1")[1]
+        assert record["state"] == "disconnected", record  # type: ignore[index]
+        with pytest.raises(NcTransportError):  # the held session ended with the device
+            m.get_config(source="running")
+        # the device calls again: a new local session works, and the reconnect is counted
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port), gw.netconf("R1") as m2:
+            assert isinstance(groups(m2), list)
+            record = gw.get("/devices/R1")[1]
+            assert record["state"] == "connected"  # type: ignore[index]
+            assert record["reconnects"] == 1  # type: ignore[index]
+    finally:
+        assert gw.stop() == 0
+
+
+def test_device_refusing_a_second_channel_serves_one_session_at_a_time(tmp_path: Path) -> None:
+    with NetconfdDevice(tmp_path, name="single", max_sessions=1) as device:
+        r1 = {
+            "ssh": {
+                "host_keys": [device.host_key_public_line],
+                "username": device.username,
+                "password": device.password,
+            }
+        }
+        gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
+        try:
+            with ReverseRelay(listener_port=gw.ssh_port, device_port=device.ssh_port):
+                first = gw.netconf("R1")
+                released_at: list[float] = []
+
+                def release() -> None:
+                    time.sleep(1.0)
+                    released_at.append(time.monotonic())
+                    first.close_session()
+
+                threading.Thread(target=release, daemon=True).start()
+                with gw.netconf("R1") as second:  # waits for the first session to end
+                    assert released_at, "the second session opened while the first was still open"
+                    assert isinstance(groups(second), list)
+            assert "one local session at a time" in gw.log.read_text()
+        finally:
+            assert gw.stop() == 0
