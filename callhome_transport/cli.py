@@ -169,15 +169,27 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     from .sim.fleet import Fleet, FleetConfig
 
-    if args.transport != "ssh":
-        print("callhome sim: only --transport ssh is simulated so far", file=sys.stderr)
-        return 2
     host, _, port = args.gateway.rpartition(":")
+    pki_dir = args.pki_dir or args.inventory_out.with_suffix(".pki")
     fleet = Fleet(
-        FleetConfig(count=args.devices, prefix=args.prefix, mode=args.mode, period=args.period, linger=args.linger)
+        FleetConfig(
+            count=args.devices,
+            prefix=args.prefix,
+            mode=args.mode,
+            period=args.period,
+            linger=args.linger,
+            transport=args.transport,
+            pki_dir=pki_dir if args.transport != "ssh" else None,
+        )
     )
     args.inventory_out.write_text(yaml.safe_dump(fleet.inventory(), sort_keys=False))
     print(f"wrote the inventory of {args.devices} simulated devices to {args.inventory_out}", flush=True)
+    if fleet.pki is not None:
+        print(
+            f"manager client certificate: {fleet.pki.manager_cert} (key {fleet.pki.manager_key}); "
+            f"device issuer: {fleet.pki.ca_file}",
+            flush=True,
+        )
 
     address = host.strip("[]") or "127.0.0.1"
 
@@ -258,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--gateway", default="127.0.0.1:4334", help="HOST:PORT to call")
     sim.add_argument("--inventory-out", type=Path, default=Path("sim-inventory.yml"), help="inventory to write")
     sim.add_argument("--prefix", default="SIM-")
+    sim.add_argument("--pki-dir", type=Path, help="tls/restconf: certificates (default: next to the inventory)")
     sim.add_argument("--mode", choices=["persistent", "periodic"], default="persistent")
     sim.add_argument("--period", type=float, default=60.0, help="periodic: seconds between calls")
     sim.add_argument("--linger", type=float, default=10.0, help="periodic: seconds a call stays up")

@@ -13,9 +13,11 @@ import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .device import SimulatedDevice
+from .tls_device import SimPKI, SimulatedTLSDevice
 
 __all__ = ["Fleet", "FleetConfig"]
 
@@ -34,10 +36,16 @@ class FleetConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     keepalive_interval: float = 0.0
+    transport: str = "ssh"  # ssh, tls (NETCONF over TLS) or restconf
+    pki_dir: Path | None = None  # tls/restconf: where the fleet's certificates go
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError("count must be >= 1")
+        if self.transport not in ("ssh", "tls", "restconf"):
+            raise ValueError("transport must be ssh, tls or restconf")
+        if self.transport != "ssh" and self.pki_dir is None:
+            raise ValueError("a pki_dir for tls/restconf fleets")
         if self.mode not in ("persistent", "periodic"):
             raise ValueError("mode must be 'persistent' or 'periodic'")
 
@@ -48,21 +56,36 @@ class Fleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         width = max(5, len(str(config.count)))
-        self.devices = [
-            SimulatedDevice(f"{config.prefix}{i:0{width}d}", username=config.username, password=config.password)
-            for i in range(1, config.count + 1)
-        ]
+        names = [f"{config.prefix}{i:0{width}d}" for i in range(1, config.count + 1)]
+        self.pki: SimPKI | None = None
+        self.devices: list[Any]
+        if config.transport == "ssh":
+            self.devices = [SimulatedDevice(n, username=config.username, password=config.password) for n in names]
+        else:
+            assert config.pki_dir is not None
+            self.pki = SimPKI(config.pki_dir)
+            protocol = "netconf" if config.transport == "tls" else "restconf"
+            self.devices = [SimulatedTLSDevice(n, self.pki, protocol=protocol) for n in names]
         self.connected: set[str] = set()
 
     def inventory(self) -> dict[str, Any]:
         """The inventory (YAML/dict form) that trusts exactly this fleet."""
+        if self.pki is not None:
+            issuer = str(self.pki.ca_file)
+            return {
+                "version": 1,
+                "devices": {
+                    d.name: {"transport": self.config.transport, "tls": {"issuers": [issuer], "identifier": d.name}}
+                    for d in self.devices
+                },
+            }
         return {
             "version": 1,
             "defaults": {"ssh": {"username": self.config.username, "password": self.config.password}},
             "devices": {d.name: {"ssh": {"host_keys": [d.host_key_line]}} for d in self.devices},
         }
 
-    async def run(self, host: str, port: int, devices: Iterable[SimulatedDevice] | None = None) -> None:
+    async def run(self, host: str, port: int, devices: Iterable[Any] | None = None) -> None:
         """Call home with every device until cancelled."""
         tasks = [asyncio.create_task(self._device(d, host, port)) for d in (devices or self.devices)]
         try:
@@ -72,7 +95,7 @@ class Fleet:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _device(self, device: SimulatedDevice, host: str, port: int) -> None:
+    async def _device(self, device: Any, host: str, port: int) -> None:
         delay = self.config.backoff_initial
         while True:
             try:
