@@ -14,52 +14,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import json
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import CallHomeError
-
-DEFAULT_RUN_DIR = "/run/callhome"
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-class ControlError(Exception):
-    """The gateway answered with an error, or could not be reached."""
-
-
-def control_get(run_dir: Path, path: str, timeout: float = 30.0) -> tuple[int, str]:
-    """GET ``path`` on the gateway's control socket; return status and body."""
-    sock_path = run_dir / "control.sock"
-    conn = _UnixHTTPConnection(str(sock_path), timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise ControlError(f"no gateway at {sock_path} ({exc.strerror}); is 'callhome serve' running?") from exc
-    except PermissionError as exc:
-        raise ControlError(f"cannot open {sock_path}: permission denied (socket_mode in the gateway config)") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise ControlError(f"control socket {sock_path}: {exc}") from exc
-    finally:
-        conn.close()
+from .errors import CallHomeError, DeviceNotConnectedError
+from .gateway.client import DEFAULT_RUN_DIR, GatewayClient
 
 
 def _when(ts: float | None) -> str:
@@ -102,37 +65,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace) -> GatewayClient:
+    return GatewayClient(args.run_dir)
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
-    status, body = control_get(args.run_dir, "/devices")
-    records = json.loads(body)
-    print(body.rstrip() if args.json else _devices_table(records))
-    return 0 if status == 200 else 1
+    records = [d.as_dict() for d in _client(args).devices()]
+    print(json.dumps(records, indent=2) if args.json else _devices_table(records))
+    return 0
 
 
 def _cmd_device(args: argparse.Namespace) -> int:
-    status, body = control_get(args.run_dir, f"/devices/{args.name}")
-    if status != 200:
-        print(json.loads(body).get("error", body), file=sys.stderr)
-        return 1
-    print(body.rstrip() if args.json else _devices_table([json.loads(body)]))
+    record = _client(args).device(args.name).as_dict()
+    print(json.dumps(record, indent=2) if args.json else _devices_table([record]))
     return 0
 
 
 def _cmd_wait(args: argparse.Namespace) -> int:
-    status, body = control_get(args.run_dir, f"/devices/{args.name}/wait?timeout={args.timeout}", args.timeout + 10)
-    if status == 200:
-        record = json.loads(body)
-        print(body.rstrip() if args.json else f"{args.name} connected from {record['peer_address']}")
-        return 0
-    print(json.loads(body).get("error", body), file=sys.stderr)
-    return 2 if status == 504 else 1
+    try:
+        record = _client(args).wait(args.name, args.timeout)
+    except DeviceNotConnectedError as exc:
+        print(f"callhome: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(record.as_dict(), indent=2) if args.json else f"{args.name} connected from {record.peer_address}")
+    return 0
 
 
 def _cmd_rejected(args: argparse.Namespace) -> int:
-    status, body = control_get(args.run_dir, "/rejected")
-    attempts = json.loads(body)
+    attempts = _client(args).rejected()
     if args.json:
-        print(body.rstrip())
+        print(json.dumps(attempts, indent=2))
     else:
         rows = [
             [
@@ -146,17 +108,11 @@ def _cmd_rejected(args: argparse.Namespace) -> int:
             for a in attempts
         ]
         print(_table(rows, ["WHEN", "PEER", "REASON", "DEVICE", "FINGERPRINT", "DETAIL"]))
-    return 0 if status == 200 else 1
+    return 0
 
 
 def _cmd_get_config(args: argparse.Namespace) -> int:
-    from ncclient import manager
-
-    path = args.run_dir / "devices" / args.name / "netconf.sock"
-    if not path.exists():
-        print(f"no NETCONF endpoint for {args.name} at {path}", file=sys.stderr)
-        return 1
-    with manager.connect_uds(path=str(path), timeout=args.timeout) as m:
+    with _client(args).netconf_manager(args.name, timeout=args.timeout) as m:
         reply = m.get_config(source=args.source, filter=("subtree", args.filter) if args.filter else None)
         print(reply.xml)
     return 0
@@ -294,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (ControlError, CallHomeError) as exc:
+    except CallHomeError as exc:
         print(f"callhome: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ Whose fault it is reads from the family:
 * :class:`TransportError`: the SSH/TLS/NETCONF session failed (remote or network).
 * :class:`DeviceStateError`: the device is not (or no longer) available.
 * :class:`ListenerError`: we could not bind or listen (local).
+* :class:`GatewayError`: a local client could not use the gateway (local).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ __all__ = [
     "DeviceDisconnectedError",
     "DeviceNotConnectedError",
     "DeviceStateError",
+    "GatewayError",
+    "GatewayRequestError",
+    "GatewayUnavailableError",
     "HandshakeTimeoutError",
     "HostKeyMismatchError",
     "InventoryError",
@@ -34,6 +38,7 @@ __all__ = [
     "TransportError",
     "TrustError",
     "UnknownDeviceError",
+    "UnknownGatewayDeviceError",
     "UnsupportedOptionError",
 ]
 
@@ -308,3 +313,47 @@ class DeviceDisconnectedError(DeviceStateError):
 
     def __init__(self, *, device: str, reason: str) -> None:
         super().__init__(f"device {device} disconnected: {reason}", device=device, reason=reason)
+
+
+# --- gateway clients -----------------------------------------------------------
+
+
+class GatewayError(CallHomeError):
+    """A local client (CLI, Ansible plugin) could not use the gateway."""
+
+
+class GatewayUnavailableError(GatewayError):
+    """No gateway answers on the control socket (not running, wrong run
+    directory, or no permission on the socket)."""
+
+    socket_path: str
+    reason: str
+
+    def __init__(self, *, socket_path: str, reason: str) -> None:
+        super().__init__(f"no call-home gateway at {socket_path}: {reason}", socket_path=socket_path, reason=reason)
+
+
+class UnknownGatewayDeviceError(GatewayError):
+    """The gateway has no device of that name in its inventory."""
+
+    device: str
+    run_dir: str
+
+    def __init__(self, *, device: str, run_dir: str) -> None:
+        super().__init__(
+            f"device {device} is not in the inventory of the call-home gateway at {run_dir} "
+            "('callhome devices' lists the known devices)",
+            device=device,
+            run_dir=run_dir,
+        )
+
+
+class GatewayRequestError(GatewayError):
+    """The gateway answered a control request with an error status."""
+
+    status: int
+    path: str
+    detail: str
+
+    def __init__(self, *, status: int, path: str, detail: str) -> None:
+        super().__init__(f"gateway answered {status} to {path}: {detail}", status=status, path=path, detail=detail)

@@ -20,7 +20,7 @@ import yaml
 from ncclient import manager
 from ncclient.transport.errors import TransportError as NcTransportError
 
-from callhome_transport.cli import _UnixHTTPConnection
+from callhome_transport.gateway.client import UnixHTTPConnection as _UnixHTTPConnection
 
 from ..pki import DevicePKI
 from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port, nacm_group_config

@@ -1,0 +1,216 @@
+"""Client side of a running gateway (``callhome serve``): the control API and
+the per-device local endpoints, for the CLI and the Ansible plugins.
+
+Everything here is blocking and uses only the Unix sockets under the
+gateway's run directory::
+
+    client = GatewayClient("/run/callhome")
+    client.wait("SN-0001", timeout=20)           # deferral: until it calls home
+    mgr = client.netconf_manager("SN-0001")      # a standard ncclient Manager
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ncclient import manager as nc_manager
+
+from ..errors import (
+    DeviceNotConnectedError,
+    GatewayRequestError,
+    GatewayUnavailableError,
+    UnknownGatewayDeviceError,
+)
+from ..netconf import manager_over_socket
+
+__all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection"]
+
+DEFAULT_RUN_DIR = "/run/callhome"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a Unix socket (the gateway's control and RESTCONF endpoints)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceInfo:
+    """One device as the gateway's registry sees it (``GET /devices/NAME``)."""
+
+    name: str
+    transport: str
+    state: str
+    peer_address: str | None = None
+    identity: str | None = None
+    connected_since: float | None = None
+    last_seen: float | None = None
+    reconnects: int = 0
+    local_sessions: int = 0
+    last_reason: str | None = None
+    one_session_at_a_time: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeviceInfo:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class GatewayClient:
+    """Talks to the gateway whose run directory is ``run_dir``."""
+
+    def __init__(self, run_dir: str | Path = DEFAULT_RUN_DIR, *, timeout: float = 30.0) -> None:
+        self.run_dir = Path(run_dir)
+        self.timeout = timeout
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    def endpoint(self, device: str, kind: str) -> Path:
+        """Path of ``device``'s local endpoint ``kind`` (``netconf`` or ``restconf``)."""
+        return self.run_dir / "devices" / device / f"{kind}.sock"
+
+    # -- control API ------------------------------------------------------------------------
+
+    def get(self, path: str, timeout: float | None = None) -> tuple[int, Any]:
+        """GET ``path`` on the control socket; the status and the decoded body
+        (JSON when the gateway sent JSON, else text)."""
+        sock_path = str(self.control_socket)
+        conn = UnixHTTPConnection(sock_path, self.timeout if timeout is None else timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read().decode()
+            ctype = response.getheader("Content-Type") or ""
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise GatewayUnavailableError(
+                socket_path=sock_path, reason=f"{exc.strerror}; is 'callhome serve' running with this run_dir?"
+            ) from exc
+        except PermissionError as exc:
+            raise GatewayUnavailableError(
+                socket_path=sock_path, reason="permission denied (see socket_mode in the gateway config)"
+            ) from exc
+        except TimeoutError as exc:
+            raise GatewayUnavailableError(socket_path=sock_path, reason=f"no answer to {path} in time") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise GatewayUnavailableError(socket_path=sock_path, reason=str(exc) or type(exc).__name__) from exc
+        finally:
+            conn.close()
+        return response.status, (json.loads(body) if "json" in ctype else body)
+
+    def _device_get(self, device: str, suffix: str = "", timeout: float | None = None) -> DeviceInfo:
+        path = f"/devices/{quote(device, safe='')}{suffix}"
+        status, body = self.get(path, timeout)
+        if status == 404:
+            raise UnknownGatewayDeviceError(device=device, run_dir=str(self.run_dir))
+        if status != 200:
+            detail = body.get("error", body) if isinstance(body, dict) else body
+            raise GatewayRequestError(status=status, path=path, detail=str(detail))
+        return DeviceInfo.from_json(body)
+
+    def devices(self) -> list[DeviceInfo]:
+        status, body = self.get("/devices")
+        if status != 200:
+            raise GatewayRequestError(status=status, path="/devices", detail=str(body))
+        return [DeviceInfo.from_json(item) for item in body]
+
+    def device(self, device: str) -> DeviceInfo:
+        return self._device_get(device)
+
+    def wait(self, device: str, timeout: float) -> DeviceInfo:
+        """Block until ``device`` is connected (at most ``timeout`` s); raise
+        :class:`DeviceNotConnectedError` when it did not call home in time."""
+        try:
+            return self._device_get(device, f"/wait?timeout={timeout:g}", timeout + 10)
+        except GatewayRequestError as exc:
+            if exc.status == 504:
+                raise DeviceNotConnectedError(device=device, timeout=timeout) from exc
+            raise
+
+    def rejected(self) -> list[dict[str, Any]]:
+        status, body = self.get("/rejected")
+        if status != 200:
+            raise GatewayRequestError(status=status, path="/rejected", detail=str(body))
+        return list(body)
+
+    def metrics(self) -> str:
+        status, body = self.get("/metrics")
+        if status != 200:
+            raise GatewayRequestError(status=status, path="/metrics", detail=str(body))
+        return str(body)
+
+    # -- local endpoints --------------------------------------------------------------------
+
+    def connect_endpoint(self, device: str, kind: str, timeout: float | None = None) -> socket.socket:
+        """A connected socket on ``device``'s local ``kind`` endpoint."""
+        path = self.endpoint(device, kind)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            if not self.control_socket.exists():
+                raise GatewayUnavailableError(
+                    socket_path=str(self.control_socket), reason=exc.strerror or str(exc)
+                ) from exc
+            raise UnknownGatewayDeviceError(device=device, run_dir=str(self.run_dir)) from exc
+        except OSError as exc:
+            sock.close()
+            raise GatewayUnavailableError(socket_path=str(path), reason=exc.strerror or str(exc)) from exc
+        return sock
+
+    def netconf_manager(
+        self,
+        device: str,
+        *,
+        wait: float = 0.0,
+        timeout: float = 30.0,
+        device_params: Mapping[str, Any] | None = None,
+    ) -> nc_manager.Manager:
+        """A standard ncclient ``Manager`` on a new NETCONF session with
+        ``device`` through the gateway, after waiting up to ``wait`` s for the
+        device to call home (``0``: it must be connected now, or the gateway's
+        own deferral applies). ``timeout`` is the Manager's RPC timeout.
+
+        Unlike ``ncclient.manager.connect_uds`` the session has no 100 ms send
+        tick (see :mod:`callhome_transport.netconf`)."""
+        started = time.monotonic()
+        if wait > 0:
+            self.wait(device, wait)
+        else:
+            self.device(device)  # typed error for an unknown device, before any socket
+        hello_timeout = max(5.0, wait - (time.monotonic() - started)) if wait > 0 else timeout
+        sock = self.connect_endpoint(device, "netconf", hello_timeout)
+        sock.settimeout(None)
+        return manager_over_socket(
+            sock, device=device, timeout=timeout, hello_timeout=hello_timeout, device_params=device_params
+        )
