@@ -1,11 +1,12 @@
 # Copyright: callhome developers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 author:
-  - callhome developers
+  - callhome developers (@callhome)
 name: restconf
 short_description: RESTCONF to call-home devices through the callhome gateway
 description:

@@ -1,5 +1,6 @@
 # Copyright: callhome developers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What the callhome.network modules share: the gateway's options, a client for
 its control API (from the callhome_transport library), and how a device
 record and an error become module results."""
@@ -17,11 +18,32 @@ except ImportError as exc:
     HAS_CALLHOME = False
     CALLHOME_IMPORT_ERROR = exc
     DEFAULT_RUN_DIR = "/run/callhome"
-    # so that except clauses still evaluate; gateway_client() fails first
-    CallHomeError = DeviceNotConnectedError = UnknownGatewayDeviceError = Exception
+
+    # stand-ins so that except clauses evaluate; gateway_client() fails first
+    class CallHomeError(Exception):
+        """callhome_transport.errors.CallHomeError (library missing)."""
+
+    class DeviceNotConnectedError(CallHomeError):
+        """callhome_transport.errors.DeviceNotConnectedError (library missing)."""
+
+    class UnknownGatewayDeviceError(CallHomeError):
+        """callhome_transport.errors.UnknownGatewayDeviceError (library missing)."""
+
 else:
     HAS_CALLHOME = True
     CALLHOME_IMPORT_ERROR = None
+
+__all__ = [
+    "CALLHOME_IMPORT_ERROR",
+    "GATEWAY_ARGUMENT_SPEC",
+    "HAS_CALLHOME",
+    "CallHomeError",
+    "DeviceNotConnectedError",
+    "UnknownGatewayDeviceError",
+    "device_result",
+    "fail_with",
+    "gateway_client",
+]
 
 GATEWAY_ARGUMENT_SPEC = {
     "run_dir": {"type": "path", "default": DEFAULT_RUN_DIR, "fallback": (env_fallback, ["CALLHOME_RUN_DIR"])},
@@ -56,4 +78,3 @@ def fail_with(module, exc, **extra):
     its data attributes (device, timeout, socket_path...)."""
     details = {k: v for k, v in getattr(exc, "_attrs", {}).items() if isinstance(v, (str, int, float, bool))}
     module.fail_json(msg=str(exc), error=type(exc).__name__, details=details, **extra)
-

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # Copyright: callhome developers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ description:
     with a Python that has the callhome-transport package.
 version_added: 0.1.0
 author:
-  - callhome developers
+  - callhome developers (@callhome)
 requirements:
   - callhome-transport (the Python package of this project)
 options:
