@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint typecheck unit integration bench system-packages clean
+.PHONY: demo test lint typecheck unit integration bench system-packages clean collections ansible-lint ansible-sanity ansible-units
 
 $(VENV)/.installed: pyproject.toml
 	scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -15,7 +15,21 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	scripts/install-ansible-collections.sh $(PY) $(VENV)/collections
 	touch $@
+
+# ansible.netcommon/utils (from PyPI, no Galaxy) beside callhome.network -> this repo
+collections: $(VENV)/.installed-test
+	scripts/install-ansible-collections.sh $(PY) $(VENV)/collections
+
+ansible-lint: $(VENV)/.installed-test
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(VENV)/collections $(VENV)/bin/ansible-lint --nocolor examples/
+
+ansible-sanity: $(VENV)/.installed-test
+	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test sanity
+
+ansible-units: $(VENV)/.installed-test
+	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
 
 demo: $(VENV)/.installed
 	$(PY) -m callhome_transport.demo
@@ -36,8 +50,9 @@ unit: $(VENV)/.installed-test
 integration: $(VENV)/.installed-test system-packages
 	$(VENV)/bin/pytest -q tests/integration
 
-test: $(VENV)/.installed-test system-packages lint typecheck
+test: $(VENV)/.installed-test system-packages lint typecheck ansible-lint ansible-sanity
 	$(VENV)/bin/pytest -q tests
+	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
 
 bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_ssh.py
@@ -45,6 +60,7 @@ bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_restconf.py
 	$(PY) benchmarks/bench_gateway.py
 	$(PY) benchmarks/bench_storm.py --devices 1000
+	$(PY) benchmarks/bench_ansible.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -13,7 +13,8 @@
 # lose this machine's index configuration), then installs the same packages.
 set -eu
 VENV=$(cd "$1" && pwd)
-WORK=$2
+mkdir -p "$2"
+WORK=$(cd "$2" && pwd)
 WHAT=${3:-all}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PATH="$VENV/bin:$PATH"
@@ -45,7 +46,7 @@ ansible-galaxy collection install --offline --no-deps --force -p "$WORK" "$WORK"
 ln -sfn "$VENV/collections/ansible_collections/ansible" "$WORK/ansible_collections/ansible"
 COLLECTION="$WORK/ansible_collections/callhome/network"
 # a git repository, so that ansible-test sees exactly the shipped files
-(cd "$COLLECTION" && git init -q && git add -A && git -c user.name=ci -c user.email=ci@localhost commit -qm artifact)
+(cd "$COLLECTION" && printf '/tests/output/\n' > .gitignore && git init -q && git add -A && git -c user.name=ci -c user.email=ci@localhost commit -qm artifact)
 cd "$COLLECTION"
 if [ "$WHAT" = sanity ] || [ "$WHAT" = all ]; then
     ansible-test sanity --local --python 3.11 --prime-venvs >/dev/null
