@@ -312,6 +312,45 @@ def test_netconf_config_validate_commit_then_idempotent(book: Playbook) -> None:
     assert "check-only" not in book.result("R1", "after")["stdout"]
 
 
+def test_netconf_config_confirmed_commit_and_backup(book: Playbook) -> None:
+    inv = book.inventory({"R1": "callhome.network.netconf"})
+    tasks = f"""
+    - name: Confirmed commit (rolled back unless confirmed within 60 s), with a backup first
+      ansible.netcommon.netconf_config:
+        target: candidate
+        confirm: 60
+        commit: true
+        backup: true
+        backup_options:
+          dir_path: "{{{{ out }}}}"
+          filename: "{{{{ inventory_hostname }}}}-backup.xml"
+        content: |
+          <config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+            <nacm xmlns="{NACM}"><groups><group><name>confirmed-ops</name>
+              <user-name>gina</user-name></group></groups></nacm>
+          </config>
+      register: confirmed
+{save("confirmed")}
+    - name: Confirm it
+      ansible.netcommon.netconf_config:
+        confirm_commit: true
+      register: confirm
+{save("confirm")}
+    - name: Read running
+      ansible.netcommon.netconf_get:
+        source: running
+        filter: <nacm xmlns="{NACM}"><groups/></nacm>
+      register: after
+{save("after")}
+"""
+    proc = book.run(play(tasks), inv)
+    assert_ok(proc)
+    assert book.result("R1", "confirmed")["changed"] is True
+    assert "confirmed-ops" in book.result("R1", "after")["stdout"]
+    backup = (book.out / "R1-backup.xml").read_text()
+    assert f'<nacm xmlns="{NACM}"' in backup and "confirmed-ops" not in backup
+
+
 def test_netconf_rpc(book: Playbook) -> None:
     inv = book.inventory({"R1": "callhome.network.netconf"})
     tasks = f"""
@@ -508,3 +547,22 @@ def test_wait_timeout_must_fit_in_the_command_timeout(book: Playbook) -> None:
     )
     assert proc.returncode != 0
     assert "wait_timeout (40s) must be shorter than persistent_command_timeout (30s)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-t", "connection", "callhome.network.netconf"], "wait_timeout"),
+        (["-t", "connection", "callhome.network.restconf"], "root_path"),
+        (["-t", "inventory", "callhome.network.gateway"], "connected_only"),
+        (["callhome.network.device_info"], "connected_only"),
+        (["callhome.network.wait_for_device"], "timeout"),
+    ],
+)
+def test_ansible_doc_renders(collections_path: Path, args: list[str], expected: str) -> None:
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections_path), "ANSIBLE_NOCOLOR": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(["ansible-doc", *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout
+    assert "callhome" in proc.stdout
