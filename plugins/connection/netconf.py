@@ -99,6 +99,14 @@ from ansible_collections.ansible.netcommon.plugins.connection.netconf import Con
 from ansible_collections.ansible.netcommon.plugins.plugin_utils.connection_base import NetworkConnectionBase
 
 try:
+    from ncclient import NCClientError
+except ImportError:  # netcommon reports a missing ncclient itself
+
+    class NCClientError(Exception):
+        """ncclient.NCClientError (ncclient missing)."""
+
+
+try:
     from callhome_transport.errors import CallHomeError
     from callhome_transport.gateway.client import GatewayClient
 except ImportError as exc:  # the plugin must still load for ansible-doc and sanity
@@ -172,6 +180,12 @@ class Connection(NetconfConnection):
             )
         except CallHomeError as exc:
             raise AnsibleConnectionFailure("callhome: %s" % exc) from exc
+        except (NCClientError, OSError) as exc:
+            # connected, but the NETCONF session itself failed (hello refused, dropped)
+            raise AnsibleConnectionFailure(
+                "callhome: NETCONF session with device %s through %s failed: %s"
+                % (device, client.endpoint(device, "netconf"), exc or type(exc).__name__)
+            ) from exc
         self.queue_message(
             "vvv",
             "NETCONF session %s with call-home device %s through %s after %.3fs"

@@ -123,17 +123,16 @@ def error_text(status, reason, body):
     return text or "HTTP %d %s" % (status, reason)
 
 
-def parse_body(body, content_type):
-    """A 2xx response body as the modules expect it: parsed JSON, or text."""
+def parse_body(body, content_type=None):
+    """A 2xx response body as the modules expect it: parsed JSON, or text.
+    (``content_type`` is not trusted: devices label XML and JSON loosely.)"""
     if not body:
         return {}
     text = body.decode("utf-8", "replace")
-    if "json" in (content_type or ""):
-        return json.loads(text)
     try:
         return json.loads(text)
     except ValueError:
-        return text
+        return text  # not JSON (or malformed JSON): the module gets the text
 
 
 class Connection(NetworkConnectionBase):

@@ -10,10 +10,12 @@ short_description: Call-home devices from the callhome gateway's registry
 description:
   - One host per device the callhome gateway (C(callhome serve)) knows, read from its control socket.
     A device is named by its identity in the gateway's inventory, not by an address (call-home draft).
-  - Each host gets C(ansible_connection) (C(callhome.network.netconf) for SSH and TLS devices,
-    C(callhome.network.restconf) for RESTCONF devices), C(ansible_callhome_device),
-    C(ansible_callhome_run_dir), C(ansible_network_os) (C(default) unless set elsewhere), and
-    C(callhome_*) variables with the registry record.
+  - Each host gets C(ansible_callhome_device) and C(callhome_*) variables with the registry record.
+    Its transport group sets C(ansible_connection) (C(callhome.network.netconf) for SSH and TLS
+    devices, C(callhome.network.restconf) for RESTCONF devices) and C(ansible_callhome_run_dir), as
+    group variables, so C(group_vars/) and C(host_vars/) files override them (for example
+    C(ansible_network_os) for a vendor netconf sub-plugin; the connection plugins use C(default)
+    when it is not set).
   - Groups C(callhome_ssh), C(callhome_tls), C(callhome_restconf) by transport and
     C(callhome_connected), C(callhome_disconnected), C(callhome_never_connected),
     C(callhome_rejected), C(callhome_auth_failed) by state; more with O(groups) and O(keyed_groups).
@@ -108,10 +110,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                 continue
             host = self.inventory.add_host(info.name)
             variables = {
-                "ansible_connection": CONNECTION_BY_TRANSPORT.get(info.transport, "callhome.network.netconf"),
                 "ansible_callhome_device": info.name,
-                "ansible_callhome_run_dir": run_dir,
-                "ansible_network_os": "default",
                 "callhome_device": info.name,
                 "callhome_transport": info.transport,
                 "callhome_state": info.state,
@@ -126,7 +125,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             for kind in (info.transport, info.state):
                 group = self.inventory.add_group(group_name(kind))
                 self.inventory.add_child(group, host)
-            hostvars = self.inventory.get_host(host).get_vars()
+            # group variables, so that group_vars/ and host_vars/ files override them
+            transport_vars = {
+                "ansible_connection": CONNECTION_BY_TRANSPORT.get(info.transport, "callhome.network.netconf"),
+                "ansible_callhome_run_dir": run_dir,
+            }
+            for key, value in transport_vars.items():
+                self.inventory.set_variable(group_name(info.transport), key, value)
+            hostvars = dict(transport_vars, **self.inventory.get_host(host).get_vars())
             self._set_composite_vars(self.get_option("compose"), hostvars, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), hostvars, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, host, strict=strict)

@@ -83,7 +83,9 @@ devices:
       last_reason: null
       one_session_at_a_time: false
 device:
-  description: The record of O(name), when O(name) is given (same keys as an item of RV(devices)).
+  description:
+    - The record of O(name), when O(name) is given (same keys as an item of RV(devices)), also when
+      O(connected_only) left RV(devices) empty.
   returned: when O(name) is given
   type: dict
 """
@@ -113,12 +115,12 @@ def main():
         infos = [client.device(name)] if name else client.devices()
     except CallHomeError as exc:
         fail_with(module, exc)
+    result = {"changed": False}
+    if name:
+        result["device"] = device_result(infos[0])
     if module.params["connected_only"]:
         infos = [i for i in infos if i.connected]
-    records = [device_result(i) for i in infos]
-    result = {"changed": False, "devices": records}
-    if name and records:
-        result["device"] = records[0]
+    result["devices"] = [device_result(i) for i in infos]
     module.exit_json(**result)
 
 
