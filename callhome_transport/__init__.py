@@ -8,47 +8,110 @@ Public API (stable names): :func:`call_home`, :class:`Inventory`,
 :class:`CallHomeServer`, the errors in :mod:`callhome_transport.errors`.
 """
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from .admission import AdmissionConfig
-from .compat import call_home, call_home_tls
-from .errors import (
-    AuthenticationFailedError,
-    CallHomeError,
-    CertificateRejectedError,
-    DeviceDisconnectedError,
-    DeviceNotConnectedError,
-    DeviceStateError,
-    HandshakeTimeoutError,
-    HostKeyMismatchError,
-    InventoryError,
-    ListenerError,
-    RevokedCertificateError,
-    TransportError,
-    TrustError,
-    UnknownDeviceError,
-    UnsupportedOptionError,
-)
-from .inventory import (
-    BasicAuth,
-    Device,
-    HostKeyPin,
-    IdentifierField,
-    Inventory,
-    SSHCredentials,
-    StaleCRLPolicy,
-    TLSIdentity,
-    Transport,
-)
-from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
-from .restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
-from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
-from .ssh import SSHClientConfig
-from .tls import TLSClientConfig
+if TYPE_CHECKING:
+    from .admission import AdmissionConfig
+    from .compat import call_home, call_home_tls
+    from .errors import (
+        AuthenticationFailedError,
+        CallHomeError,
+        CertificateRejectedError,
+        DeviceDisconnectedError,
+        DeviceNotConnectedError,
+        DeviceStateError,
+        HandshakeTimeoutError,
+        HostKeyMismatchError,
+        InventoryError,
+        ListenerError,
+        RevokedCertificateError,
+        TransportError,
+        TrustError,
+        UnknownDeviceError,
+        UnsupportedOptionError,
+    )
+    from .inventory import (
+        BasicAuth,
+        Device,
+        HostKeyPin,
+        IdentifierField,
+        Inventory,
+        SSHCredentials,
+        StaleCRLPolicy,
+        TLSIdentity,
+        Transport,
+    )
+    from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+    from .restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
+    from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
+    from .ssh import SSHClientConfig
+    from .tls import TLSClientConfig
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
+
+# Public names load their module on first use, so that a light client (the
+# Ansible plugins import callhome_transport.gateway.client in every task's
+# worker) does not pay for asyncssh, the TLS stacks and requests.
+_LAZY = {
+    "AdmissionConfig": "admission",
+    "call_home": "compat",
+    "call_home_tls": "compat",
+    "AuthenticationFailedError": "errors",
+    "CallHomeError": "errors",
+    "CertificateRejectedError": "errors",
+    "DeviceDisconnectedError": "errors",
+    "DeviceNotConnectedError": "errors",
+    "DeviceStateError": "errors",
+    "HandshakeTimeoutError": "errors",
+    "HostKeyMismatchError": "errors",
+    "InventoryError": "errors",
+    "ListenerError": "errors",
+    "RevokedCertificateError": "errors",
+    "TransportError": "errors",
+    "TrustError": "errors",
+    "UnknownDeviceError": "errors",
+    "UnsupportedOptionError": "errors",
+    "BasicAuth": "inventory",
+    "Device": "inventory",
+    "HostKeyPin": "inventory",
+    "IdentifierField": "inventory",
+    "Inventory": "inventory",
+    "SSHCredentials": "inventory",
+    "StaleCRLPolicy": "inventory",
+    "TLSIdentity": "inventory",
+    "Transport": "inventory",
+    "NETCONF_CH_SSH_PORT": "listener",
+    "NETCONF_CH_TLS_PORT": "listener",
+    "RESTCONF_CH_TLS_PORT": "listener",
+    "CallHomeAdapter": "restconf",
+    "DeviceNotConnected": "restconf",
+    "RestconfClient": "restconf",
+    "RestconfError": "restconf",
+    "AsyncCallHomeServer": "server",
+    "CallHomeServer": "server",
+    "DeviceConnected": "server",
+    "RejectedAttempt": "server",
+    "SSHClientConfig": "ssh",
+    "TLSClientConfig": "tls",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "NETCONF_CH_SSH_PORT",
