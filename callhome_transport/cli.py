@@ -112,9 +112,19 @@ def _cmd_rejected(args: argparse.Namespace) -> int:
 
 
 def _cmd_get_config(args: argparse.Namespace) -> int:
-    with _client(args).netconf_manager(args.name, timeout=args.timeout) as m:
-        reply = m.get_config(source=args.source, filter=("subtree", args.filter) if args.filter else None)
-        print(reply.xml)
+    from lxml import etree
+    from ncclient import NCClientError
+
+    try:
+        with _client(args).netconf_manager(args.name, wait=args.timeout, timeout=args.timeout) as m:
+            reply = m.get_config(source=args.source, filter=("subtree", args.filter) if args.filter else None)
+            print(etree.tostring(reply.data_ele, pretty_print=True).decode().rstrip())
+    except DeviceNotConnectedError as exc:
+        print(f"callhome: {exc}", file=sys.stderr)
+        return 2
+    except NCClientError as exc:
+        print(f"callhome: NETCONF with device {args.name} failed: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
     return 0
 
 

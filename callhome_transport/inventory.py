@@ -195,6 +195,11 @@ class BasicAuth:
     username: str
     password: str = field(repr=False)
 
+    def header(self) -> str:
+        """The ``Authorization`` header value (RFC 7617)."""
+        token = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(token).decode("ascii")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Device:

@@ -25,7 +25,6 @@ s5 warns about Basic and Digest).
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import threading
@@ -168,8 +167,7 @@ class CallHomeAdapter(HTTPAdapter):
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
         device = self.inventory.get(self._device(request.url or ""))
         if device is not None and device.http_auth is not None and "Authorization" not in request.headers:
-            token = f"{device.http_auth.username}:{device.http_auth.password}".encode()
-            request.headers["Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+            request.headers["Authorization"] = device.http_auth.header()
 
     def request_url(self, request: requests.PreparedRequest, proxies: Mapping[str, str] | None) -> str:
         return request.path_url

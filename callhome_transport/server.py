@@ -214,6 +214,7 @@ class AsyncCallHomeServer:
         self._changed: dict[str, asyncio.Event] = {}
         self._callbacks: list[Callable[[DeviceConnected], None]] = []
         self._disconnect_callbacks: list[Callable[[str, str], None]] = []
+        self._reject_callbacks: list[Callable[[RejectedAttempt], None]] = []
         self.rejected: collections.deque[RejectedAttempt] = collections.deque(maxlen=rejected_history)
 
     @property
@@ -289,6 +290,13 @@ class AsyncCallHomeServer:
             state.trust = TLSTrust(inventory, state.trust.transports, strict_listener=state.trust.strict_listener)
             if state.context is not None and self.tls_config is not None:
                 state.context = self.tls_config.context(state.trust.anchors())
+
+    def add_reject_callback(self, callback: Callable[[RejectedAttempt], None]) -> None:
+        """Call ``callback(attempt)`` on the event loop for every refused
+        call-home attempt (``attempt.device`` is set when the device was
+        identified before it was refused, e.g. authentication failed).  It
+        must not block."""
+        self._reject_callbacks.append(callback)
 
     def add_disconnect_callback(self, callback: Callable[[str, str], None]) -> None:
         """Call ``callback(device, reason)`` on the event loop when a device's
@@ -447,17 +455,21 @@ class AsyncCallHomeServer:
                 self.admission.config.failures_before_block,
                 self.admission.config.failure_window,
             )
-        self.rejected.append(
-            RejectedAttempt(
-                peer_address=peer,
-                reason=reason,
-                fingerprint=fingerprint,
-                key_type=key_type,
-                device=device,
-                at=time.time(),
-                detail=detail,
-            )
+        attempt = RejectedAttempt(
+            peer_address=peer,
+            reason=reason,
+            fingerprint=fingerprint,
+            key_type=key_type,
+            device=device,
+            at=time.time(),
+            detail=detail,
         )
+        self.rejected.append(attempt)
+        for callback in list(self._reject_callbacks):
+            try:
+                callback(attempt)
+            except Exception:
+                log.exception("reject callback failed")
 
     def _register(self, conn: SSHDeviceConnection) -> None:
         self._accepted(conn, conn.peer_address)

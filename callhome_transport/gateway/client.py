@@ -15,7 +15,7 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -124,14 +124,19 @@ class GatewayClient:
             raise GatewayUnavailableError(socket_path=sock_path, reason=str(exc) or type(exc).__name__) from exc
         finally:
             conn.close()
-        return response.status, (json.loads(body) if "json" in ctype else body)
+        if "json" in ctype:
+            try:
+                return response.status, json.loads(body)
+            except ValueError as exc:
+                raise GatewayUnavailableError(socket_path=sock_path, reason=f"invalid JSON for {path}") from exc
+        return response.status, body
 
     def _device_get(self, device: str, suffix: str = "", timeout: float | None = None) -> DeviceInfo:
         path = f"/devices/{quote(device, safe='')}{suffix}"
         status, body = self.get(path, timeout)
         if status == 404:
             raise UnknownGatewayDeviceError(device=device, run_dir=str(self.run_dir))
-        if status != 200:
+        if status != 200 or not isinstance(body, dict):
             detail = body.get("error", body) if isinstance(body, dict) else body
             raise GatewayRequestError(status=status, path=path, detail=str(detail))
         return DeviceInfo.from_json(body)
@@ -149,7 +154,7 @@ class GatewayClient:
         """Block until ``device`` is connected (at most ``timeout`` s); raise
         :class:`DeviceNotConnectedError` when it did not call home in time."""
         try:
-            return self._device_get(device, f"/wait?timeout={timeout:g}", timeout + 10)
+            return self._device_get(device, f"/wait?timeout={float(timeout)!r}", timeout + 10)
         except GatewayRequestError as exc:
             if exc.status == 504:
                 raise DeviceNotConnectedError(device=device, timeout=timeout) from exc
@@ -195,6 +200,7 @@ class GatewayClient:
         wait: float = 0.0,
         timeout: float = 30.0,
         device_params: Mapping[str, Any] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> nc_manager.Manager:
         """A standard ncclient ``Manager`` on a new NETCONF session with
         ``device`` through the gateway, after waiting up to ``wait`` s for the
@@ -202,15 +208,24 @@ class GatewayClient:
         own deferral applies). ``timeout`` is the Manager's RPC timeout.
 
         Unlike ``ncclient.manager.connect_uds`` the session has no 100 ms send
-        tick (see :mod:`callhome_transport.netconf`)."""
+        tick (see :mod:`callhome_transport.netconf`). ``on_close`` runs once
+        when the session ends, whichever side ended it."""
         started = time.monotonic()
-        if wait > 0:
-            self.wait(device, wait)
-        else:
-            self.device(device)  # typed error for an unknown device, before any socket
+        info = self.wait(device, wait) if wait > 0 else self.device(device)
+        if info.transport not in ("ssh", "tls"):
+            raise GatewayRequestError(
+                status=409,
+                path=str(self.endpoint(device, "netconf")),
+                detail=f"device {device} calls home over {info.transport}; NETCONF is for ssh and tls devices",
+            )
         hello_timeout = max(5.0, wait - (time.monotonic() - started)) if wait > 0 else timeout
         sock = self.connect_endpoint(device, "netconf", hello_timeout)
         sock.settimeout(None)
         return manager_over_socket(
-            sock, device=device, timeout=timeout, hello_timeout=hello_timeout, device_params=device_params
+            sock,
+            device=device,
+            timeout=timeout,
+            hello_timeout=hello_timeout,
+            device_params=device_params,
+            on_close=on_close,
         )

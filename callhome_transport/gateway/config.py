@@ -33,7 +33,7 @@ import yaml
 
 from ..admission import AdmissionConfig
 from ..errors import InventoryError
-from ..inventory import Inventory
+from ..inventory import Inventory, Transport
 from ..listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from ..ssh import SSHClientConfig
 from ..tls import TLSClientConfig
@@ -60,7 +60,19 @@ class GatewayConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
     def load_inventory(self) -> Inventory:
-        return Inventory.from_file(self.inventory_path)
+        inventory = Inventory.from_file(self.inventory_path)
+        over_tls = sorted(d.name for d in inventory if d.transport in (Transport.TLS, Transport.RESTCONF))
+        if over_tls and self.tls is None:
+            # without the manager's certificate the TLS listeners do not start and
+            # these devices could never connect: say so at start, not never
+            shown = ", ".join(over_tls[:5]) + (" ..." if len(over_tls) > 5 else "")
+            raise InventoryError(
+                self.source,
+                "tls",
+                "tls.certfile and tls.keyfile (the manager's TLS client certificate): "
+                f"devices {shown} call home over TLS",
+            )
+        return inventory
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> GatewayConfig:

@@ -24,6 +24,8 @@ class Request:
     target: str
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    # True once the local client has hung up (so a deferred request is not sent late)
+    client_gone: Callable[[], bool] = field(default=lambda: False, repr=False)
 
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode()
@@ -81,22 +83,28 @@ async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     break
                 else:
                     return
-            request = Request(event.method.decode(), event.target.decode(), list(event.headers), bytes(body))
+            request = Request(
+                event.method.decode(), event.target.decode(), list(event.headers), bytes(body), reader.at_eof
+            )
             response = await handle(request)
-            headers = list(response.headers)
-            if response.stream is None:
-                headers.append(("Content-Length", str(len(response.body))))
-            writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
-            if response.stream is not None:
-                async for chunk in response.stream:
-                    writer.write(conn.send(h11.Data(data=chunk)))
-                    await writer.drain()
-            elif response.body:
-                writer.write(conn.send(h11.Data(data=response.body)))
-            writer.write(conn.send(h11.EndOfMessage()))
-            await writer.drain()
-            if response.done is not None:
-                await response.done()
+            try:
+                headers = list(response.headers)
+                if response.stream is None:
+                    headers.append(("Content-Length", str(len(response.body))))
+                writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
+                if response.stream is not None:
+                    async for chunk in response.stream:
+                        writer.write(conn.send(h11.Data(data=chunk)))
+                        await writer.drain()
+                elif response.body:
+                    writer.write(conn.send(h11.Data(data=response.body)))
+                writer.write(conn.send(h11.EndOfMessage()))
+                await writer.drain()
+            finally:
+                # also when the local client or the device went away mid-body:
+                # the handler's resources (the device connection) are released
+                if response.done is not None:
+                    await response.done()
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
@@ -131,14 +139,18 @@ class HTTPClient:
     def usable(self) -> bool:
         return self.conn.our_state is h11.IDLE and not self.writer.is_closing() and not self.reader.at_eof()
 
-    async def request(self, request: Request) -> tuple[int, list[tuple[str, str]], AsyncIterator[bytes]]:
+    async def request(
+        self, request: Request, authorization: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], AsyncIterator[bytes]]:
         """Send ``request``; return the status, headers and a body iterator
-        (which must be consumed before the next request)."""
-        headers = [
-            (k, v)
-            for k, v in request.headers
-            if k.lower() not in (b"host", b"content-length", b"connection", b"transfer-encoding")
-        ]
+        (which must be consumed before the next request). ``authorization``
+        replaces any ``Authorization`` header of the request."""
+        dropped = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+        if authorization is not None:
+            dropped.add(b"authorization")
+        headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
+        if authorization is not None:
+            headers.append((b"Authorization", authorization.encode("latin-1")))
         headers = [(b"Host", self.host.encode()), *headers, (b"Content-Length", str(len(request.body)).encode())]
         self.writer.write(self.conn.send(h11.Request(method=request.method, target=request.target, headers=headers)))
         if request.body:

@@ -41,10 +41,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import h11
+
 from ..errors import CallHomeError, DeviceNotConnectedError
 from ..inventory import Device, Inventory, Transport
 from ..listener import format_peer
-from ..server import AsyncCallHomeServer, DeviceConnected
+from ..server import AsyncCallHomeServer, DeviceConnected, RejectedAttempt
 from .config import GatewayConfig
 from .http import HTTPClient, Request, Response, json_response, serve_http
 
@@ -146,7 +148,14 @@ class _DeviceHTTP:
         await self.lock.acquire()
         try:
             client = await self._connect()
-            status, headers, body = await client.request(request)
+            if request.client_gone():
+                # the local client gave up while we waited for the device: a late
+                # PATCH/POST must not reach the device behind its back
+                self.lock.release()
+                return _restconf_error(503, "operation-failed", f"the local client left before device {self.device}")
+            device = self.gateway.inventory.get(self.device)
+            auth = device.http_auth.header() if device is not None and device.http_auth is not None else None
+            status, headers, body = await client.request(request, authorization=auth)
         except DeviceNotConnectedError as exc:
             self.lock.release()
             return _restconf_error(
@@ -164,14 +173,29 @@ class _DeviceHTTP:
         record = self.gateway.records.get(self.device)
         if record is not None:
             record.last_seen = time.time()
+        finished = False
 
         async def stream() -> AsyncIterator[bytes]:
+            nonlocal finished
             async for chunk in body:
                 self.gateway.server.metrics.inc("callhome_bytes_relayed_total", len(chunk), endpoint="restconf")
                 yield chunk
+            finished = True
 
         async def done() -> None:
-            self.lock.release()
+            try:
+                if not finished:
+                    # the local client left mid-body: read the rest from the device
+                    # (discarded) so that its one connection stays in step
+                    async for _ in body:
+                        pass
+            except (ConnectionError, OSError, h11.ProtocolError) as exc:
+                log.info("device=%s event=restconf-connection-dropped reason=%s", self.device, exc)
+                if self.client is not None:
+                    self.client.close()
+                    self.client = None
+            finally:
+                self.lock.release()
 
         return Response(status, headers, stream=stream(), done=done)
 
@@ -220,6 +244,7 @@ class Gateway:
         )
         server.add_connect_callback(self._on_connect)
         server.add_disconnect_callback(self._on_disconnect)
+        server.add_reject_callback(self._on_reject)
         return server
 
     # -- lifecycle ------------------------------------------------------------------
@@ -334,6 +359,17 @@ class Gateway:
             event.handshake_seconds,
         )
 
+    def _on_reject(self, attempt: RejectedAttempt) -> None:
+        """An identified device was refused (authentication failed, revoked
+        certificate...): the registry says so, unless a live session of it
+        is still up."""
+        record = self.records.get(attempt.device) if attempt.device else None
+        if record is None or record.state == "connected":
+            return
+        record.state = "auth-failed" if attempt.reason == "auth-failed" else "rejected"
+        record.last_reason = f"{attempt.reason}: {attempt.detail}" if attempt.detail else attempt.reason
+        record.last_seen = attempt.at
+
     def _on_disconnect(self, device: str, reason: str) -> None:
         record = self.records.get(device)
         if record is None or reason == "handed over":
@@ -435,9 +471,16 @@ class Gateway:
                 json_response(200, asdict(record)) if record else json_response(404, {"error": f"no device {path[1]}"})
             )
         if len(path) == 3 and path[0] == "devices" and path[2] == "wait":
-            timeout = float(query.get("timeout", ["60"])[0])
+            try:
+                timeout = float(query.get("timeout", ["60"])[0])
+            except ValueError:
+                return json_response(400, {"error": "timeout must be a number of seconds"})
             if path[1] not in self.records:
                 return json_response(404, {"error": f"no device {path[1]}"})
+            if self.records[path[1]].state == "connected":
+                # connected, even if its one session is in use (a TLS device's
+                # NETCONF session, a RESTCONF device's relay connection)
+                return json_response(200, asdict(self.records[path[1]]))
             try:
                 await self.server.wait_for(path[1], timeout)
             except DeviceNotConnectedError as exc:

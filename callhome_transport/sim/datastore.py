@@ -305,6 +305,13 @@ class NetconfServerSession:
 
     def _dispatch(self, op: etree._Element) -> etree._Element | None:
         qname = etree.QName(op)
+        if qname.namespace is None:
+            # an operation sent without a namespace (ansible.netcommon's netconf_rpc
+            # does so); servers such as netconfd take it as base:1.0, and so do we
+            for el in op.iter():
+                if isinstance(el.tag, str) and etree.QName(el).namespace is None:
+                    el.tag = _NC + etree.QName(el).localname
+            qname = etree.QName(op)
         if qname.namespace != NC:
             raise RpcError("operation-not-supported", f"{qname.localname} is not supported", error_type="protocol")
         name = qname.localname

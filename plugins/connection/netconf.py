@@ -57,7 +57,8 @@ options:
     description:
       - Seconds to wait for the device to call home when it is not connected yet. C(0) fails at once
         when the device is not connected.
-      - Must be shorter than O(persistent_command_timeout).
+      - Must be at least 5 seconds shorter than O(persistent_command_timeout), which also covers the
+        NETCONF hello and the first RPC.
     type: float
     default: 20
     ini:
@@ -116,6 +117,9 @@ else:
     HAS_CALLHOME = True
     CALLHOME_IMPORT_ERROR = None
 
+# Seconds of persistent_command_timeout kept for the NETCONF hello and the first RPC.
+HELLO_MARGIN = 5
+
 # Transports whose devices speak NETCONF through netconf.sock.
 NETCONF_TRANSPORTS = ("ssh", "tls")
 
@@ -133,8 +137,13 @@ class Connection(NetconfConnection):
             # Its __init__ has already fallen back to the default sub-plugin.
             self._network_os = "default"
 
+    def _session_closed(self):
+        # the device re-called, the gateway restarted, or the session died: the
+        # next task connects again (netcommon's ensure_connected reads this flag)
+        self._connected = False
+
     def _connect(self):
-        if self._connected:
+        if self._connected and self._manager is not None and self._manager.connected:
             return 0, to_bytes(self._manager.session_id, errors="surrogate_or_strict"), b""
         if not HAS_CALLHOME:
             raise AnsibleConnectionFailure(
@@ -144,11 +153,11 @@ class Connection(NetconfConnection):
         run_dir = self.get_option("callhome_run_dir")
         wait = float(self.get_option("wait_timeout"))
         command_timeout = int(self.get_option("persistent_command_timeout"))
-        if wait >= command_timeout:
+        if wait > command_timeout - HELLO_MARGIN:
             raise AnsibleConnectionFailure(
-                "callhome wait_timeout (%gs) must be shorter than persistent_command_timeout (%ds): the wait "
+                "callhome wait_timeout (%gs) must be at least %ds shorter than persistent_command_timeout (%ds): the wait "
                 "for device %s happens inside the first command; lower ansible_callhome_wait_timeout or raise "
-                "ansible_command_timeout" % (wait, command_timeout, device)
+                "ansible_command_timeout" % (wait, HELLO_MARGIN, command_timeout, device)
             )
         try:
             ncclient_device_handler = self.netconf.get_option("ncclient_device_handler")
@@ -177,15 +186,17 @@ class Connection(NetconfConnection):
                 wait=wait,
                 timeout=command_timeout,
                 device_params={"name": ncclient_device_handler},
+                on_close=self._session_closed,
             )
         except CallHomeError as exc:
-            raise AnsibleConnectionFailure("callhome: %s" % exc) from exc
+            # the message is complete: no cause chain (it would repeat it)
+            raise AnsibleConnectionFailure("callhome: %s" % exc) from None
         except (NCClientError, OSError) as exc:
             # connected, but the NETCONF session itself failed (hello refused, dropped)
             raise AnsibleConnectionFailure(
                 "callhome: NETCONF session with device %s through %s failed: %s"
                 % (device, client.endpoint(device, "netconf"), exc or type(exc).__name__)
-            ) from exc
+            ) from None
         self.queue_message(
             "vvv",
             "NETCONF session %s with call-home device %s through %s after %.3fs"

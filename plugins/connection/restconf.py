@@ -51,7 +51,8 @@ options:
     description:
       - Seconds to wait for the device to call home when it is not connected yet. C(0) fails at once
         when the device is not connected.
-      - Must be shorter than O(persistent_command_timeout).
+      - Must be at least 5 seconds shorter than O(persistent_command_timeout), which also covers the
+        first request.
     type: float
     default: 20
     ini:
@@ -102,6 +103,7 @@ else:
     CALLHOME_IMPORT_ERROR = None
 
 YANG_JSON = "application/yang-data+json"
+REQUEST_MARGIN = 5  # seconds of persistent_command_timeout kept for the first request
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # safe to resend on a fresh connection
 
 
@@ -157,11 +159,11 @@ class Connection(NetworkConnectionBase):
         device = self.get_option("callhome_device") or self._play_context.remote_addr
         wait = float(self.get_option("wait_timeout"))
         command_timeout = int(self.get_option("persistent_command_timeout"))
-        if wait >= command_timeout:
+        if wait > command_timeout - REQUEST_MARGIN:
             raise AnsibleConnectionFailure(
-                "callhome wait_timeout (%gs) must be shorter than persistent_command_timeout (%ds): the wait "
+                "callhome wait_timeout (%gs) must be at least %ds shorter than persistent_command_timeout (%ds): the wait "
                 "for device %s happens inside the first command; lower ansible_callhome_wait_timeout or raise "
-                "ansible_command_timeout" % (wait, command_timeout, device)
+                "ansible_command_timeout" % (wait, REQUEST_MARGIN, command_timeout, device)
             )
         client = GatewayClient(self.get_option("callhome_run_dir"), timeout=command_timeout)
         started = time.monotonic()
@@ -182,7 +184,8 @@ class Connection(NetworkConnectionBase):
                 )
                 client.wait(device, wait)
         except CallHomeError as exc:
-            raise AnsibleConnectionFailure("callhome: %s" % exc) from exc
+            # the message is complete: no cause chain (it would repeat it)
+            raise AnsibleConnectionFailure("callhome: %s" % exc) from None
         self._client = client
         self._device = device
         self.queue_message(
@@ -193,7 +196,8 @@ class Connection(NetworkConnectionBase):
 
     def _open_http(self):
         path = str(self._client.endpoint(self._device, "restconf"))
-        return UnixHTTPConnection(path, float(self.get_option("persistent_command_timeout")))
+        # answer before netcommon's command alarm does, with a message that names the device
+        return UnixHTTPConnection(path, max(1.0, float(self.get_option("persistent_command_timeout")) - 1))
 
     def send_request(self, data, path="", method="GET", accept=None, content_type=None):
         """Send one RESTCONF request; return the parsed JSON (or text) body, or
@@ -223,10 +227,17 @@ class Connection(NetworkConnectionBase):
                 # a kept-alive connection the gateway closed: resend an idempotent request once
                 self._http.close()
                 self._http = None
-                if attempt == 2 or isinstance(exc, (socket.timeout, FileNotFoundError, ConnectionRefusedError)):
+                if isinstance(exc, socket.timeout):
+                    raise AnsibleConnectionError(
+                        "callhome: no answer from device %s to %s %s in time (the gateway waits up to its "
+                        "deferral_timeout for a device that dropped; 'callhome device %s' shows its state)"
+                        % (self._device, method, url, self._device),
+                        code=504,
+                    ) from None
+                if attempt == 2 or isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
                     raise AnsibleConnectionError(
                         "callhome: RESTCONF %s %s on device %s failed: %s" % (method, url, self._device, exc)
-                    ) from exc
+                    ) from None
         if response.will_close:
             self._http.close()
             self._http = None

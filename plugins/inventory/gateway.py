@@ -10,10 +10,10 @@ short_description: Call-home devices from the callhome gateway's registry
 description:
   - One host per device the callhome gateway (C(callhome serve)) knows, read from its control socket.
     A device is named by its identity in the gateway's inventory, not by an address (call-home draft).
-  - Each host gets C(ansible_callhome_device) and C(callhome_*) variables with the registry record.
-    Its transport group sets C(ansible_connection) (C(callhome.network.netconf) for SSH and TLS
-    devices, C(callhome.network.restconf) for RESTCONF devices) and C(ansible_callhome_run_dir), as
-    group variables, so C(group_vars/) and C(host_vars/) files override them (for example
+  - Each host gets C(ansible_callhome_device), C(ansible_callhome_run_dir) and C(callhome_*) variables
+    with the registry record. Its transport group sets C(ansible_connection)
+    (C(callhome.network.netconf) for SSH and TLS devices, C(callhome.network.restconf) for RESTCONF
+    devices) as a group variable, so C(group_vars/) and C(host_vars/) files override it (for example
     C(ansible_network_os) for a vendor netconf sub-plugin; the connection plugins use C(default)
     when it is not set).
   - Groups C(callhome_ssh), C(callhome_tls), C(callhome_restconf) by transport and
@@ -100,7 +100,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         try:
             devices = GatewayClient(run_dir).devices()
         except CallHomeError as exc:
-            raise AnsibleParserError("callhome.network.gateway (%s): %s" % (path, exc)) from exc
+            raise AnsibleParserError("callhome.network.gateway (%s): %s" % (path, exc)) from None
         self._populate(devices, run_dir)
 
     def _populate(self, devices, run_dir):
@@ -111,6 +111,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             host = self.inventory.add_host(info.name)
             variables = {
                 "ansible_callhome_device": info.name,
+                "ansible_callhome_run_dir": run_dir,  # per host: two gateways may feed one inventory
                 "callhome_device": info.name,
                 "callhome_transport": info.transport,
                 "callhome_state": info.state,
@@ -128,7 +129,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             # group variables, so that group_vars/ and host_vars/ files override them
             transport_vars = {
                 "ansible_connection": CONNECTION_BY_TRANSPORT.get(info.transport, "callhome.network.netconf"),
-                "ansible_callhome_run_dir": run_dir,
             }
             for key, value in transport_vars.items():
                 self.inventory.set_variable(group_name(info.transport), key, value)

@@ -4,6 +4,7 @@ calling home through socat: netconfd behind sshd (SSH), stunnel + netconfd
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -116,7 +117,7 @@ def world(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> Iterator[
         pytest.skip(stunnel_available())
     tls_cert, tls_key = pki.device_files("SN-0003")
     rc_cert, rc_key = pki.device_files("SN-0004")
-    backend = Backend("sn-0004").start()
+    backend = Backend("sn-0004", basic_auth=("rc-admin", "rc-pw-4"), big_size=32 * 1024 * 1024).start()
     tls_device = StunnelDevice(
         tmp_path, netconfd, certfile=tls_cert, keyfile=tls_key, client_ca=pki.manager_ca_pem, name="tls"
     ).start()
@@ -140,7 +141,11 @@ def world(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> Iterator[
                 }
             },
             "SN-0003": {"transport": "tls", "tls": {**a, "identifier": "SN-0003"}},
-            "SN-0004": {"transport": "restconf", "tls": {**a, "identifier": "SN-0004"}},
+            "SN-0004": {
+                "transport": "restconf",
+                "tls": {**a, "identifier": "SN-0004"},
+                "restconf": {"basic_auth": {"username": "rc-admin", "password": "rc-pw-4"}},
+            },
         }
     }
     gateway = GatewayProcess(
@@ -219,7 +224,32 @@ def test_requests_through_restconf_sock(world: dict[str, object]) -> None:
         response = conn.getresponse()
         assert response.status == 404
         assert json.loads(response.read())["ietf-restconf:errors"]["error"][0]["error-tag"] == "invalid-value"
+        # the gateway sends the device's own credentials (identified device only),
+        # replacing whatever a local client put there
+        conn.request("GET", "/restconf/data/ietf-system:system", headers={"Authorization": "Basic bWFsbG9yeTp4"})
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read()
         conn.close()
+        backend: Backend = world["backend"]  # type: ignore[assignment]
+        expected = "Basic " + base64.b64encode(b"rc-admin:rc-pw-4").decode()
+        assert backend.requests and all(auth == expected for _, _, auth in backend.requests)
+
+        # a local client that hangs up mid-body does not wedge the device's relay
+        quitter = _UnixHTTPConnection(path, 30)
+        quitter.request("GET", "/restconf/data/example-big:blob")
+        assert quitter.getresponse().status == 200
+        quitter.sock.close()  # type: ignore[union-attr]
+        quitter.close()
+        again = _UnixHTTPConnection(path, 20)
+        again.request("GET", "/restconf/data/ietf-system:system", headers={"Accept": "application/yang-data+json"})
+        response = again.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read())["ietf-system:system"]["hostname"] == "sn-0004"
+        again.close()
+        # the relay holds the device's connection: it still counts as connected
+        waited = gw.cli("wait", "SN-0004", "--timeout", "2")
+        assert waited.returncode == 0, waited.stderr
 
 
 def test_restconf_sock_device_not_connected_is_a_clear_504(tmp_path: Path, pki: DevicePKI) -> None:
@@ -412,3 +442,48 @@ def test_device_refusing_a_second_channel_serves_one_session_at_a_time(tmp_path:
             assert "one local session at a time" in gw.log.read_text()
         finally:
             assert gw.stop() == 0
+
+
+def test_tls_devices_without_a_manager_certificate_fail_at_start(tmp_path: Path, pki: DevicePKI) -> None:
+    tls = {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0004"}
+    (tmp_path / "devices.yml").write_text(
+        yaml.safe_dump({"devices": {"SN-0004": {"transport": "restconf", "tls": tls}}})
+    )
+    path = tmp_path / "gateway.yml"
+    path.write_text(yaml.safe_dump({"inventory": "devices.yml", "run_dir": str(tmp_path / "run")}))
+    result = subprocess.run(
+        [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert str(path) in result.stderr and "tls.certfile and tls.keyfile" in result.stderr
+    assert "devices SN-0004 call home over TLS" in result.stderr
+
+
+def test_identified_device_with_wrong_credentials_is_auth_failed(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    r1 = {
+        "ssh": {
+            "host_keys": [netconfd.host_key_public_line],
+            "username": netconfd.username,
+            "password": "not-the-password",
+        }
+    }
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 1000}).start()
+    try:
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
+            deadline = time.monotonic() + 20
+            record: dict[str, object] = {}
+            while time.monotonic() < deadline:
+                record = gw.get("/devices/R1")[1]  # type: ignore[assignment]
+                if record["state"] == "auth-failed":
+                    break
+                time.sleep(0.1)
+            assert record["state"] == "auth-failed", record
+            assert "auth-failed" in str(record["last_reason"])
+            waited = gw.cli("wait", "R1", "--timeout", "0.5")
+            assert waited.returncode == 2
+    finally:
+        assert gw.stop() == 0

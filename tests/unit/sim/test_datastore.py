@@ -163,3 +163,10 @@ def test_hello_and_first_rpc_in_one_read_switch_framing_between_them() -> None:
     replies = FrameDecoder(Framing.CHUNKED).feed(out)
     assert len(replies) == 2
     assert b"<hostname>r1</hostname>" in replies[1]
+
+
+def test_operation_without_namespace_is_taken_as_base(client: Client) -> None:
+    # ansible.netcommon's netconf_rpc sends the operation with no namespace
+    reply = client.rpc('<get xmlns=""><filter type="subtree"><system xmlns="' + SYS + '"/></filter></get>')
+    assert text(reply, ".//sys:hostname") == ["r1"]
+    assert error_tag(client.rpc('<reboot-now xmlns="urn:other"/>')) == "operation-not-supported"
