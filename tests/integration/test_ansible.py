@@ -54,6 +54,11 @@ class KeepCalling:
         self._thread.start()
         return self
 
+    def drop(self) -> None:
+        """End the current call (the device calls again at once)."""
+        if self._relay is not None:
+            self._relay.stop()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
@@ -140,7 +145,7 @@ def fleet(
     for name in ("R1", "T1", "RC1"):
         status, _ = gateway.get(f"/devices/{name}/wait?timeout=30", 40)
         assert status == 200, gateway.log.read_text()[-3000:]
-    yield {"gateway": gateway, "netconfd": netconfd, "late": late, "backend": backend, "dir": tmp}
+    yield {"gateway": gateway, "netconfd": netconfd, "late": late, "backend": backend, "dir": tmp, "callers": callers}
     for caller in callers:
         caller.stop()
     assert gateway.stop() == 0, gateway.log.read_text()[-3000:]
@@ -351,6 +356,58 @@ def test_netconf_config_confirmed_commit_and_backup(book: Playbook) -> None:
     assert f'<nacm xmlns="{NACM}"' in backup and "confirmed-ops" not in backup
 
 
+def test_session_lost_mid_play_reconnects(book: Playbook, fleet: dict[str, Any]) -> None:
+    """The device calls again between two tasks (its old session is gone): the
+    persistent connection opens a new NETCONF session instead of failing."""
+    inv = book.inventory({"R1": "callhome.network.netconf"})
+    dropped = book.dir / "dropped"
+    tasks = f"""
+    - name: First get
+      ansible.netcommon.netconf_get:
+        source: running
+        filter: <nacm xmlns="{NACM}"/>
+      register: first
+{save("first")}
+    - name: Wait until the device has called again
+      ansible.builtin.wait_for:
+        path: "{dropped}"
+        timeout: 30
+      delegate_to: localhost
+      vars:
+        ansible_connection: local
+    - name: Second get, on a new session
+      ansible.netcommon.netconf_get:
+        source: running
+        filter: <nacm xmlns="{NACM}"/>
+      register: second
+{save("second")}
+"""
+    gw: GatewayProcess = fleet["gateway"]
+    r1_caller: KeepCalling = fleet["callers"][0]
+
+    def drop_when_first_done() -> None:
+        deadline = time.monotonic() + 60
+        while not (book.out / "R1-first.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = gw.get("/devices/R1")[1]["reconnects"]  # type: ignore[index]
+        r1_caller.drop()
+        while time.monotonic() < deadline:
+            record = gw.get("/devices/R1")[1]
+            if record["state"] == "connected" and record["reconnects"] > before:  # type: ignore[index]
+                break
+            time.sleep(0.05)
+        dropped.write_text("ok")
+
+    dropper = threading.Thread(target=drop_when_first_done)
+    dropper.start()
+    try:
+        proc = book.run(play(tasks), inv)
+    finally:
+        dropper.join(70)
+    assert_ok(proc)
+    assert f'<nacm xmlns="{NACM}"' in book.result("R1", "second")["stdout"]
+
+
 def test_netconf_rpc(book: Playbook) -> None:
     inv = book.inventory({"R1": "callhome.network.netconf"})
     tasks = f"""
@@ -546,7 +603,7 @@ def test_wait_timeout_must_fit_in_the_command_timeout(book: Playbook) -> None:
         inv,
     )
     assert proc.returncode != 0
-    assert "wait_timeout (40s) must be shorter than persistent_command_timeout (30s)" in proc.stdout
+    assert "wait_timeout (40s) must be at least 5s shorter than persistent_command_timeout (30s)" in proc.stdout
 
 
 @pytest.mark.parametrize(
