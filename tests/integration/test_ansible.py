@@ -623,3 +623,37 @@ def test_ansible_doc_renders(collections_path: Path, args: list[str], expected: 
     assert proc.returncode == 0, proc.stderr
     assert expected in proc.stdout
     assert "callhome" in proc.stdout
+
+
+def test_shipped_examples_run_against_real_devices(book: Playbook, fleet: dict[str, Any]) -> None:
+    """examples/ as a user runs them: the inventory plugin's groups, the
+    example playbooks, unchanged but for the gateway's run_dir."""
+    config = book.dir / "fleet.callhome.yml"
+    shipped = (REPO / "examples" / "inventory" / "fleet.callhome.yml").read_text()
+    config.write_text(shipped.replace("run_dir: /run/callhome", f"run_dir: {fleet['gateway'].run_dir}"))
+    for playbook in ("netconf.yml", "restconf.yml"):
+        proc = subprocess.run(
+            ["ansible-playbook", "-i", str(config), str(REPO / "examples" / playbook), "--limit", "R1,RC1"],
+            env=book.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert_ok(proc)
+        assert "R1 " in proc.stdout if playbook == "netconf.yml" else "RC1 " in proc.stdout
+    report = subprocess.run(
+        [
+            "ansible-playbook",
+            str(REPO / "examples" / "fleet-report.yml"),
+            "-e",
+            f"callhome_run_dir={fleet['gateway'].run_dir}",
+        ],
+        env=book.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert_ok(report)
+    assert "GHOST" in report.stdout  # never called: listed as not connected
