@@ -185,66 +185,95 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="callhome", description="NETCONF/RESTCONF Call Home (RFC 8071) gateway and tools"
+        prog="callhome",
+        description="NETCONF/RESTCONF Call Home (RFC 8071): the gateway, and tools to reach its devices",
+        epilog="The gateway's operator guide: docs/gateway.md; Ansible: docs/ansible.md.",
+    )
+    verbose = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: "callhome -v devices" and "callhome devices -v" both work
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log lifecycle events (INFO)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle events (INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_run_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--run-dir",
-            type=Path,
-            default=Path(os.environ.get("CALLHOME_RUN_DIR", DEFAULT_RUN_DIR)),
-            help="the gateway's run directory (default $CALLHOME_RUN_DIR or /run/callhome)",
-        )
+    def command(name: str, text: str, *, run_dir: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text, formatter_class=fmt, parents=[verbose])
+        if run_dir:
+            p.add_argument(
+                "--run-dir",
+                type=Path,
+                default=Path(os.environ.get("CALLHOME_RUN_DIR", DEFAULT_RUN_DIR)),
+                help="the gateway's run directory (holds control.sock; $CALLHOME_RUN_DIR)",
+            )
         return p
 
-    serve = sub.add_parser("serve", help="run the gateway (SIGTERM stops, SIGHUP reloads the inventory)")
-    serve.add_argument("--config", required=True, type=Path, help="gateway YAML configuration")
+    serve = command(
+        "serve", "run the gateway (logs at INFO; SIGTERM stops, SIGHUP reloads the inventory)", run_dir=False
+    )
+    serve.add_argument("--config", required=True, type=Path, help="gateway YAML configuration (docs/gateway.md)")
     serve.set_defaults(func=_cmd_serve)
 
-    devices = with_run_dir(sub.add_parser("devices", help="list devices and their call-home state"))
+    devices = command("devices", "list the gateway's devices and their call-home state")
     devices.add_argument("--json", action="store_true", help="JSON instead of a table")
     devices.set_defaults(func=_cmd_devices)
 
-    device = with_run_dir(sub.add_parser("device", help="one device's call-home state"))
-    device.add_argument("name")
-    device.add_argument("--json", action="store_true")
+    device = command("device", "one device's call-home state (exit 1 if the gateway does not know it)")
+    device.add_argument("name", help="the device's name in the gateway's inventory")
+    device.add_argument("--json", action="store_true", help="JSON instead of a table")
     device.set_defaults(func=_cmd_device)
 
-    wait = with_run_dir(sub.add_parser("wait", help="wait until a device has called home (exit 2 on timeout)"))
-    wait.add_argument("name")
-    wait.add_argument("--timeout", type=float, default=60.0)
-    wait.add_argument("--json", action="store_true")
+    wait = command("wait", "wait until a device has called home (exit 0 connected, 2 timeout, 1 error)")
+    wait.add_argument("name", help="the device's name in the gateway's inventory")
+    wait.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
+    wait.add_argument("--json", action="store_true", help="print the device's record as JSON")
     wait.set_defaults(func=_cmd_wait)
 
-    rejected = with_run_dir(sub.add_parser("rejected", help="recent refused call-home attempts (to onboard devices)"))
-    rejected.add_argument("--json", action="store_true")
+    rejected = command("rejected", "recent refused call-home attempts, with what is needed to onboard them")
+    rejected.add_argument("--json", action="store_true", help="JSON instead of a table")
     rejected.set_defaults(func=_cmd_rejected)
 
-    get_config = with_run_dir(sub.add_parser("get-config", help="print a device's configuration (NETCONF)"))
-    get_config.add_argument("name")
-    get_config.add_argument("--source", default="running")
+    get_config = command("get-config", "print a NETCONF device's configuration (waits for it to call home)")
+    get_config.add_argument("name", help="the device's name in the gateway's inventory")
+    get_config.add_argument("--source", default="running", help="datastore: running, candidate or startup")
     get_config.add_argument("--filter", help="subtree filter XML")
-    get_config.add_argument("--timeout", type=float, default=60.0, help="wait for the device and the reply")
+    get_config.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the device, then for the reply"
+    )
     get_config.set_defaults(func=_cmd_get_config)
 
-    sim = sub.add_parser("sim", help="a fleet of simulated devices calling home (load tests)")
+    sim = command(
+        "sim",
+        "a fleet of simulated devices that call home (each with its own key or certificate); writes the "
+        "inventory a gateway needs to accept them",
+        run_dir=False,
+    )
     sim.add_argument("--devices", type=int, default=10, help="how many devices")
-    sim.add_argument("--transport", choices=["ssh", "tls", "restconf"], default="ssh")
-    sim.add_argument("--gateway", default="127.0.0.1:4334", help="HOST:PORT to call")
+    sim.add_argument(
+        "--transport",
+        choices=["ssh", "tls", "restconf"],
+        default="ssh",
+        help="NETCONF over SSH (4334), NETCONF over TLS (4335) or RESTCONF (4336)",
+    )
+    sim.add_argument("--gateway", default="127.0.0.1:4334", help="HOST:PORT to call (the port of --transport)")
     sim.add_argument("--inventory-out", type=Path, default=Path("sim-inventory.yml"), help="inventory to write")
-    sim.add_argument("--prefix", default="SIM-")
+    sim.add_argument("--prefix", default="SIM-", help="device names are PREFIX00001, PREFIX00002...")
     sim.add_argument("--pki-dir", type=Path, help="tls/restconf: certificates (default: next to the inventory)")
-    sim.add_argument("--mode", choices=["persistent", "periodic"], default="persistent")
+    sim.add_argument(
+        "--mode",
+        choices=["persistent", "periodic"],
+        default="persistent",
+        help="persistent: call again at once when a call ends; periodic: call every --period s",
+    )
     sim.add_argument("--period", type=float, default=60.0, help="periodic: seconds between calls")
     sim.add_argument("--linger", type=float, default=10.0, help="periodic: seconds a call stays up")
     sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     sim.add_argument("--wait-listener", action="store_true", help="wait until HOST:PORT accepts, then call all at once")
     sim.set_defaults(func=_cmd_sim)
 
-    demo = sub.add_parser("demo", help="the embedded call-home demo (no external service)")
+    demo = command("demo", "the embedded call-home demo: a simulated device calls a listener (no service needed)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 
