@@ -387,26 +387,38 @@ class Gateway:
             record = self.records.get(device)
             idle = self._idle_events.setdefault(device, asyncio.Event())
             deadline = asyncio.get_running_loop().time() + self.config.deferral_timeout
+            loop = asyncio.get_running_loop()
+            reserved = False
             while True:
-                if record is not None and record.one_session_at_a_time and record.local_sessions > 0:
-                    # the device takes one NETCONF channel at a time: queue behind the open one
-                    idle.clear()
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(idle.wait(), max(0.0, remaining))
-                    if record.local_sessions > 0:
+                # a device that takes one NETCONF channel at a time: queue until the
+                # open session ends; the first waiter to wake reserves the device
+                # (local_sessions counts it at once) and the others queue again
+                while record is not None and record.one_session_at_a_time and record.local_sessions > 0:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
                         log.warning("device=%s event=local-session-failed reason=busy (one session at a time)", device)
                         local.close()
                         return
+                    idle.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(idle.wait(), remaining)
+                if record is not None and record.one_session_at_a_time:
+                    record.local_sessions += 1
+                    reserved = True
                 try:
-                    remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+                    remaining = max(0.1, deadline - loop.time())
                     _, conn = await self.server.open_netconf(device, remaining, local=local)
                     break
-                except DeviceNotConnectedError as exc:
-                    log.warning("device=%s event=local-session-failed reason=%s", device, exc)
-                    local.close()
-                    return
                 except CallHomeError as exc:
+                    if reserved and record is not None:
+                        reserved = False
+                        record.local_sessions -= 1
+                        if record.local_sessions == 0:
+                            idle.set()
+                    if isinstance(exc, DeviceNotConnectedError):
+                        log.warning("device=%s event=local-session-failed reason=%s", device, exc)
+                        local.close()
+                        return
                     busy = record is not None and record.local_sessions > 0 and record.transport == "ssh"
                     if busy and record is not None and not record.one_session_at_a_time:
                         record.one_session_at_a_time = True
@@ -421,7 +433,8 @@ class Gateway:
                     return
             self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
             if record is not None:
-                record.local_sessions += 1
+                if not reserved:
+                    record.local_sessions += 1
                 record.last_seen = time.time()
             log.info("device=%s peer=%s event=local-session-opened", device, format_peer(conn.peer_address))
             try:

@@ -439,6 +439,23 @@ def test_device_refusing_a_second_channel_serves_one_session_at_a_time(tmp_path:
                 with gw.netconf("R1") as second:  # waits for the first session to end
                     assert released_at, "the second session opened while the first was still open"
                     assert isinstance(groups(second), list)
+                    # two more queue behind it at once: both are served, one after the other
+                    results: list[object] = []
+
+                    def queued() -> None:
+                        try:
+                            with gw.netconf("R1") as m:
+                                results.append(groups(m))
+                        except Exception as exc:  # the assertion below reports it
+                            results.append(exc)
+
+                    waiters = [threading.Thread(target=queued) for _ in range(2)]
+                    for waiter in waiters:
+                        waiter.start()
+                    time.sleep(0.5)
+                for waiter in waiters:
+                    waiter.join(30)
+                assert len(results) == 2 and all(isinstance(r, list) for r in results), results
             assert "one local session at a time" in gw.log.read_text()
         finally:
             assert gw.stop() == 0
