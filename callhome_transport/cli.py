@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import CallHomeError, DeviceNotConnectedError
 from .gateway.client import DEFAULT_RUN_DIR, GatewayClient
+from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 
 
 def _when(ts: float | None) -> str:
@@ -128,6 +129,9 @@ def _cmd_get_config(args: argparse.Namespace) -> int:
     return 0
 
 
+_SIM_PORTS = {"ssh": NETCONF_CH_SSH_PORT, "tls": NETCONF_CH_TLS_PORT, "restconf": RESTCONF_CH_TLS_PORT}
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -135,7 +139,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     from .sim.fleet import Fleet, FleetConfig
 
-    host, _, port = args.gateway.rpartition(":")
+    gateway = args.gateway or f"127.0.0.1:{_SIM_PORTS[args.transport]}"
+    host, _, port = gateway.rpartition(":")
     pki_dir = args.pki_dir or args.inventory_out.with_suffix(".pki")
     fleet = Fleet(
         FleetConfig(
@@ -257,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="ssh",
         help="NETCONF over SSH (4334), NETCONF over TLS (4335) or RESTCONF (4336)",
     )
-    sim.add_argument("--gateway", default="127.0.0.1:4334", help="HOST:PORT to call (the port of --transport)")
+    sim.add_argument(
+        "--gateway", help="HOST:PORT to call (default: 127.0.0.1 and the IANA port of --transport: 4334, 4335, 4336)"
+    )
     sim.add_argument("--inventory-out", type=Path, default=Path("sim-inventory.yml"), help="inventory to write")
     sim.add_argument("--prefix", default="SIM-", help="device names are PREFIX00001, PREFIX00002...")
     sim.add_argument("--pki-dir", type=Path, help="tls/restconf: certificates (default: next to the inventory)")
