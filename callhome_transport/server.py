@@ -374,7 +374,7 @@ class AsyncCallHomeServer:
             if not self._admit(sock, peer, kind):
                 return
             try:
-                await self._accept_tls(sock, peer, state.trust, state.context, direct=direct)
+                await self._accept_tls(sock, peer, state.trust, state.context, direct=direct, kind=kind)
             finally:
                 self.admission.finished()
 
@@ -390,6 +390,7 @@ class AsyncCallHomeServer:
         context: ssl.SSLContext | None,
         *,
         direct: bool = False,
+        kind: str = "tls",
     ) -> None:
         assert self.tls_config is not None
         conn: AnyTLSConnection
@@ -403,16 +404,18 @@ class AsyncCallHomeServer:
         except CertificateRejectedError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
             reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
-            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport="tls")
+            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport=kind)
             return
         except HandshakeTimeoutError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "handshake-timeout", "", "", None, transport="tls")
+            self._reject(peer, "handshake-timeout", "", "", None, transport=kind)
             return
         except TransportError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport="tls")
+            self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport=kind)
             return
+        if kind == Transport.RESTCONF.value:
+            conn.transport_kind = Transport.RESTCONF  # a RESTCONF device, whichever TLS path carries it
         pool = self._tls_pool.setdefault(conn.device, [])
         pool.append(conn)
         self._accepted(conn, peer)

@@ -247,6 +247,9 @@ def test_requests_through_restconf_sock(world: dict[str, object]) -> None:
         assert response.status == 200
         assert json.loads(response.read())["ietf-system:system"]["hostname"] == "sn-0004"
         again.close()
+        metrics = str(gw.get("/metrics")[1])
+        assert 'callhome_handshakes_total{result="ok",transport="restconf"} 1' in metrics
+        assert "transport=restconf event=connected" in gw.log.read_text()
         # the relay holds the device's connection: it still counts as connected
         waited = gw.cli("wait", "SN-0004", "--timeout", "2")
         assert waited.returncode == 0, waited.stderr
