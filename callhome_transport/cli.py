@@ -7,6 +7,7 @@ device from a terminal.
     callhome wait NAME [--timeout 60]
     callhome rejected [--json]
     callhome get-config NAME [--source running] [--filter XML]
+    callhome terminal NAME                    # a shell on an SSH device (gateway terminal: true)
     callhome demo
 """
 
@@ -129,6 +130,57 @@ def _cmd_get_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_terminal(args: argparse.Namespace) -> int:
+    import selectors
+    import shutil
+    import termios
+    import tty
+
+    client = _client(args)
+    info = client.device(args.name)
+    if info.transport != "ssh":
+        print(f"callhome: device {args.name} calls home over {info.transport}: a terminal needs SSH", file=sys.stderr)
+        return 1
+    path = client.endpoint(args.name, "terminal")
+    if not path.exists():
+        print(f"callhome: no terminal endpoint {path} (set 'terminal: true' in the gateway config)", file=sys.stderr)
+        return 1
+    sock = client.connect_endpoint(args.name, "terminal", timeout=None)
+    size = shutil.get_terminal_size()
+    term = os.environ.get("TERM", "xterm")
+    sock.sendall(b"\0CALLHOME-TERM %s %d %d\n" % (term.encode(), size.columns, size.lines))
+    stdin = sys.stdin.fileno()
+    saved = termios.tcgetattr(stdin) if os.isatty(stdin) else None
+    print(f"connected to {args.name} through the gateway (the device ends the session; Ctrl-] quits)", file=sys.stderr)
+    try:
+        if saved is not None:
+            tty.setraw(stdin)
+        selector = selectors.DefaultSelector()
+        selector.register(stdin, selectors.EVENT_READ)
+        selector.register(sock, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == sock:
+                    data = sock.recv(65536)
+                    if not data:
+                        return 0
+                    os.write(sys.stdout.fileno(), data)
+                else:
+                    data = os.read(stdin, 4096)
+                    if saved is not None and b"\x1d" in data:  # Ctrl-] on a terminal: leave
+                        sock.sendall(data.split(b"\x1d", 1)[0])
+                        return 0
+                    if not data:  # end of piped input: ^D to the PTY, as a terminal does
+                        selector.unregister(stdin)
+                        sock.sendall(b"\x04")
+                        continue
+                    sock.sendall(data)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        sock.close()
+
+
 _SIM_PORTS = {"ssh": NETCONF_CH_SSH_PORT, "tls": NETCONF_CH_TLS_PORT, "restconf": RESTCONF_CH_TLS_PORT}
 
 
@@ -248,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=60.0, help="seconds to wait for the device, then for the reply"
     )
     get_config.set_defaults(func=_cmd_get_config)
+
+    terminal = command("terminal", "a shell on an SSH device over its call-home connection (gateway 'terminal: true')")
+    terminal.add_argument("name", help="the device's name in the gateway's inventory")
+    terminal.set_defaults(func=_cmd_terminal)
 
     sim = command(
         "sim",

@@ -53,6 +53,7 @@ from .listener import (
 )
 from .metrics import Metrics
 from .netconf import manager_over_socket
+from .relay import ChannelRelay
 from .restconf import CallHomeAdapter
 from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
 from .tls import (
@@ -578,6 +579,25 @@ class AsyncCallHomeServer:
             return await conn.open_stream(local), conn
         sock, _relay = await conn.open_netconf(local)
         return sock, conn
+
+    async def open_terminal(
+        self,
+        device: str,
+        timeout: float,
+        local: socket.socket,
+        *,
+        term_type: str = "xterm",
+        cols: int = 80,
+        rows: int = 24,
+    ) -> tuple[DeviceConnection, ChannelRelay]:
+        """Wait for ``device`` and open an interactive shell with a PTY on its
+        call-home SSH connection, relayed to ``local`` (the call-home draft's
+        remote terminal access). SSH devices only."""
+        conn = await self.wait_for(device, timeout)
+        if not isinstance(conn, SSHDeviceConnection):
+            raise TransportError(f"device {device} calls home over TLS: terminal access needs SSH", device=device)
+        relay = await conn.open_terminal(local, term_type=term_type, cols=cols, rows=rows)
+        return conn, relay
 
 
 class CallHomeServer:

@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -259,6 +259,25 @@ class SSHDeviceConnection:
                 device=self.device,
                 peer_address=self.peer_address,
             ) from exc
+
+    async def open_terminal(
+        self, local: socket.socket, *, term_type: str = "xterm", cols: int = 80, rows: int = 24
+    ) -> ChannelRelay:
+        """Open an interactive shell with a PTY on the device (remote terminal
+        access over call-home SSH, call-home draft) relayed to ``local``."""
+        try:
+            _, session = await self.conn.create_session(
+                ChannelRelay, term_type=term_type, term_size=(cols, rows), encoding=None
+            )
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(
+                f"cannot open a terminal on device {self.device}: {exc}",
+                device=self.device,
+                peer_address=self.peer_address,
+            ) from exc
+        relay = cast(ChannelRelay, session)
+        await relay.attach_local(local)
+        return relay
 
     def close(self) -> None:
         self.conn.close()

@@ -6,6 +6,7 @@
     run_dir: /run/callhome          # control.sock and devices/<name>/{netconf,restconf}.sock
     socket_mode: "0600"             # private by default
     deferral_timeout: 60            # a local client waits this long for its device to call
+    terminal: false                 # devices/<name>/terminal.sock: a shell on SSH devices (opt in)
     listen:
       addresses: null               # null = every address, IPv4 and IPv6; or a list
       ssh_port: 4334                # null disables
@@ -40,7 +41,7 @@ from ..tls import TLSClientConfig
 
 __all__ = ["GatewayConfig"]
 
-_TOP = ("inventory", "run_dir", "socket_mode", "deferral_timeout", "listen", "tls", "ssh", "admission")
+_TOP = ("inventory", "run_dir", "socket_mode", "deferral_timeout", "terminal", "listen", "tls", "ssh", "admission")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,7 @@ class GatewayConfig:
     run_dir: Path
     socket_mode: int = 0o600
     deferral_timeout: float = 60.0
+    terminal: bool = False  # remote terminal endpoints (call-home draft), opt in
     listen_addresses: list[str] | None = None
     ssh_port: int | None = NETCONF_CH_SSH_PORT
     tls_port: int | None = NETCONF_CH_TLS_PORT
@@ -111,6 +113,13 @@ class _Parser:
             return default
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
             raise self.fail(key, "a port number 0..65535 or null")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false")
         return value
 
     def number(self, value: Any, key: str, default: float) -> float:
@@ -197,6 +206,7 @@ class _Parser:
             run_dir=run_dir,
             socket_mode=mode,
             deferral_timeout=self.number(top.get("deferral_timeout"), "deferral_timeout", 60.0),
+            terminal=self.boolean(top.get("terminal"), "terminal"),
             listen_addresses=addresses,
             ssh_port=self.port(listen.get("ssh_port", "default"), "listen.ssh_port", NETCONF_CH_SSH_PORT),
             tls_port=self.port(listen.get("tls_port", "default"), "listen.tls_port", NETCONF_CH_TLS_PORT),

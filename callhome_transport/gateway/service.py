@@ -200,6 +200,34 @@ class _DeviceHTTP:
         return Response(status, headers, stream=stream(), done=done)
 
 
+TERMINAL_PREAMBLE = b"\0CALLHOME-TERM "
+TERMINAL_PREAMBLE_WAIT = 0.3  # seconds a terminal client has to send its preamble
+
+
+@dataclass(frozen=True)
+class TerminalRequest:
+    type: str = "xterm"
+    cols: int = 80
+    rows: int = 24
+    rest: bytes = b""  # bytes after the preamble (or all of them, without one)
+
+
+def parse_terminal_preamble(data: bytes) -> TerminalRequest:
+    """``\0CALLHOME-TERM <type> <cols> <rows>\n`` at the start of ``data``
+    sets the PTY; anything else is keyboard input for the device."""
+    if not data.startswith(TERMINAL_PREAMBLE) or b"\n" not in data:
+        return TerminalRequest(rest=data)
+    line, _, rest = data.partition(b"\n")
+    fields = line[len(TERMINAL_PREAMBLE) :].decode("ascii", "replace").split()
+    try:
+        term, cols, rows = fields[0], int(fields[1]), int(fields[2])
+    except (IndexError, ValueError):
+        return TerminalRequest(rest=rest)
+    if not term.replace("-", "").replace(".", "").isalnum() or not (0 < cols <= 1000 and 0 < rows <= 1000):
+        return TerminalRequest(rest=rest)
+    return TerminalRequest(type=term[:64], cols=cols, rows=rows, rest=rest)
+
+
 def _restconf_error(status: int, tag: str, message: str) -> Response:
     body = {
         "ietf-restconf:errors": {"error": [{"error-type": "transport", "error-tag": tag, "error-message": message}]}
@@ -323,6 +351,10 @@ class Gateway:
             endpoints.append(
                 _UnixEndpoint(directory / "netconf.sock", self.config.socket_mode, self._netconf_handler(device.name))
             )
+        if device.transport is Transport.SSH and self.config.terminal:
+            endpoints.append(
+                _UnixEndpoint(directory / "terminal.sock", self.config.socket_mode, self._terminal_handler(device.name))
+            )
         if device.transport is Transport.RESTCONF:
             self._device_http[device.name] = _DeviceHTTP(self, device.name)
             endpoints.append(
@@ -445,6 +477,37 @@ class Gateway:
                     if record.local_sessions == 0:
                         idle.set()
                 log.info("device=%s event=local-session-closed", device)
+
+        return handle
+
+    def _terminal_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
+        async def handle(local: socket.socket) -> None:
+            loop = asyncio.get_running_loop()
+            local.setblocking(False)
+            # an optional first line from the client: "\0CALLHOME-TERM <type> <cols> <rows>\n"
+            # (callhome terminal sends it; with socat the defaults apply)
+            first = b""
+            with contextlib.suppress(TimeoutError):
+                first = await asyncio.wait_for(loop.sock_recv(local, 256), TERMINAL_PREAMBLE_WAIT)
+            term = parse_terminal_preamble(first)
+            try:
+                conn, relay = await self.server.open_terminal(
+                    device, self.config.deferral_timeout, local, term_type=term.type, cols=term.cols, rows=term.rows
+                )
+            except CallHomeError as exc:
+                log.warning("device=%s event=terminal-failed reason=%s", device, exc)
+                local.close()
+                return
+            if term.rest:
+                relay.to_channel(term.rest)  # what the client sent with (or instead of) the preamble
+            self.server.metrics.inc("callhome_local_sessions_total", endpoint="terminal")
+            log.info(
+                "device=%s peer=%s event=terminal-opened term=%s", device, format_peer(conn.peer_address), term.type
+            )
+            try:
+                await _wait_socket_closed(local)
+            finally:
+                log.info("device=%s event=terminal-closed", device)
 
         return handle
 

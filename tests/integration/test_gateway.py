@@ -507,3 +507,58 @@ def test_identified_device_with_wrong_credentials_is_auth_failed(tmp_path: Path,
             assert waited.returncode == 2
     finally:
         assert gw.stop() == 0
+
+
+def test_remote_terminal_over_call_home_ssh(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    """The call-home draft's remote terminal access: a shell with a PTY on the
+    device's call-home SSH connection, through terminal.sock (opt in)."""
+    r1 = {
+        "ssh": {
+            "host_keys": [netconfd.host_key_public_line],
+            "username": netconfd.username,
+            "password": netconfd.password,
+        }
+    }
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}, terminal=True).start()
+    try:
+        path = gw.run_dir / "devices" / "R1" / "terminal.sock"
+        assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
+        with (
+            ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port),
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as term,
+        ):
+            term.settimeout(20)
+            term.connect(str(path))
+            term.sendall(b"\0CALLHOME-TERM vt100 100 30\n")
+            term.sendall(b"stty size; echo call-home-$((40+2)); exit\n")
+            out = b""
+            while chunk := term.recv(4096):
+                out += chunk
+            # the CLI, with piped input (no tty): runs the commands, ends when the shell does
+            cli = subprocess.run(
+                [sys.executable, "-m", "callhome_transport.cli", "terminal", "R1", "--run-dir", str(gw.run_dir)],
+                input="echo cli-$((1+1))\nexit\n",
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert cli.returncode == 0, cli.stderr
+            assert "cli-2" in cli.stdout
+        assert b"call-home-42" in out
+        assert b"30 100" in out  # the PTY got the client's size
+        log = gw.log.read_text()
+        assert "event=terminal-opened term=vt100" in log
+        assert "call-home-42" not in log  # terminal content is never logged
+    finally:
+        assert gw.stop() == 0
+
+
+def test_no_terminal_endpoint_unless_enabled(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    r1 = {"ssh": {"host_keys": [netconfd.host_key_public_line], "username": "u", "password": "p"}}
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
+    try:
+        assert (gw.run_dir / "devices" / "R1" / "netconf.sock").exists()
+        assert not (gw.run_dir / "devices" / "R1" / "terminal.sock").exists()
+    finally:
+        assert gw.stop() == 0
