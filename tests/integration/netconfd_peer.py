@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 NETCONFD = "/usr/sbin/netconfd"
 SSHD = "/usr/sbin/sshd"
@@ -354,3 +355,13 @@ class ReverseRelay:
 
 def _socat_addr(host: str, port: int) -> str:
     return f"TCP6:[{host}]:{port}" if ":" in host else f"TCP4:{host}:{port}"
+
+
+def wait_rejected(server: Any, count: int = 1, timeout: float = 5.0) -> list[Any]:
+    """The server's refused attempts once there are ``count`` of them: the
+    device (or its relay) may see the hang-up before the listener has
+    recorded why, so poll instead of reading at once."""
+    deadline = time.monotonic() + timeout
+    while len(server.rejected()) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return list(server.rejected())

@@ -30,6 +30,7 @@ from .netconfd_peer import (
     free_port,
     has_ipv6_loopback,
     nacm_group_config,
+    wait_rejected,
 )
 
 pytestmark = pytest.mark.integration
@@ -119,7 +120,7 @@ def test_unknown_host_key_zero_auth_attempts(
     ):
         with ReverseRelay(listener_port=server.listen_port, device_port=stranger.ssh_port) as relay:
             relay.wait(10)  # we hang up; socat ends
-        [rejected] = server.rejected()
+        [rejected] = wait_rejected(server)
         assert rejected.reason == "unknown-device"
         assert rejected.fingerprint == stranger.host_key_fingerprint
     # sshd saw the key exchange end and not a single user-authentication request
@@ -135,7 +136,7 @@ def test_wrong_password_is_reported_as_auth_failed(netconfd: NetconfdDevice) -> 
     with CallHomeServer(inv, listen_address="127.0.0.1", listen_port=0) as server:
         with ReverseRelay(listener_port=server.listen_port, device_port=netconfd.ssh_port) as relay:
             relay.wait(10)
-        [rejected] = server.rejected()
+        [rejected] = wait_rejected(server)
         assert rejected.reason == "auth-failed"
         assert rejected.device == "SN-0001"
         with pytest.raises(callhome_transport.DeviceNotConnectedError):

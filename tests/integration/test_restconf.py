@@ -24,7 +24,7 @@ from callhome_transport import (
 )
 
 from ..pki import DevicePKI
-from .netconfd_peer import ReverseRelay
+from .netconfd_peer import ReverseRelay, wait_rejected
 from .restconf_backend import Backend
 from .stunnel_peer import StunnelDevice, stunnel_available
 
@@ -243,7 +243,7 @@ def test_wrong_identity_is_rejected(tmp_path: Path, pki: DevicePKI, server: Call
     try:
         relay = impostor.call_home(server)
         relay.wait(10)
-        [rejected] = server.rejected()
+        [rejected] = wait_rejected(server)
         assert rejected.reason == "certificate-rejected"
         assert "SN-9999" in rejected.detail
         assert impostor.backend.requests == []  # not one HTTP byte reached it

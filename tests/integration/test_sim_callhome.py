@@ -36,6 +36,8 @@ from callhome_transport import (
 from callhome_transport.engine import EventLoopThread
 from callhome_transport.sim import SimulatedDevice
 
+from .netconfd_peer import wait_rejected
+
 SYS_FILTER = ("subtree", '<system xmlns="urn:ietf:params:xml:ns:yang:ietf-system"/>')
 
 
@@ -112,7 +114,11 @@ def test_unknown_host_key_is_refused_before_any_authentication(
         with pytest.raises((asyncssh.Error, OSError)):
             call(device_loop, stranger, server.listen_port).result(10)
         assert stranger.auth_attempts == 0  # RFC 8071 C5/C7: no credential sent
-        [rejected] = server.rejected()
+        # the device may see the disconnect before the listener has recorded why
+        deadline = time.monotonic() + 5
+        while not server.rejected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [rejected] = wait_rejected(server)
         assert rejected.reason == "unknown-device"
         assert rejected.fingerprint == stranger.fingerprint
         assert rejected.peer_address[0] == "127.0.0.1"
@@ -134,10 +140,7 @@ def test_wrong_password_is_auth_failed_and_logged_without_the_secret(
     ):
         with pytest.raises(Exception):  # noqa: B017 - the device sees the manager hang up
             call(device_loop, sim, s.listen_port).result(10)
-        deadline = time.monotonic() + 5
-        while not s.rejected() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        [rejected] = s.rejected()
+        [rejected] = wait_rejected(s)
         assert rejected.reason == "auth-failed"
         assert rejected.device == "SN-0001"
         assert sim.auth_attempts >= 1

@@ -33,6 +33,7 @@ from .netconfd_peer import (
     free_port,
     has_ipv6_loopback,
     nacm_group_config,
+    wait_rejected,
 )
 from .stunnel_peer import StunnelDevice, stunnel_available
 
@@ -153,7 +154,7 @@ def test_rejected_devices(
         ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port) as relay,
     ):
         relay.wait(10)
-    [rejected] = server.rejected()
+    [rejected] = wait_rejected(server)
     assert rejected.reason == reason
     assert match in rejected.detail
     assert match in caplog.text

@@ -19,7 +19,7 @@ from callhome_transport import CallHomeServer, Inventory, TLSClientConfig
 from callhome_transport.tls_strict import HeartbeatConfig, strict_available
 
 from ..pki import DevicePKI
-from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay
+from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, wait_rejected
 from .stunnel_peer import StunnelDevice, stunnel_available
 
 pytestmark = [
@@ -122,7 +122,7 @@ def test_c4_strict_device_on_the_default_listener_is_refused(
         ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port) as relay,
     ):
         relay.wait(10)
-    [rejected] = server.rejected()
+    [rejected] = wait_rejected(server)
     assert "must call the strict listener" in rejected.detail
 
 
