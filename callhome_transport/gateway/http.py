@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -62,6 +63,13 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any
         return event
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
 async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handle: Handler) -> None:
     """Serve requests on one connection (keep-alive) until the peer closes."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
@@ -91,7 +99,11 @@ async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 headers = list(response.headers)
                 if response.stream is None:
                     headers.append(("Content-Length", str(len(response.body))))
-                writer.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
+                writer.write(
+                    conn.send(
+                        h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
+                    )
+                )
                 if response.stream is not None:
                     async for chunk in response.stream:
                         writer.write(conn.send(h11.Data(data=chunk)))
@@ -114,7 +126,13 @@ async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             message = f"{exc}\n".encode()
             try:
                 writer.write(
-                    conn.send(h11.Response(status_code=status, headers=[("Content-Length", str(len(message)))]))
+                    conn.send(
+                        h11.Response(
+                            status_code=status,
+                            headers=[("Content-Length", str(len(message)))],
+                            reason=_reason(status),
+                        )
+                    )
                 )
                 writer.write(conn.send(h11.Data(data=message)))
                 writer.write(conn.send(h11.EndOfMessage()))
@@ -145,7 +163,7 @@ class HTTPClient:
         """Send ``request``; return the status, headers and a body iterator
         (which must be consumed before the next request). ``authorization``
         replaces any ``Authorization`` header of the request."""
-        dropped = {b"host", b"content-length", b"connection", b"transfer-encoding"}
+        dropped = {b"host", b"content-length", b"connection", b"transfer-encoding", b"callhome-wait"}
         if authorization is not None:
             dropped.add(b"authorization")
         headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]

@@ -128,14 +128,14 @@ class _DeviceHTTP:
         self.lock = asyncio.Lock()
         self.client: HTTPClient | None = None
 
-    async def _connect(self) -> HTTPClient:
+    async def _connect(self, wait: float) -> HTTPClient:
         if self.client is not None and self.client.usable:
             return self.client
         if self.client is not None:
             self.client.close()
         ours, theirs = socket.socketpair()
         try:
-            await self.gateway.server.open_netconf(self.device, self.gateway.config.deferral_timeout, local=ours)
+            await self.gateway.server.open_netconf(self.device, wait, local=ours)
         except BaseException:
             ours.close()
             theirs.close()
@@ -144,10 +144,20 @@ class _DeviceHTTP:
         self.client = HTTPClient(reader, writer, self.device)
         return self.client
 
+    def _wait(self, request: Request) -> float:
+        """How long this request may wait for the device: ``deferral_timeout``,
+        or less if the client says so (``Callhome-Wait: <seconds>``)."""
+        wait = self.gateway.config.deferral_timeout
+        asked = request.header(WAIT_HEADER)
+        if asked is not None:
+            with contextlib.suppress(ValueError):
+                wait = min(wait, max(0.0, float(asked)))
+        return wait
+
     async def relay(self, request: Request) -> Response:
         await self.lock.acquire()
         try:
-            client = await self._connect()
+            client = await self._connect(self._wait(request))
             if request.client_gone():
                 # the local client gave up while we waited for the device: a late
                 # PATCH/POST must not reach the device behind its back
@@ -200,6 +210,7 @@ class _DeviceHTTP:
         return Response(status, headers, stream=stream(), done=done)
 
 
+WAIT_HEADER = "Callhome-Wait"  # request header: seconds the relay may wait for the device (not relayed)
 TERMINAL_PREAMBLE = b"\0CALLHOME-TERM "
 TERMINAL_PREAMBLE_WAIT = 0.3  # seconds a terminal client has to send its preamble
 

@@ -207,6 +207,8 @@ class Connection(NetworkConnectionBase):
         headers = {
             "Host": self._device,
             "Accept": accept or YANG_JSON,
+            # a device that dropped: the gateway waits this long for it, then answers 504
+            "Callhome-Wait": "%g" % float(self.get_option("wait_timeout")),
         }
         body = None
         if data is not None and data != "":

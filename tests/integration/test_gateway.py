@@ -274,6 +274,31 @@ def test_restconf_sock_device_not_connected_is_a_clear_504(tmp_path: Path, pki: 
         assert response.status == 504
         error = json.loads(response.read())["ietf-restconf:errors"]["error"][0]
         assert "SN-0004 did not call home within 0.5 s" in error["error-message"]
+        assert response.reason == "Gateway Timeout"
+    finally:
+        assert gw.stop() == 0
+
+
+def test_restconf_client_can_shorten_the_deferral(tmp_path: Path, pki: DevicePKI) -> None:
+    inventory = {
+        "devices": {
+            "SN-0004": {"transport": "restconf", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0004"}}
+        }
+    }
+    gw = GatewayProcess(
+        tmp_path,
+        inventory,
+        deferral_timeout=60,
+        tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)},
+    ).start()
+    try:
+        conn = _UnixHTTPConnection(str(gw.run_dir / "devices" / "SN-0004" / "restconf.sock"), 30)
+        started = time.monotonic()
+        conn.request("GET", "/restconf/data/ietf-system:system", headers={"Callhome-Wait": "0.4"})
+        response = conn.getresponse()
+        assert response.status == 504
+        assert time.monotonic() - started < 5
+        assert "within 0.4 s" in json.loads(response.read())["ietf-restconf:errors"]["error"][0]["error-message"]
     finally:
         assert gw.stop() == 0
 
