@@ -76,7 +76,7 @@ class Transport(enum.Enum):
 
     SSH = "ssh"  # NETCONF over SSH, port 4334
     TLS = "tls"  # NETCONF over TLS, port 4335
-    RESTCONF = "restconf"  # RESTCONF over TLS, port 4336 (later issue)
+    RESTCONF = "restconf"  # RESTCONF over TLS, port 4336
 
 
 def fingerprint_of_blob(blob: bytes) -> str:
