@@ -465,6 +465,16 @@ def _verified_chain(ssl_object: Any) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(c.public_bytes(2)) for c in getter()]  # 2 = _ssl.ENCODING_DER
 
 
+def _handshake_refusal(exc: ssl.SSLCertVerificationError) -> str:
+    """Why we refused a chain inside the handshake. OpenSSL hands over no
+    certificate it failed to verify, so say which side refused and what the
+    usual cause is instead."""
+    return (
+        f"refused by the manager during the TLS handshake: {exc.verify_message} "
+        "(the chain does not verify against the issuers configured for TLS devices)"
+    )
+
+
 async def tls_handshake(
     sock: socket.socket,
     peer: PeerAddress,
@@ -496,7 +506,7 @@ async def tls_handshake(
         )
     except ssl.SSLCertVerificationError as exc:
         sock.close()
-        raise CertificateRejectedError(peer_address=peer, reason=f"handshake: {exc.verify_message}") from exc
+        raise CertificateRejectedError(peer_address=peer, reason=_handshake_refusal(exc)) from exc
     except TimeoutError as exc:
         sock.close()
         raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
@@ -669,7 +679,7 @@ async def tls_handshake_direct(
         )
     except ssl.SSLCertVerificationError as exc:
         sock.close()
-        raise CertificateRejectedError(peer_address=peer, reason=f"handshake: {exc.verify_message}") from exc
+        raise CertificateRejectedError(peer_address=peer, reason=_handshake_refusal(exc)) from exc
     except TimeoutError as exc:
         sock.close()
         raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
