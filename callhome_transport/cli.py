@@ -117,6 +117,12 @@ def _cmd_get_config(args: argparse.Namespace) -> int:
     from lxml import etree
     from ncclient import NCClientError
 
+    if args.filter:
+        try:
+            etree.fromstring(args.filter)
+        except etree.XMLSyntaxError as exc:
+            print(f"callhome: --filter is not well-formed XML: {exc}", file=sys.stderr)
+            return 1
     try:
         with _client(args).netconf_manager(args.name, wait=args.timeout, timeout=args.timeout) as m:
             reply = m.get_config(source=args.source, filter=("subtree", args.filter) if args.filter else None)

@@ -163,7 +163,8 @@ class HTTPClient:
         """Send ``request``; return the status, headers and a body iterator
         (which must be consumed before the next request). ``authorization``
         replaces any ``Authorization`` header of the request."""
-        dropped = {b"host", b"content-length", b"connection", b"transfer-encoding", b"callhome-wait"}
+        # the gateway holds the whole body already: no 100-continue toward the device
+        dropped = {b"host", b"content-length", b"connection", b"transfer-encoding", b"callhome-wait", b"expect"}
         if authorization is not None:
             dropped.add(b"authorization")
         headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
@@ -176,6 +177,8 @@ class HTTPClient:
         self.writer.write(self.conn.send(h11.EndOfMessage()))
         await self.writer.drain()
         event = await _next_event(self.conn, self.reader)
+        while isinstance(event, h11.InformationalResponse):  # 1xx before the answer
+            event = await _next_event(self.conn, self.reader)
         if isinstance(event, h11.ConnectionClosed):
             raise ConnectionError("the device closed the connection")
         if not isinstance(event, h11.Response):

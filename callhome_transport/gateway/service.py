@@ -155,22 +155,29 @@ class _DeviceHTTP:
         return wait
 
     async def relay(self, request: Request) -> Response:
-        await self.lock.acquire()
+        loop = asyncio.get_running_loop()
+        wait = self._wait(request)
+        deadline = loop.time() + wait  # the lock (another request in flight) counts too
         try:
-            client = await self._connect(self._wait(request))
-            if request.client_gone():
-                # the local client gave up while we waited for the device: a late
-                # PATCH/POST must not reach the device behind its back
+            await asyncio.wait_for(self.lock.acquire(), wait)
+        except TimeoutError:
+            return _restconf_error(
+                504, "resource-denied", f"device {self.device} busy with another request for {wait:g} s"
+            )
+        try:
+            client = await self._connect(max(0.0, deadline - loop.time()))
+            late = loop.time() - (deadline - wait) > LATE_AFTER
+            if late and request.method not in IDEMPOTENT_METHODS and request.client_gone():
+                # the local client gave up while we waited: a late PATCH/POST
+                # must not reach the device behind its back
                 self.lock.release()
                 return _restconf_error(503, "operation-failed", f"the local client left before device {self.device}")
             device = self.gateway.inventory.get(self.device)
             auth = device.http_auth.header() if device is not None and device.http_auth is not None else None
             status, headers, body = await client.request(request, authorization=auth)
-        except DeviceNotConnectedError as exc:
+        except DeviceNotConnectedError:
             self.lock.release()
-            return _restconf_error(
-                504, "resource-denied", f"device {self.device} did not call home within {exc.timeout:g} s"
-            )
+            return _restconf_error(504, "resource-denied", f"device {self.device} did not call home within {wait:g} s")
         except (ConnectionError, OSError, CallHomeError) as exc:
             self.lock.release()
             if self.client is not None:
@@ -192,14 +199,21 @@ class _DeviceHTTP:
                 yield chunk
             finished = True
 
+        async def drain() -> None:
+            drained = 0
+            async for chunk in body:
+                drained += len(chunk)
+                if drained > DRAIN_MAX_BYTES:
+                    raise ConnectionError(f"more than {DRAIN_MAX_BYTES} bytes left in an abandoned response")
+
         async def done() -> None:
             try:
                 if not finished:
                     # the local client left mid-body: read the rest from the device
-                    # (discarded) so that its one connection stays in step
-                    async for _ in body:
-                        pass
-            except (ConnectionError, OSError, h11.ProtocolError) as exc:
+                    # (discarded, within a budget) so that its one connection stays
+                    # in step; a stalled or endless body costs the connection instead
+                    await asyncio.wait_for(drain(), DRAIN_MAX_SECONDS)
+            except (ConnectionError, OSError, h11.ProtocolError, TimeoutError) as exc:
                 log.info("device=%s event=restconf-connection-dropped reason=%s", self.device, exc)
                 if self.client is not None:
                     self.client.close()
@@ -210,6 +224,10 @@ class _DeviceHTTP:
         return Response(status, headers, stream=stream(), done=done)
 
 
+LATE_AFTER = 0.05  # seconds: a request that waited longer for the device was deferred
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+DRAIN_MAX_BYTES = 16 * 1024 * 1024  # what we read of an abandoned response to keep the connection
+DRAIN_MAX_SECONDS = 5.0
 WAIT_HEADER = "Callhome-Wait"  # request header: seconds the relay may wait for the device (not relayed)
 TERMINAL_PREAMBLE = b"\0CALLHOME-TERM "
 TERMINAL_PREAMBLE_WAIT = 0.3  # seconds a terminal client has to send its preamble
@@ -364,7 +382,8 @@ class Gateway:
             )
         if device.transport is Transport.SSH and self.config.terminal:
             endpoints.append(
-                _UnixEndpoint(directory / "terminal.sock", self.config.socket_mode, self._terminal_handler(device.name))
+                # a shell as the device's user: owner only, whatever socket_mode gives the others
+                _UnixEndpoint(directory / "terminal.sock", 0o600, self._terminal_handler(device.name))
             )
         if device.transport is Transport.RESTCONF:
             self._device_http[device.name] = _DeviceHTTP(self, device.name)
@@ -462,6 +481,11 @@ class Gateway:
                         log.warning("device=%s event=local-session-failed reason=%s", device, exc)
                         local.close()
                         return
+                    if record is not None and record.one_session_at_a_time and loop.time() < deadline - 0.2:
+                        # the previous session's channel may not be closed on the
+                        # device yet: try again shortly, within the deferral
+                        await asyncio.sleep(0.2)
+                        continue
                     busy = record is not None and record.local_sessions > 0 and record.transport == "ssh"
                     if busy and record is not None and not record.one_session_at_a_time:
                         record.one_session_at_a_time = True
@@ -500,6 +524,18 @@ class Gateway:
             first = b""
             with contextlib.suppress(TimeoutError):
                 first = await asyncio.wait_for(loop.sock_recv(local, 256), TERMINAL_PREAMBLE_WAIT)
+                # a preamble split across writes: read on to its newline (bounded)
+                until = loop.time() + TERMINAL_PREAMBLE_WAIT * 3
+                while (
+                    first
+                    and b"\n" not in first
+                    and len(first) < 256
+                    and (TERMINAL_PREAMBLE.startswith(first) or first.startswith(TERMINAL_PREAMBLE))
+                ):
+                    more = await asyncio.wait_for(loop.sock_recv(local, 256), max(0.01, until - loop.time()))
+                    if not more:
+                        break
+                    first += more
             term = parse_terminal_preamble(first)
             try:
                 conn, relay = await self.server.open_terminal(

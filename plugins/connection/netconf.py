@@ -206,11 +206,12 @@ class Connection(NetconfConnection):
         NetworkConnectionBase._connect(self)
         return 0, to_bytes(self._manager.session_id, errors="surrogate_or_strict"), b""
 
-    def commit(self, confirmed=False, timeout=None, persist=None):
-        """netcommon's commit, with the confirm timeout as text: ncclient puts
-        it in an XML element as given and lxml refuses an int, so
-        ``netconf_config: confirm: N`` fails with "Argument must be bytes or
-        unicode, got 'int'" on every connection (ansible.netcommon issue 551)."""
-        if timeout is not None:
-            timeout = str(timeout)
-        return self.netconf.commit(confirmed=confirmed, timeout=timeout, persist=persist)
+    def commit(self, *args, **kwargs):
+        """The netconf sub-plugin's commit, with the confirm timeout as text:
+        ncclient puts it in an XML element as given and lxml refuses an int,
+        so ``netconf_config: confirm: N`` fails with "Argument must be bytes
+        or unicode, got 'int'" on every connection (ansible.netcommon issue
+        551). Other arguments pass through, for vendor sub-plugins."""
+        if kwargs.get("timeout") is not None:
+            kwargs["timeout"] = str(kwargs["timeout"])
+        return self.netconf.commit(*args, **kwargs)

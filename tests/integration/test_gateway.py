@@ -117,7 +117,7 @@ def world(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> Iterator[
         pytest.skip(stunnel_available())
     tls_cert, tls_key = pki.device_files("SN-0003")
     rc_cert, rc_key = pki.device_files("SN-0004")
-    backend = Backend("sn-0004", basic_auth=("rc-admin", "rc-pw-4"), big_size=32 * 1024 * 1024).start()
+    backend = Backend("sn-0004", basic_auth=("rc-admin", "rc-pw-4"), big_size=8 * 1024 * 1024).start()
     tls_device = StunnelDevice(
         tmp_path, netconfd, certfile=tls_cert, keyfile=tls_key, client_ca=pki.manager_ca_pem, name="tls"
     ).start()
@@ -250,6 +250,22 @@ def test_requests_through_restconf_sock(world: dict[str, object]) -> None:
         metrics = str(gw.get("/metrics")[1])
         assert 'callhome_handshakes_total{result="ok",transport="restconf"} 1' in metrics
         assert "transport=restconf event=connected" in gw.log.read_text()
+        # Expect: 100-continue (curl, for large bodies) is answered by the gateway, not relayed
+        conn = _UnixHTTPConnection(path, 20)
+        body = json.dumps({"ietf-system:system": {"location": "rack-100"}})
+        conn.request(
+            "PATCH",
+            "/restconf/data/ietf-system:system",
+            body=body,
+            headers={"Content-Type": "application/yang-data+json", "Expect": "100-continue"},
+        )
+        response = conn.getresponse()
+        assert response.status in (200, 204), response.read()
+        response.read()
+        conn.request("GET", "/restconf/data/ietf-system:system", headers={"Accept": "application/yang-data+json"})
+        response = conn.getresponse()
+        assert json.loads(response.read())["ietf-system:system"]["location"] == "rack-100"
+        conn.close()
         # the relay holds the device's connection: it still counts as connected
         waited = gw.cli("wait", "SN-0004", "--timeout", "2")
         assert waited.returncode == 0, waited.stderr
@@ -299,6 +315,18 @@ def test_restconf_client_can_shorten_the_deferral(tmp_path: Path, pki: DevicePKI
         assert response.status == 504
         assert time.monotonic() - started < 5
         assert "within 0.4 s" in json.loads(response.read())["ietf-restconf:errors"]["error"][0]["error-message"]
+        # a request queued behind another one waiting for the device: its own wait still holds
+        first = _UnixHTTPConnection(str(gw.run_dir / "devices" / "SN-0004" / "restconf.sock"), 30)
+        first.request("GET", "/restconf/data/ietf-system:system", headers={"Callhome-Wait": "4"})
+        time.sleep(0.3)
+        started = time.monotonic()
+        conn.request("GET", "/restconf/data/ietf-system:system", headers={"Callhome-Wait": "0.5"})
+        response = conn.getresponse()
+        assert response.status == 504
+        assert time.monotonic() - started < 2
+        response.read()
+        assert first.getresponse().status == 504
+        first.close()
     finally:
         assert gw.stop() == 0
 
@@ -554,7 +582,9 @@ def test_remote_terminal_over_call_home_ssh(tmp_path: Path, netconfd: NetconfdDe
         ):
             term.settimeout(20)
             term.connect(str(path))
-            term.sendall(b"\0CALLHOME-TERM vt100 100 30\n")
+            term.sendall(b"\0CALLHOME-")  # a preamble split across writes
+            time.sleep(0.1)
+            term.sendall(b"TERM vt100 100 30\n")
             term.sendall(b"stty size; echo call-home-$((40+2)); exit\n")
             out = b""
             while chunk := term.recv(4096):
