@@ -5,8 +5,9 @@ sessions and exposes each device at a local Unix socket.
 :mod:`callhome_transport.gateway.client` need none of the service's imports.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
@@ -17,10 +18,4 @@ _LAZY = {"GatewayConfig": "config", "Gateway": "service", "run": "service"}
 __all__ = ["Gateway", "GatewayConfig", "run"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

@@ -31,43 +31,8 @@ requirements:
   - ncclient
 extends_documentation_fragment:
   - ansible.netcommon.connection_persistent
+  - callhome.network.gateway.connection
 options:
-  callhome_run_dir:
-    description:
-      - Run directory of the callhome gateway (its C(run_dir) setting), holding C(control.sock) and
-        C(devices/NAME/netconf.sock).
-    type: path
-    default: /run/callhome
-    ini:
-      - section: callhome
-        key: run_dir
-    env:
-      - name: CALLHOME_RUN_DIR
-    vars:
-      - name: ansible_callhome_run_dir
-  callhome_device:
-    description:
-      - Name of the device in the gateway's inventory (a device is named by its identity, not by its
-        address). Defaults to the inventory host name.
-    type: string
-    vars:
-      - name: inventory_hostname
-      - name: ansible_callhome_device
-  wait_timeout:
-    description:
-      - Seconds to wait for the device to call home when it is not connected yet. C(0) fails at once
-        when the device is not connected.
-      - Must be at least 5 seconds shorter than O(persistent_command_timeout), which also covers the
-        NETCONF hello and the first RPC.
-    type: float
-    default: 20
-    ini:
-      - section: callhome
-        key: wait_timeout
-    env:
-      - name: CALLHOME_WAIT_TIMEOUT
-    vars:
-      - name: ansible_callhome_wait_timeout
   network_os:
     description:
       - The netconf sub-plugin to load (for example C(junipernetworks.junos.junos)). C(default) when
@@ -94,7 +59,6 @@ EXAMPLES = r"""
 import time
 
 from ansible.errors import AnsibleConnectionFailure
-from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible_collections.ansible.netcommon.plugins.connection.netconf import Connection as NetconfConnection
 from ansible_collections.ansible.netcommon.plugins.plugin_utils.connection_base import NetworkConnectionBase
@@ -107,21 +71,7 @@ except ImportError:  # netcommon reports a missing ncclient itself
         """ncclient.NCClientError (ncclient missing)."""
 
 
-try:
-    from callhome_transport.errors import CallHomeError
-    from callhome_transport.gateway.client import GatewayClient
-except ImportError as exc:  # the plugin must still load for ansible-doc and sanity
-    HAS_CALLHOME = False
-    CALLHOME_IMPORT_ERROR: ImportError | None = exc
-else:
-    HAS_CALLHOME = True
-    CALLHOME_IMPORT_ERROR = None
-
-# Seconds of persistent_command_timeout kept for the NETCONF hello and the first RPC.
-HELLO_MARGIN = 5
-
-# Transports whose devices speak NETCONF through netconf.sock.
-NETCONF_TRANSPORTS = ("ssh", "tls")
+from ansible_collections.callhome.network.plugins.plugin_utils.gateway import DeviceTarget, callhome_errors
 
 
 class Connection(NetconfConnection):
@@ -145,52 +95,22 @@ class Connection(NetconfConnection):
     def _connect(self):
         if self._connected and self._manager is not None and self._manager.connected:
             return 0, to_bytes(self._manager.session_id, errors="surrogate_or_strict"), b""
-        if not HAS_CALLHOME:
-            raise AnsibleConnectionFailure(
-                "%s: %s" % (missing_required_lib("callhome-transport"), CALLHOME_IMPORT_ERROR)
-            )
-        device = self.get_option("callhome_device") or self._play_context.remote_addr
-        run_dir = self.get_option("callhome_run_dir")
-        wait = float(self.get_option("wait_timeout"))
-        command_timeout = int(self.get_option("persistent_command_timeout"))
-        if wait > command_timeout - HELLO_MARGIN:
-            raise AnsibleConnectionFailure(
-                "callhome wait_timeout (%gs) must be at least %ds shorter than persistent_command_timeout (%ds): the wait "
-                "for device %s happens inside the first command; lower ansible_callhome_wait_timeout or raise "
-                "ansible_command_timeout" % (wait, HELLO_MARGIN, command_timeout, device)
-            )
+        started = time.monotonic()
+        target = DeviceTarget(self, self.transport)
+        device, client = target.name, target.client
         try:
             ncclient_device_handler = self.netconf.get_option("ncclient_device_handler")
         except KeyError:
             ncclient_device_handler = "default"
-
-        client = GatewayClient(run_dir, timeout=command_timeout)
-        started = time.monotonic()
         try:
-            info = client.device(device)
-            if info.transport not in NETCONF_TRANSPORTS:
-                raise AnsibleConnectionFailure(
-                    "device %s calls home over %s, not NETCONF: use ansible_connection=callhome.network.restconf"
-                    % (device, info.transport)
+            with callhome_errors():
+                self._manager = client.netconf_manager(
+                    device,
+                    wait=target.wait,
+                    timeout=target.command_timeout,
+                    device_params={"name": ncclient_device_handler},
+                    on_close=self._session_closed,
                 )
-            if not info.connected and wait <= 0:
-                raise AnsibleConnectionFailure(
-                    "callhome: device %s is %s and wait_timeout is 0" % (device, info.state)
-                )
-            if not info.connected:
-                self.queue_message(
-                    "vvv", "device %s is %s: waiting up to %gs for it to call home" % (device, info.state, wait)
-                )
-            self._manager = client.netconf_manager(
-                device,
-                wait=wait,
-                timeout=command_timeout,
-                device_params={"name": ncclient_device_handler},
-                on_close=self._session_closed,
-            )
-        except CallHomeError as exc:
-            # the message is complete: no cause chain (it would repeat it)
-            raise AnsibleConnectionFailure("callhome: %s" % exc) from None
         except (NCClientError, OSError) as exc:
             # connected, but the NETCONF session itself failed (hello refused, dropped)
             raise AnsibleConnectionFailure(

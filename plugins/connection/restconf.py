@@ -27,41 +27,8 @@ requirements:
   - callhome-transport (the Python package of this project) on the controller
 extends_documentation_fragment:
   - ansible.netcommon.connection_persistent
+  - callhome.network.gateway.connection
 options:
-  callhome_run_dir:
-    description:
-      - Run directory of the callhome gateway (its C(run_dir) setting).
-    type: path
-    default: /run/callhome
-    ini:
-      - section: callhome
-        key: run_dir
-    env:
-      - name: CALLHOME_RUN_DIR
-    vars:
-      - name: ansible_callhome_run_dir
-  callhome_device:
-    description:
-      - Name of the device in the gateway's inventory. Defaults to the inventory host name.
-    type: string
-    vars:
-      - name: inventory_hostname
-      - name: ansible_callhome_device
-  wait_timeout:
-    description:
-      - Seconds to wait for the device to call home when it is not connected yet. C(0) fails at once
-        when the device is not connected.
-      - Must be at least 5 seconds shorter than O(persistent_command_timeout), which also covers the
-        first request.
-    type: float
-    default: 20
-    ini:
-      - section: callhome
-        key: wait_timeout
-    env:
-      - name: CALLHOME_WAIT_TIMEOUT
-    vars:
-      - name: ansible_callhome_wait_timeout
   root_path:
     description:
       - The RESTCONF root on the device (RFC 8040 s3.1), prefixed to every request path.
@@ -87,23 +54,17 @@ import json
 import socket
 import time
 
-from ansible.errors import AnsibleConnectionFailure
-from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.connection import ConnectionError as AnsibleConnectionError
 from ansible_collections.ansible.netcommon.plugins.plugin_utils.connection_base import NetworkConnectionBase
 
+from ansible_collections.callhome.network.plugins.plugin_utils.gateway import DeviceTarget, callhome_errors
+
 try:
-    from callhome_transport.errors import CallHomeError
-    from callhome_transport.gateway.client import GatewayClient, UnixHTTPConnection
-except ImportError as exc:  # the plugin must still load for ansible-doc and sanity
-    HAS_CALLHOME = False
-    CALLHOME_IMPORT_ERROR: ImportError | None = exc
-else:
-    HAS_CALLHOME = True
-    CALLHOME_IMPORT_ERROR = None
+    from callhome_transport.gateway.client import UnixHTTPConnection
+except ImportError:  # DeviceTarget reports the missing library
+    UnixHTTPConnection = None
 
 YANG_JSON = "application/yang-data+json"
-REQUEST_MARGIN = 5  # seconds of persistent_command_timeout kept for the first request
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")  # safe to resend on a fresh connection
 
 
@@ -152,45 +113,14 @@ class Connection(NetworkConnectionBase):
     def _connect(self):
         if self._connected:
             return
-        if not HAS_CALLHOME:
-            raise AnsibleConnectionFailure(
-                "%s: %s" % (missing_required_lib("callhome-transport"), CALLHOME_IMPORT_ERROR)
-            )
-        device = self.get_option("callhome_device") or self._play_context.remote_addr
-        wait = float(self.get_option("wait_timeout"))
-        command_timeout = int(self.get_option("persistent_command_timeout"))
-        if wait > command_timeout - REQUEST_MARGIN:
-            raise AnsibleConnectionFailure(
-                "callhome wait_timeout (%gs) must be at least %ds shorter than persistent_command_timeout (%ds): the wait "
-                "for device %s happens inside the first command; lower ansible_callhome_wait_timeout or raise "
-                "ansible_command_timeout" % (wait, REQUEST_MARGIN, command_timeout, device)
-            )
-        client = GatewayClient(self.get_option("callhome_run_dir"), timeout=command_timeout)
         started = time.monotonic()
-        try:
-            info = client.device(device)
-            if info.transport != "restconf":
-                raise AnsibleConnectionFailure(
-                    "device %s calls home over %s, not RESTCONF: use ansible_connection=callhome.network.netconf"
-                    % (device, info.transport)
-                )
-            if not info.connected:
-                if wait <= 0:
-                    raise AnsibleConnectionFailure(
-                        "callhome: device %s is %s and wait_timeout is 0" % (device, info.state)
-                    )
-                self.queue_message(
-                    "vvv", "device %s is %s: waiting up to %gs for it to call home" % (device, info.state, wait)
-                )
-                client.wait(device, wait)
-        except CallHomeError as exc:
-            # the message is complete: no cause chain (it would repeat it)
-            raise AnsibleConnectionFailure("callhome: %s" % exc) from None
-        self._client = client
-        self._device = device
-        self.queue_message(
-            "vvv", "RESTCONF device %s ready after %.3fs" % (device, time.monotonic() - started)
-        )
+        target = DeviceTarget(self, self.transport)
+        if not target.info.connected:
+            with callhome_errors():
+                target.client.wait(target.name, target.wait)
+        self._client = target.client
+        self._device = target.name
+        self.queue_message("vvv", "RESTCONF device %s ready after %.3fs" % (target.name, time.monotonic() - started))
         self._connected = True
         super()._connect()
 

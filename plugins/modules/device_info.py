@@ -11,13 +11,11 @@ short_description: What the callhome gateway knows of call-home devices
 description:
   - Reads the registry of the callhome gateway (C(callhome serve)) through its control socket, for
     one device or for all of them. Read only; safe in check mode.
-  - Run it where the gateway runs (usually C(delegate_to) the gateway host or C(ansible_connection=local)),
-    with a Python that has the callhome-transport package.
 version_added: 0.1.0
 author:
   - callhome developers (@callhome)
-requirements:
-  - callhome-transport (the Python package of this project)
+extends_documentation_fragment:
+  - callhome.network.gateway.module
 options:
   name:
     description:
@@ -28,12 +26,6 @@ options:
       - Only the devices connected now.
     type: bool
     default: false
-  run_dir:
-    description:
-      - Run directory of the gateway (its C(run_dir) setting), holding C(control.sock).
-      - Falls back to the E(CALLHOME_RUN_DIR) environment variable.
-    type: path
-    default: /run/callhome
 attributes:
   check_mode:
     support: full

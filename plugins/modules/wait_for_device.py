@@ -13,13 +13,11 @@ description:
     gateway, or fails after O(timeout) seconds. This is the deferral of the call-home draft in
     Ansible terms, the manager holds the work until the device connects.
   - Returns at once when the device is already connected. Read only; safe in check mode.
-  - Run it where the gateway runs (usually C(delegate_to) the gateway host or C(ansible_connection=local)),
-    with a Python that has the callhome-transport package.
 version_added: 0.1.0
 author:
   - callhome developers (@callhome)
-requirements:
-  - callhome-transport (the Python package of this project)
+extends_documentation_fragment:
+  - callhome.network.gateway.module
 options:
   name:
     description:
@@ -31,12 +29,6 @@ options:
       - Seconds to wait at most.
     type: float
     default: 300
-  run_dir:
-    description:
-      - Run directory of the gateway (its C(run_dir) setting), holding C(control.sock).
-      - Falls back to the E(CALLHOME_RUN_DIR) environment variable.
-    type: path
-    default: /run/callhome
 attributes:
   check_mode:
     support: full

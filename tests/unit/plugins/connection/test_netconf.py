@@ -219,7 +219,7 @@ def test_restconf_device_with_the_netconf_plugin(lab_factory):
     conn = netconf_connection("SN-0004", ansible_callhome_run_dir=str(lab.run_dir))
     with pytest.raises(AnsibleConnectionFailure) as failure:
         conn._connect()
-    assert "device SN-0004 calls home over restconf, not NETCONF" in str(failure.value)
+    assert "device SN-0004 calls home over restconf: use ansible_connection=callhome.network.restconf" in str(failure.value)
     assert "ansible_connection=callhome.network.restconf" in str(failure.value)
 
 

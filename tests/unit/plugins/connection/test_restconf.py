@@ -260,5 +260,5 @@ def test_ssh_device_with_the_restconf_plugin(lab_factory):
     conn = connected(lab, "SN-0001")
     with pytest.raises(AnsibleConnectionFailure) as failure:
         conn.send_request(None, path=SYSTEM)
-    assert "device SN-0001 calls home over ssh, not RESTCONF" in str(failure.value)
+    assert "device SN-0001 calls home over ssh: use ansible_connection=callhome.network.netconf" in str(failure.value)
     assert "ansible_connection=callhome.network.netconf" in str(failure.value)
