@@ -271,18 +271,23 @@ def test_requests_through_restconf_sock(world: dict[str, object]) -> None:
         assert waited.returncode == 0, waited.stderr
 
 
-def test_restconf_sock_device_not_connected_is_a_clear_504(tmp_path: Path, pki: DevicePKI) -> None:
+def restconf_gateway(tmp_path: Path, pki: DevicePKI, deferral_timeout: float) -> GatewayProcess:
+    """A gateway for one RESTCONF device, SN-0004, that has not called."""
     inventory = {
         "devices": {
             "SN-0004": {"transport": "restconf", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0004"}}
         }
     }
-    gw = GatewayProcess(
+    return GatewayProcess(
         tmp_path,
         inventory,
-        deferral_timeout=0.5,
+        deferral_timeout=deferral_timeout,
         tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)},
     ).start()
+
+
+def test_restconf_sock_device_not_connected_is_a_clear_504(tmp_path: Path, pki: DevicePKI) -> None:
+    gw = restconf_gateway(tmp_path, pki, deferral_timeout=0.5)
     try:
         conn = _UnixHTTPConnection(str(gw.run_dir / "devices" / "SN-0004" / "restconf.sock"), 10)
         conn.request("GET", "/restconf/data/ietf-system:system")
@@ -296,17 +301,7 @@ def test_restconf_sock_device_not_connected_is_a_clear_504(tmp_path: Path, pki: 
 
 
 def test_restconf_client_can_shorten_the_deferral(tmp_path: Path, pki: DevicePKI) -> None:
-    inventory = {
-        "devices": {
-            "SN-0004": {"transport": "restconf", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0004"}}
-        }
-    }
-    gw = GatewayProcess(
-        tmp_path,
-        inventory,
-        deferral_timeout=60,
-        tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)},
-    ).start()
+    gw = restconf_gateway(tmp_path, pki, deferral_timeout=60)
     try:
         conn = _UnixHTTPConnection(str(gw.run_dir / "devices" / "SN-0004" / "restconf.sock"), 30)
         started = time.monotonic()
