@@ -121,16 +121,7 @@ class Bench:
             self.devices[host] = NetconfdDevice(self.work / "devices", name=host)
             self.devices[host].start()
         inventory: dict[str, object] = {
-            "devices": {
-                host: {
-                    "ssh": {
-                        "host_keys": [device.host_key_public_line],
-                        "username": device.username,
-                        "password": device.password,
-                    }
-                }
-                for host, device in self.devices.items()
-            }
+            "devices": {host: device.inventory_entry() for host, device in self.devices.items()}
         }
         gw_dir = self.work / "gateway"
         gw_dir.mkdir()

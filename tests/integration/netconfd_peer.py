@@ -241,6 +241,17 @@ Subsystem netconf {SUBSYSTEM} --ncxserver-sockname={self.ssh_port}@{sock}
             f"\n--- sshd log ---\n{_tail(self.sshd_log)}"
         )
 
+    def inventory_entry(self, password: str | None = None) -> dict[str, Any]:
+        """This device in a callhome inventory: its pinned host key and the
+        test account (``password`` overrides, e.g. a wrong one)."""
+        return {
+            "ssh": {
+                "host_keys": [self.host_key_public_line],
+                "username": self.username,
+                "password": self.password if password is None else password,
+            }
+        }
+
     def auth_attempts(self) -> int:
         """User-authentication requests sshd received (every method, including
         ``none``), from its LogLevel DEBUG1 log: ``userauth-request for user``."""

@@ -113,19 +113,10 @@ def fleet(
     ghost_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     issuers = {"issuers": [str(pki.root_a_pem)], "crls": [str(pki.crl_a)]}
 
-    def ssh(device: NetconfdDevice) -> dict[str, Any]:
-        return {
-            "ssh": {
-                "host_keys": [device.host_key_public_line],
-                "username": device.username,
-                "password": device.password,
-            }
-        }
-
     inventory = {
         "devices": {
-            "R1": ssh(netconfd),
-            "LATE": ssh(late),
+            "R1": netconfd.inventory_entry(),
+            "LATE": late.inventory_entry(),
             "GHOST": {"ssh": {"host_keys": [ghost_key], "username": "nobody", "password": "never-used"}},
             "T1": {"transport": "tls", "tls": {**issuers, "identifier": "SN-0003"}},
             "RC1": {"transport": "restconf", "tls": {**issuers, "identifier": "SN-0004"}},

@@ -133,13 +133,7 @@ def world(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> Iterator[
     a = {"issuers": [str(pki.root_a_pem)], "crls": [str(pki.crl_a)]}
     inventory = {
         "devices": {
-            "R1": {
-                "ssh": {
-                    "host_keys": [netconfd.host_key_public_line],
-                    "username": netconfd.username,
-                    "password": netconfd.password,
-                }
-            },
+            "R1": netconfd.inventory_entry(),
             "SN-0003": {"transport": "tls", "tls": {**a, "identifier": "SN-0003"}},
             "SN-0004": {
                 "transport": "restconf",
@@ -327,13 +321,7 @@ def test_restconf_client_can_shorten_the_deferral(tmp_path: Path, pki: DevicePKI
 
 
 def test_sighup_reload_and_sigterm(tmp_path: Path, netconfd: NetconfdDevice) -> None:
-    r1 = {
-        "ssh": {
-            "host_keys": [netconfd.host_key_public_line],
-            "username": netconfd.username,
-            "password": netconfd.password,
-        }
-    }
+    r1 = netconfd.inventory_entry()
     gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
     try:
         assert (gw.run_dir / "devices" / "R1" / "netconf.sock").exists()
@@ -359,13 +347,7 @@ def test_sighup_reload_and_sigterm(tmp_path: Path, netconfd: NetconfdDevice) -> 
 
 
 def test_silent_connections_do_not_keep_a_real_device_out(tmp_path: Path, netconfd: NetconfdDevice) -> None:
-    r1 = {
-        "ssh": {
-            "host_keys": [netconfd.host_key_public_line],
-            "username": netconfd.username,
-            "password": netconfd.password,
-        }
-    }
+    r1 = netconfd.inventory_entry()
     gw = GatewayProcess(
         tmp_path, {"devices": {"R1": r1}}, admission={"max_pending_handshakes": 1000, "failures_before_block": 0}
     ).start()
@@ -382,13 +364,7 @@ def test_silent_connections_do_not_keep_a_real_device_out(tmp_path: Path, netcon
 
 
 def test_source_blocked_after_failures(tmp_path: Path, netconfd: NetconfdDevice) -> None:
-    r1 = {
-        "ssh": {
-            "host_keys": [netconfd.host_key_public_line],
-            "username": netconfd.username,
-            "password": netconfd.password,
-        }
-    }
+    r1 = netconfd.inventory_entry()
     gw = GatewayProcess(
         tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 3, "block_seconds": 60}
     ).start()
@@ -436,13 +412,7 @@ def test_config_errors_name_file_and_key(tmp_path: Path, config: dict[str, objec
 
 
 def test_device_killed_and_back(tmp_path: Path, netconfd: NetconfdDevice) -> None:
-    r1 = {
-        "ssh": {
-            "host_keys": [netconfd.host_key_public_line],
-            "username": netconfd.username,
-            "password": netconfd.password,
-        }
-    }
+    r1 = netconfd.inventory_entry()
     gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
     try:
         relay = ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port).start()
@@ -468,13 +438,7 @@ def test_device_killed_and_back(tmp_path: Path, netconfd: NetconfdDevice) -> Non
 
 def test_device_refusing_a_second_channel_serves_one_session_at_a_time(tmp_path: Path) -> None:
     with NetconfdDevice(tmp_path, name="single", max_sessions=1) as device:
-        r1 = {
-            "ssh": {
-                "host_keys": [device.host_key_public_line],
-                "username": device.username,
-                "password": device.password,
-            }
-        }
+        r1 = device.inventory_entry()
         gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}).start()
         try:
             with ReverseRelay(listener_port=gw.ssh_port, device_port=device.ssh_port):
@@ -532,13 +496,7 @@ def test_tls_devices_without_a_manager_certificate_fail_at_start(tmp_path: Path,
 
 
 def test_identified_device_with_wrong_credentials_is_auth_failed(tmp_path: Path, netconfd: NetconfdDevice) -> None:
-    r1 = {
-        "ssh": {
-            "host_keys": [netconfd.host_key_public_line],
-            "username": netconfd.username,
-            "password": "not-the-password",
-        }
-    }
+    r1 = netconfd.inventory_entry(password="not-the-password")
     gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 1000}).start()
     try:
         with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
@@ -560,13 +518,7 @@ def test_identified_device_with_wrong_credentials_is_auth_failed(tmp_path: Path,
 def test_remote_terminal_over_call_home_ssh(tmp_path: Path, netconfd: NetconfdDevice) -> None:
     """The call-home draft's remote terminal access: a shell with a PTY on the
     device's call-home SSH connection, through terminal.sock (opt in)."""
-    r1 = {
-        "ssh": {
-            "host_keys": [netconfd.host_key_public_line],
-            "username": netconfd.username,
-            "password": netconfd.password,
-        }
-    }
+    r1 = netconfd.inventory_entry()
     gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}, terminal=True).start()
     try:
         path = gw.run_dir / "devices" / "R1" / "terminal.sock"
