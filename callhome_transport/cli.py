@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .errors import CallHomeError, DeviceNotConnectedError
 from .gateway.client import DEFAULT_RUN_DIR, GatewayClient
 from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log lifecycle events (INFO)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle events (INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, *, run_dir: bool = True) -> argparse.ArgumentParser:

@@ -648,3 +648,31 @@ def test_shipped_examples_run_against_real_devices(book: Playbook, fleet: dict[s
     )
     assert_ok(report)
     assert "GHOST" in report.stdout  # never called: listed as not connected
+
+
+def test_module_defaults_action_group_sets_run_dir(book: Playbook) -> None:
+    """meta/runtime.yml's action group: one module_defaults entry gives every module
+    of the collection the gateway's run_dir (the environment points elsewhere)."""
+    text = f"""
+- name: Registry facts with the run_dir set once
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/callhome.network.gateway:
+      run_dir: "{book.run_dir}"
+  environment:
+    CALLHOME_RUN_DIR: /nonexistent/callhome
+  tasks:
+    - name: Wait for R1
+      callhome.network.wait_for_device:
+        name: R1
+        timeout: 30
+    - name: All devices
+      callhome.network.device_info:
+      register: info
+{save("info")}
+"""
+    inv = book.inventory({"R1": "callhome.network.netconf"})
+    assert_ok(book.run(text, inv))
+    names = {d["name"] for d in book.result("localhost", "info")["devices"]}
+    assert {"R1", "T1", "RC1"} <= names
