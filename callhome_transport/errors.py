@@ -132,6 +132,17 @@ class ListenerError(CallHomeError):
         )
 
 
+class EndpointError(CallHomeError):
+    """The gateway could not open a local Unix socket endpoint (a local problem:
+    permissions, a path too long, a full file system)."""
+
+    path: str
+    reason: str
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        super().__init__(f"cannot open the local endpoint {path}: {reason}", path=path, reason=reason)
+
+
 # --- trust (the remote side is not who we expect) ----------------------------
 
 

@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography import x509
 
 from .errors import InventoryError
+from .yamlfile import read_yaml_file
 
 __all__ = [
     "BasicAuth",
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 INVENTORY_VERSION = 1
-_DEVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # fullmatch: "R1\n" is not a name
 _FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9+/]{43})=?$")
 
 
@@ -213,7 +213,7 @@ class Device:
     http_auth: BasicAuth | None = None  # RESTCONF devices only
 
     def __post_init__(self) -> None:
-        if not _DEVICE_NAME.match(self.name):
+        if not isinstance(self.name, str) or not _DEVICE_NAME.fullmatch(self.name):
             raise ValueError("a device name of letters, digits, '.', '_' or '-' (at most 128, not starting with '.')")
         if self.transport is Transport.SSH:
             if not self.host_keys:
@@ -239,6 +239,9 @@ class Inventory:
 
     def __init__(self, devices: Iterable[Device] = (), *, source: str = "<python>") -> None:
         self.source = source
+        # the source said ``devices: {}``: no device on purpose (a reload that
+        # would remove every device needs this, see docs/gateway.md)
+        self.explicitly_empty = False
         self._by_name: dict[str, Device] = {}
         self._by_fingerprint: dict[str, str] = {}
         self._by_tls_identifier: dict[tuple[IdentifierField, str], str] = {}
@@ -313,16 +316,10 @@ class Inventory:
         """Load a YAML inventory.  Errors name the file, the key path and what
         was expected (:class:`~callhome_transport.errors.InventoryError`)."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InventoryError(path, "", f"a readable file ({exc.strerror})") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            raise InventoryError(path, "", f"valid YAML{where}") from exc
+        data = read_yaml_file(path)
+        if data is None:
+            # an empty file is more often a file caught mid-write than a wish for no devices
+            raise InventoryError(path, "", "an inventory (the file is empty; write 'devices: {}' for no devices)")
         return cls.from_dict(data, source=str(path), base_dir=path.parent)
 
     @classmethod
@@ -376,6 +373,7 @@ class _Loader:
         if not isinstance(devices, dict):
             raise self.fail("devices", f"a mapping of device name to settings, not {type(devices).__name__}")
         inventory = Inventory(source=self.source)
+        inventory.explicitly_empty = top.get("devices") == {}
         for name, entry in devices.items():
             key_path = f"devices.{name}"
             if not isinstance(name, str):
@@ -533,6 +531,8 @@ class _Loader:
             pw_path = self.path(section["password_file"], f"{key_path}.password_file")
             try:
                 return pw_path.read_text(encoding="utf-8").rstrip("\n")
+            except UnicodeDecodeError:
+                raise self.fail(f"{key_path}.password_file", f"a UTF-8 text file ({pw_path})") from None
             except OSError as exc:
                 raise self.fail(f"{key_path}.password_file", f"a readable file ({exc.strerror}: {pw_path})") from exc
         return None

@@ -30,16 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..admission import AdmissionConfig
 from ..errors import InventoryError
-from ..inventory import Inventory, Transport
+from ..inventory import Device, Inventory, Transport
 from ..listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from ..ssh import SSHClientConfig
 from ..tls import TLSClientConfig
+from ..yamlfile import read_yaml_file
 
-__all__ = ["GatewayConfig"]
+__all__ = ["AF_UNIX_PATH_MAX", "GatewayConfig"]
+
+# Linux unix(7): sun_path holds 108 bytes including the terminating NUL
+AF_UNIX_PATH_MAX = 107
 
 _TOP = ("inventory", "run_dir", "socket_mode", "deferral_timeout", "terminal", "listen", "tls", "ssh", "admission")
 
@@ -61,8 +63,34 @@ class GatewayConfig:
     ssh: SSHClientConfig = field(default_factory=SSHClientConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
+    def endpoint_kinds(self, device: Device) -> tuple[str, ...]:
+        """The local endpoints the gateway opens for ``device``:
+        ``devices/<name>/<kind>.sock``."""
+        if device.transport is Transport.RESTCONF:
+            return ("restconf",)
+        if device.transport is Transport.SSH and self.terminal:
+            return ("netconf", "terminal")
+        return ("netconf",)
+
+    def endpoint_path(self, device: str, kind: str) -> Path:
+        return self.run_dir / "devices" / device / f"{kind}.sock"
+
     def load_inventory(self) -> Inventory:
+        """The inventory, checked for this gateway: TLS devices need the
+        manager's certificate, every endpoint path must fit a Unix socket
+        address.  Raises :class:`InventoryError`."""
         inventory = Inventory.from_file(self.inventory_path)
+        for device in inventory:
+            for kind in self.endpoint_kinds(device):
+                path = self.endpoint_path(device.name, kind)
+                length = len(os.fsencode(path))
+                if length > AF_UNIX_PATH_MAX:
+                    raise InventoryError(
+                        self.inventory_path,
+                        f"devices.{device.name}",
+                        f"a name short enough for its socket path ({path} is {length} bytes; a Unix socket "
+                        f"address holds at most {AF_UNIX_PATH_MAX}): shorten the name or the gateway's run_dir",
+                    )
         over_tls = sorted(d.name for d in inventory if d.transport in (Transport.TLS, Transport.RESTCONF))
         if over_tls and self.tls is None:
             # without the manager's certificate the TLS listeners do not start and
@@ -79,13 +107,7 @@ class GatewayConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> GatewayConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise InventoryError(path, "", f"a readable file ({exc.strerror})") from exc
-        except yaml.YAMLError as exc:
-            raise InventoryError(path, "", "valid YAML") from exc
-        return _Parser(path).parse(data)
+        return _Parser(path).parse(read_yaml_file(path))
 
 
 class _Parser:
@@ -146,6 +168,13 @@ class _Parser:
             raise self.fail("run_dir", "a directory path")
         run_dir = Path(run_dir_raw).expanduser()
         run_dir = run_dir if run_dir.is_absolute() else self.base / run_dir
+        control = run_dir / "control.sock"
+        if len(os.fsencode(control)) > AF_UNIX_PATH_MAX:
+            raise self.fail(
+                "run_dir",
+                f"a directory short enough for its sockets ({control} is {len(os.fsencode(control))} bytes; "
+                f"a Unix socket address holds at most {AF_UNIX_PATH_MAX})",
+            )
         mode_raw = top.get("socket_mode", "0600")
         try:
             mode = int(str(mode_raw), 8)

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
-from ..errors import CallHomeError, DeviceNotConnectedError
+from ..errors import CallHomeError, DeviceNotConnectedError, EndpointError
 from ..inventory import Device, Inventory, Transport
 from ..listener import format_peer
 from ..server import AsyncCallHomeServer, DeviceConnected, RejectedAttempt
@@ -78,13 +78,17 @@ class _UnixEndpoint:
     def __init__(self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]]) -> None:
         self.path = path
         self.handler = handler
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        os.chmod(path, mode)
-        self.sock.listen(128)
-        self.sock.setblocking(False)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self.sock.bind(str(path))
+            os.chmod(path, mode)
+            self.sock.listen(128)
+            self.sock.setblocking(False)
+        except OSError as exc:
+            self.sock.close()
+            raise EndpointError(path=str(path), reason=exc.strerror or str(exc)) from exc
         self.tasks: set[asyncio.Task[None]] = set()
         self.accept_task = asyncio.get_running_loop().create_task(self._accept())
 
@@ -312,10 +316,14 @@ class Gateway:
         (run / "devices").mkdir(exist_ok=True)
         dir_mode = 0o700 if self.config.socket_mode & 0o077 == 0 else 0o755
         os.chmod(run, dir_mode)
-        await self.server.start()
-        self._control = _UnixEndpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
-        for device in self.inventory:
-            self._add_device(device)
+        try:
+            await self.server.start()
+            self._control = _UnixEndpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
+            for device in self.inventory:
+                self._add_device(device)
+        except BaseException:
+            await self.stop()  # a failed start leaves no control.sock behind
+            raise
         log.info(
             "gateway ready: %d devices, run directory %s, listening %s",
             len(self.inventory),
@@ -326,6 +334,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._control is not None:
             await self._control.close()
+            self._control = None
         for name in list(self._endpoints):
             await self._remove_endpoints(name)
         await self.server.close()
@@ -373,23 +382,24 @@ class Gateway:
     def _add_device(self, device: Device) -> None:
         self.records[device.name] = DeviceRecord(name=device.name, transport=device.transport.value)
         directory = self.config.run_dir / "devices" / device.name
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(directory, 0o700 if self.config.socket_mode & 0o077 == 0 else 0o755)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o700 if self.config.socket_mode & 0o077 == 0 else 0o755)
+        except OSError as exc:
+            raise EndpointError(path=str(directory), reason=exc.strerror or str(exc)) from exc
+        handlers = {
+            "netconf": self._netconf_handler,
+            "terminal": self._terminal_handler,
+            "restconf": self._restconf_handler,
+        }
         endpoints = []
-        if device.transport in (Transport.SSH, Transport.TLS):
-            endpoints.append(
-                _UnixEndpoint(directory / "netconf.sock", self.config.socket_mode, self._netconf_handler(device.name))
-            )
-        if device.transport is Transport.SSH and self.config.terminal:
-            endpoints.append(
-                # a shell as the device's user: owner only, whatever socket_mode gives the others
-                _UnixEndpoint(directory / "terminal.sock", 0o600, self._terminal_handler(device.name))
-            )
         if device.transport is Transport.RESTCONF:
             self._device_http[device.name] = _DeviceHTTP(self, device.name)
-            endpoints.append(
-                _UnixEndpoint(directory / "restconf.sock", self.config.socket_mode, self._restconf_handler(device.name))
-            )
+        for kind in self.config.endpoint_kinds(device):
+            # a shell as the device's user: owner only, whatever socket_mode gives the others
+            mode = 0o600 if kind == "terminal" else self.config.socket_mode
+            path = self.config.endpoint_path(device.name, kind)
+            endpoints.append(_UnixEndpoint(path, mode, handlers[kind](device.name)))
         self._endpoints[device.name] = endpoints
 
     async def _remove_endpoints(self, name: str) -> None:

@@ -564,3 +564,59 @@ def test_no_terminal_endpoint_unless_enabled(tmp_path: Path, netconfd: NetconfdD
         assert not (gw.run_dir / "devices" / "R1" / "terminal.sock").exists()
     finally:
         assert gw.stop() == 0
+
+
+def serve_once(config_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_name_too_long_for_its_socket_is_refused_at_start(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    name = "N" * 128
+    gw = GatewayProcess(tmp_path, {"devices": {name: netconfd.inventory_entry()}})
+    result = serve_once(gw.config_path)
+    socket_path = gw.run_dir / "devices" / name / "netconf.sock"
+    assert result.returncode == 1, result.stderr
+    assert f"devices.{name}: expected a name short enough for its socket path" in result.stderr
+    assert f"is {len(str(socket_path))} bytes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (gw.run_dir / "control.sock").exists()
+
+
+def test_a_failed_start_leaves_no_control_sock(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": netconfd.inventory_entry()}})
+    (gw.run_dir / "devices").mkdir(parents=True)
+    (gw.run_dir / "devices" / "R1").write_text("a file where the device's directory goes\n")
+    result = serve_once(gw.config_path)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot open the local endpoint {gw.run_dir / 'devices' / 'R1'}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (gw.run_dir / "control.sock").exists()
+
+
+@pytest.mark.parametrize("which", ["inventory", "config"])
+def test_files_that_are_not_utf8_stop_the_gateway_with_a_clear_error(
+    tmp_path: Path, netconfd: NetconfdDevice, which: str
+) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": netconfd.inventory_entry()}})
+    path = gw.inventory_path if which == "inventory" else gw.config_path
+    path.write_bytes(path.read_bytes() + b"# caf\xe9\n")
+    result = serve_once(gw.config_path)
+    assert result.returncode == 1, result.stderr
+    assert f"{path}: expected a UTF-8 text file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_device_listed_twice_stops_the_gateway(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": netconfd.inventory_entry()}})
+    text = gw.inventory_path.read_text()
+    entry = text.split("devices:\n", 1)[1]
+    gw.inventory_path.write_text(text + entry)
+    result = serve_once(gw.config_path)
+    assert result.returncode == 1, result.stderr
+    assert f"{gw.inventory_path}: devices.R1: expected each key once" in result.stderr

@@ -214,3 +214,57 @@ def test_device_password_overrides_default_secret_kind(tmp_path: Path) -> None:
         environ={},
     )
     assert inv["R1"].credentials == SSHCredentials(username="admin", password="direct")
+
+
+SSH_ENTRY = "    ssh: {host_keys: ['SHA256:" + "D" * 43 + "'], username: u, password: p}\n"
+
+
+def test_a_device_listed_twice_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "devices:\n  R1:\n" + SSH_ENTRY + "  R2:\n    transport: ssh\n  R1:\n" + SSH_ENTRY)
+    with pytest.raises(InventoryError) as info:
+        Inventory.from_file(path)
+    assert info.value.source == str(path)
+    assert info.value.key_path == "devices.R1"
+    assert "line 2 and again at line 6" in info.value.expected
+
+
+def test_a_key_repeated_inside_a_device_is_an_error(tmp_path: Path) -> None:
+    text = "devices:\n  R1:\n    ssh:\n      username: u\n      password: p\n      username: v\n"
+    with pytest.raises(InventoryError) as info:
+        Inventory.from_file(write(tmp_path, text))
+    assert info.value.key_path == "devices.R1.ssh.username"
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    fp1, fp2 = "SHA256:" + "E" * 43, "SHA256:" + "G" * 43
+    text = (
+        f"devices:\n  R1:\n    ssh: &creds {{host_keys: ['{fp1}'], username: u, password: p}}\n"
+        f"  R2:\n    ssh:\n      <<: *creds\n      host_keys: ['{fp2}']\n"
+    )
+    inventory = Inventory.from_file(write(tmp_path, text))
+    assert inventory["R2"].fingerprints == {fp2}
+    assert inventory["R2"].credentials == SSHCredentials(username="u", password="p")
+
+
+@pytest.mark.parametrize("name", ["R1\n", "R1\r\n", "R1 ", ".hidden", "a" * 129])
+def test_device_names_are_matched_whole(name: str) -> None:
+    fp = "SHA256:" + "F" * 43
+    data = {"devices": {name: {"ssh": {"host_keys": [fp], "username": "u", "password": "p"}}}}
+    with pytest.raises(InventoryError, match="a device name of letters"):
+        Inventory.from_dict(data)
+
+
+def test_a_file_that_is_not_utf8_is_an_inventory_error(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yml"
+    path.write_bytes(b"devices:\n  R\xe9:\n")
+    with pytest.raises(InventoryError, match="a UTF-8 text file"):
+        Inventory.from_file(path)
+
+
+def test_an_empty_file_is_an_error_but_devices_empty_is_explicit(tmp_path: Path) -> None:
+    for text in ("", "# nothing yet\n"):
+        with pytest.raises(InventoryError, match="the file is empty"):
+            Inventory.from_file(write(tmp_path, text))
+    assert Inventory.from_file(write(tmp_path, "devices: {}\n")).explicitly_empty
+    assert not Inventory.from_file(write(tmp_path, "devices:\n")).explicitly_empty
+    assert not Inventory.from_file(write(tmp_path, "version: 1\n")).explicitly_empty

@@ -1,0 +1,73 @@
+"""The gateway's configuration file: errors name the file, the key path and
+what was expected; the inventory is checked against the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from callhome_transport import InventoryError
+from callhome_transport.gateway.config import AF_UNIX_PATH_MAX, GatewayConfig
+
+FP = "SHA256:" + "H" * 43
+
+
+def write_config(tmp_path: Path, text: str, devices: str = "devices: {}\n") -> Path:
+    (tmp_path / "devices.yml").write_text(devices)
+    path = tmp_path / "gateway.yml"
+    path.write_text(text)
+    return path
+
+
+def test_a_repeated_key_is_an_error(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "inventory: devices.yml\nlisten:\n  ssh_port: 1\n  ssh_port: 2\n")
+    with pytest.raises(InventoryError) as info:
+        GatewayConfig.from_file(path)
+    assert info.value.source == str(path)
+    assert info.value.key_path == "listen.ssh_port"
+    assert "line 3 and again at line 4" in info.value.expected
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+    path.write_bytes(b"inventory: d\xe9vices.yml\n")
+    with pytest.raises(InventoryError, match="a UTF-8 text file"):
+        GatewayConfig.from_file(path)
+
+
+def device(name: str) -> str:
+    return f"devices:\n  {name}:\n    ssh: {{host_keys: ['{FP}'], username: u, password: p}}\n"
+
+
+def test_a_name_whose_socket_path_is_too_long_is_refused_with_the_length(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    name = "N" * 128
+    path = write_config(tmp_path, f"inventory: devices.yml\nrun_dir: {run_dir}\n", device(name))
+    config = GatewayConfig.from_file(path)
+    with pytest.raises(InventoryError) as info:
+        config.load_inventory()
+    socket_path = run_dir / "devices" / name / "netconf.sock"
+    assert info.value.key_path == f"devices.{name}"
+    assert f"{socket_path} is {len(str(socket_path))} bytes" in info.value.expected
+    assert f"at most {AF_UNIX_PATH_MAX}" in info.value.expected
+
+
+def test_the_longest_name_that_fits_is_accepted(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    room = AF_UNIX_PATH_MAX - len(str(run_dir / "devices" / "x" / "netconf.sock")) + 1
+    if room < 1:
+        pytest.skip("the temporary directory is too deep for this test")
+    name = "n" * min(room, 128)
+    config = GatewayConfig.from_file(
+        write_config(tmp_path, f"inventory: devices.yml\nrun_dir: {run_dir}\n", device(name))
+    )
+    assert name in config.load_inventory()
+
+
+def test_a_run_dir_too_long_for_control_sock_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / ("r" * 120)
+    with pytest.raises(InventoryError) as info:
+        GatewayConfig.from_file(write_config(tmp_path, f"inventory: devices.yml\nrun_dir: {run_dir}\n"))
+    assert info.value.key_path == "run_dir"
+    assert "control.sock is" in info.value.expected
