@@ -112,6 +112,16 @@ class _TLSListenerState:
     context: ssl.SSLContext | None  # None: strict C4 listener (tlslite-ng)
 
 
+@dataclass(frozen=True)
+class PreparedInventory:
+    """A new inventory with its trust and TLS contexts, ready to swap in
+    (:meth:`AsyncCallHomeServer.prepare_inventory`)."""
+
+    inventory: Inventory
+    trust: Trust
+    tls_states: list[_TLSListenerState]
+
+
 def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
     metrics = Metrics()
     metrics.counter(
@@ -246,6 +256,16 @@ class AsyncCallHomeServer:
             raise RuntimeError("no strict C4 TLS listener (tls_strict_listen_port not set)")
         return self._tls_strict_listener.listen_port
 
+    def serves(self, transport: Transport) -> bool:
+        """Whether a listener for ``transport`` devices runs (TLS listeners
+        start only for transports the inventory had when the server was made)."""
+        strict = self._tls_strict_listener is not None
+        if transport is Transport.SSH:
+            return self._listener is not None
+        if transport is Transport.TLS:
+            return self._tls_listener is not None or strict
+        return self._restconf_listener is not None or strict
+
     async def start(self) -> None:
         try:
             for listener in self._listeners:
@@ -283,14 +303,32 @@ class AsyncCallHomeServer:
         """Use ``inventory`` for every call from now on (host keys, certificate
         identities, credentials); listeners and current connections stay.
         Devices no longer listed keep their connections until
-        :meth:`disconnect`."""
-        self.inventory = inventory
-        if isinstance(self._trust, InventoryTrust):
-            self._trust = InventoryTrust(inventory)
+        :meth:`disconnect`.  Raises :class:`ValueError` (e.g. the manager's
+        certificate no longer loads) and then changes nothing."""
+        self.use_inventory(self.prepare_inventory(inventory))
+
+    def prepare_inventory(self, inventory: Inventory) -> PreparedInventory:
+        """Everything :meth:`replace_inventory` needs for ``inventory`` (trust,
+        TLS contexts), built without changing this server; safe to run in a
+        worker thread.  Raises :class:`ValueError`."""
+        trust = InventoryTrust(inventory) if isinstance(self._trust, InventoryTrust) else self._trust
+        states = []
         for state in self._tls_states:
-            state.trust = TLSTrust(inventory, state.trust.transports, strict_listener=state.trust.strict_listener)
-            if state.context is not None and self.tls_config is not None:
-                state.context = self.tls_config.context(state.trust.anchors())
+            tls_trust = TLSTrust(inventory, state.trust.transports, strict_listener=state.trust.strict_listener)
+            context = state.context
+            if context is not None and self.tls_config is not None:
+                context = self.tls_config.context(tls_trust.anchors())
+            states.append(_TLSListenerState(trust=tls_trust, context=context))
+        return PreparedInventory(inventory=inventory, trust=trust, tls_states=states)
+
+    def use_inventory(self, prepared: PreparedInventory) -> None:
+        """Swap in what :meth:`prepare_inventory` built, in one step."""
+        if len(prepared.tls_states) != len(self._tls_states):
+            raise RuntimeError("prepared for another server")
+        self.inventory = prepared.inventory
+        self._trust = prepared.trust
+        for state, new in zip(self._tls_states, prepared.tls_states, strict=True):
+            state.trust, state.context = new.trust, new.context
 
     def add_reject_callback(self, callback: Callable[[RejectedAttempt], None]) -> None:
         """Call ``callback(attempt)`` on the event loop for every refused

@@ -19,21 +19,23 @@ over the device's call-home connection, one at a time per device; a device
 that has not called answers 504 with an RFC 8040 error body after the
 deferral timeout.
 
-SIGTERM stops cleanly; SIGHUP reloads the inventory (added devices get
-endpoints, removed devices are disconnected and lose theirs, others keep
-their sessions).
+SIGTERM stops cleanly; SIGHUP reloads the inventory, all or nothing (see
+:meth:`Gateway.reload`): added devices get endpoints, removed devices are
+disconnected and lose theirs, others keep their sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -46,9 +48,10 @@ import h11
 from ..errors import CallHomeError, DeviceNotConnectedError, EndpointError
 from ..inventory import Device, Inventory, Transport
 from ..listener import format_peer
-from ..server import AsyncCallHomeServer, DeviceConnected, RejectedAttempt
+from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
 from .config import GatewayConfig
 from .http import HTTPClient, Request, Response, json_response, serve_http
+from .reload import DeviceEndpoints, ReloadPlan, plan_reload
 
 __all__ = ["Gateway", "run"]
 
@@ -73,17 +76,31 @@ class DeviceRecord:
 
 
 class _UnixEndpoint:
-    """A listening Unix socket whose connections go to ``handler``."""
+    """A listening Unix socket whose connections go to ``handler``.
 
-    def __init__(self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]]) -> None:
+    It is bound at a staging name in the run directory and appears at
+    ``path`` only with :meth:`publish` (an atomic rename), so that a reload
+    binds every new endpoint before it changes anything.  :meth:`close`
+    removes ``path`` only while it is still this socket's file.
+    """
+
+    _staging = itertools.count(1)
+
+    def __init__(
+        self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]], *, staging_dir: Path
+    ) -> None:
         self.path = path
         self.handler = handler
+        # short (".new<N>" beside control.sock, whose length is checked), so it fits
+        # a Unix socket address whenever the final path does
+        self._staged: Path | None = staging_dir / f".new{next(self._staging)}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            self.sock.bind(str(path))
-            os.chmod(path, mode)
+                self._staged.unlink()
+            self.sock.bind(str(self._staged))
+            os.chmod(self._staged, mode)
+            self._identity = _file_identity(self._staged)
             self.sock.listen(128)
             self.sock.setblocking(False)
         except OSError as exc:
@@ -91,6 +108,16 @@ class _UnixEndpoint:
             raise EndpointError(path=str(path), reason=exc.strerror or str(exc)) from exc
         self.tasks: set[asyncio.Task[None]] = set()
         self.accept_task = asyncio.get_running_loop().create_task(self._accept())
+
+    def publish(self) -> None:
+        """Make the endpoint reachable at ``path`` (replacing whatever file was there)."""
+        if self._staged is not None:
+            os.replace(self._staged, self.path)
+            self._staged = None
+
+    def intact(self) -> bool:
+        """Whether ``path`` is still this endpoint's socket file."""
+        return self._staged is None and _file_identity(self.path) == self._identity
 
     async def _accept(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,14 +139,26 @@ class _UnixEndpoint:
             log.exception("local connection on %s failed", self.path)
             conn.close()
 
-    async def close(self) -> None:
+    async def close(self, *, keep_sessions: bool = False) -> None:
+        """Stop accepting; end the local sessions too unless ``keep_sessions``."""
         self.accept_task.cancel()
-        for task in list(self.tasks):
+        sessions = [] if keep_sessions else list(self.tasks)
+        for task in sessions:
             task.cancel()
-        await asyncio.gather(self.accept_task, *self.tasks, return_exceptions=True)
+        await asyncio.gather(self.accept_task, *sessions, return_exceptions=True)
         self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self._staged, self.path):
+            if path is not None and _file_identity(path) == self._identity:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else None
 
 
 class _DeviceHTTP:
@@ -280,6 +319,10 @@ class Gateway:
         self._idle_events: dict[str, asyncio.Event] = {}
         self._control: _UnixEndpoint | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
+        self._reload_lock = asyncio.Lock()
+        self._reload_queued = False
+        self._reload_tasks: set[asyncio.Task[bool]] = set()
         self.server = self._make_server(self.inventory)
 
     def _make_server(self, inventory: Inventory) -> AsyncCallHomeServer:
@@ -316,11 +359,15 @@ class Gateway:
         (run / "devices").mkdir(exist_ok=True)
         dir_mode = 0o700 if self.config.socket_mode & 0o077 == 0 else 0o755
         os.chmod(run, dir_mode)
+        for stale in run.glob(".new*"):  # staging names a killed gateway left behind
+            with contextlib.suppress(OSError):
+                stale.unlink()
         try:
             await self.server.start()
-            self._control = _UnixEndpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
+            self._control = self._endpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
+            self._control.publish()
             for device in self.inventory:
-                self._add_device(device)
+                self._serve(device, self._bind_endpoints(device))
         except BaseException:
             await self.stop()  # a failed start leaves no control.sock behind
             raise
@@ -332,12 +379,14 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        if self._control is not None:
-            await self._control.close()
-            self._control = None
-        for name in list(self._endpoints):
-            await self._remove_endpoints(name)
-        await self.server.close()
+        self._stopping = True
+        async with self._reload_lock:  # a reload in progress finishes first (it is bounded)
+            if self._control is not None:
+                await self._control.close()
+                self._control = None
+            for name in list(self._endpoints):
+                await self._retire(name, self._endpoints.pop(name))
+            await self.server.close()
         self._stopped.set()
         log.info("gateway stopped")
 
@@ -345,42 +394,146 @@ class Gateway:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(self.stop()))
         loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(self.stop()))
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self._stopped.wait()
 
-    async def reload(self) -> None:
-        """SIGHUP: reread the inventory; devices added get endpoints, devices
-        removed are disconnected, others are untouched."""
-        try:
-            new = self.config.load_inventory()
-        except CallHomeError as exc:
-            log.error("reload failed, keeping the current inventory: %s", exc)  # noqa: TRY400 - no traceback wanted
+    def request_reload(self) -> None:
+        """SIGHUP: queue a :meth:`reload`.  Reloads run one at a time; requests
+        that arrive while one is queued are served by that one (it reads the
+        file when its turn comes)."""
+        if self._reload_queued:
             return
-        old_names = {d.name for d in self.inventory}
-        new_names = {d.name for d in new}
-        # the trust data (keys, certificates) of every device may have changed:
-        # the server's inventory is replaced in place, its listeners stay up
-        self.server.replace_inventory(new)
-        self.inventory = new
-        for name in sorted(old_names - new_names):
-            await self.server.disconnect(name)
-            await self._remove_endpoints(name)
-            self.records.pop(name, None)
-            log.info("device=%s removed from the inventory: disconnected", name)
-        for name in sorted(new_names - old_names):
-            self._add_device(new[name])
-            log.info("device=%s added to the inventory", name)
-        log.info(
-            "inventory reloaded: %d devices (%d added, %d removed)",
-            len(new),
-            len(new_names - old_names),
-            len(old_names - new_names),
+        self._reload_queued = True
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    async def reload(self) -> bool:
+        """Reread the inventory and switch to it in one step, or keep the
+        current state whole (returns whether it switched).
+
+        Everything is built first: the inventory parsed in a worker thread
+        (certificates, socket path lengths checked), the server's trust and
+        TLS contexts, and the new local endpoints, bound at staging names.
+        Then, with no await in between, the endpoints are renamed into place
+        and the inventory, trust and registry swapped.  Devices removed (or
+        whose transport changed) are disconnected afterwards; others keep
+        their sessions.  An inventory that lists no device is refused unless
+        it says ``devices: {}``."""
+        async with self._reload_lock:
+            self._reload_queued = False
+            if self._stopping:
+                return False
+            try:
+                return await self._reload()
+            except Exception:
+                log.exception("reload failed, keeping the current inventory")
+                return False
+
+    def _prepare_reload(self) -> tuple[PreparedInventory, ReloadPlan]:
+        """The worker-thread half of a reload: nothing here changes the gateway."""
+        new = self.config.load_inventory()
+        prepared = self.server.prepare_inventory(new)
+        current = {device.name: self._served_as(device) for device in self.inventory}
+        damaged = [name for name, eps in self._endpoints.items() if not all(e.intact() for e in eps)]
+        plan = plan_reload(
+            current,
+            {device.name: self._served_as(device) for device in new},
+            source=str(self.config.inventory_path),
+            explicitly_empty=new.explicitly_empty,
+            damaged=damaged,
         )
+        return prepared, plan
+
+    async def _reload(self) -> bool:
+        try:
+            prepared, plan = await asyncio.to_thread(self._prepare_reload)
+        except (CallHomeError, ValueError) as exc:
+            log.error("reload failed, keeping the current inventory: %s", exc)  # noqa: TRY400 - no traceback wanted
+            return False
+        new = prepared.inventory
+        built: dict[str, list[_UnixEndpoint]] = {}
+        try:
+            for name in plan.build:
+                built[name] = self._bind_endpoints(new[name])
+        except CallHomeError as exc:
+            for endpoints in built.values():
+                for endpoint in endpoints:
+                    await endpoint.close()
+            for name in plan.added:
+                shutil.rmtree(self.config.run_dir / "devices" / name, ignore_errors=True)
+            log.error("reload failed, keeping the current inventory: %s", exc)  # noqa: TRY400 - no traceback wanted
+            return False
+        try:
+            for endpoints in built.values():
+                for endpoint in endpoints:
+                    endpoint.publish()  # an atomic rename over the old file, if any
+        except OSError as exc:
+            for endpoints in built.values():
+                for endpoint in endpoints:
+                    await endpoint.close()
+            log.error("reload failed, keeping the current inventory: cannot publish an endpoint: %s", exc)  # noqa: TRY400
+            return False
+        # -- the swap: no await until it is complete --
+        self.server.use_inventory(prepared)
+        self.inventory = new
+        retired = {name: self._endpoints.pop(name) for name in plan.retire if name in self._endpoints}
+        for name in plan.removed + plan.replaced:
+            self.records.pop(name, None)
+            self._idle_events.pop(name, None)
+            http = self._device_http.pop(name, None)
+            if http is not None and http.client is not None:
+                http.client.close()
+        for name in plan.repaired:
+            self._endpoints[name] = built[name]
+        for name in plan.added + plan.replaced:
+            self._serve(new[name], built[name])
+        # -- then what the old state held --
+        for name in plan.disconnect:
+            await self.server.disconnect(name)
+        for name, endpoints in retired.items():
+            await self._retire(name, endpoints, keep_sessions=name in plan.repaired)
+        for name in plan.removed:
+            log.info("device=%s removed from the inventory: disconnected", name)
+        for name in plan.added:
+            log.info("device=%s added to the inventory", name)
+        for name in plan.replaced:
+            log.info(
+                "device=%s now calls home over %s: disconnected, endpoints rebuilt", name, new[name].transport.value
+            )
+        for name in plan.repaired:
+            log.warning("device=%s had lost its endpoint file: endpoints rebuilt", name)
+        for name in plan.added + plan.replaced:
+            if not self.server.serves(new[name].transport):
+                log.warning(
+                    "device=%s calls home over %s, but no listener for it runs (the gateway started with no "
+                    "such device): restart the gateway to open it",
+                    name,
+                    new[name].transport.value,
+                )
+        log.info(
+            "inventory reloaded: %d devices (%d added, %d removed%s)",
+            len(new),
+            len(plan.added),
+            len(plan.removed),
+            "".join(
+                f", {len(names)} {what}"
+                for names, what in ((plan.replaced, "transport changed"), (plan.repaired, "endpoints restored"))
+                if names
+            ),
+        )
+        return True
 
     # -- devices ----------------------------------------------------------------------
 
-    def _add_device(self, device: Device) -> None:
-        self.records[device.name] = DeviceRecord(name=device.name, transport=device.transport.value)
+    def _served_as(self, device: Device) -> DeviceEndpoints:
+        return DeviceEndpoints(transport=device.transport.value, kinds=self.config.endpoint_kinds(device))
+
+    def _endpoint(self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]]) -> _UnixEndpoint:
+        return _UnixEndpoint(path, mode, handler, staging_dir=self.config.run_dir)
+
+    def _bind_endpoints(self, device: Device) -> list[_UnixEndpoint]:
+        """``device``'s endpoints, bound but not yet published."""
         directory = self.config.run_dir / "devices" / device.name
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -392,23 +545,31 @@ class Gateway:
             "terminal": self._terminal_handler,
             "restconf": self._restconf_handler,
         }
-        endpoints = []
-        if device.transport is Transport.RESTCONF:
-            self._device_http[device.name] = _DeviceHTTP(self, device.name)
+        endpoints: list[_UnixEndpoint] = []
         for kind in self.config.endpoint_kinds(device):
             # a shell as the device's user: owner only, whatever socket_mode gives the others
             mode = 0o600 if kind == "terminal" else self.config.socket_mode
             path = self.config.endpoint_path(device.name, kind)
-            endpoints.append(_UnixEndpoint(path, mode, handlers[kind](device.name)))
+            endpoints.append(self._endpoint(path, mode, handlers[kind](device.name)))
+        return endpoints
+
+    def _serve(self, device: Device, endpoints: list[_UnixEndpoint]) -> None:
+        """Publish ``device``'s endpoints and give it a registry record."""
+        for endpoint in endpoints:
+            endpoint.publish()
+        self.records[device.name] = DeviceRecord(name=device.name, transport=device.transport.value)
+        if device.transport is Transport.RESTCONF:
+            self._device_http[device.name] = _DeviceHTTP(self, device.name)
         self._endpoints[device.name] = endpoints
 
-    async def _remove_endpoints(self, name: str) -> None:
-        for endpoint in self._endpoints.pop(name, []):
-            await endpoint.close()
-        http = self._device_http.pop(name, None)
-        if http is not None and http.client is not None:
-            http.client.close()
-        shutil.rmtree(self.config.run_dir / "devices" / name, ignore_errors=True)
+    async def _retire(self, name: str, endpoints: list[_UnixEndpoint], *, keep_sessions: bool = False) -> None:
+        for endpoint in endpoints:
+            await endpoint.close(keep_sessions=keep_sessions)
+        if name not in self._endpoints:  # not served any more (removed, or the gateway stops)
+            http = self._device_http.pop(name, None)
+            if http is not None and http.client is not None:
+                http.client.close()
+            shutil.rmtree(self.config.run_dir / "devices" / name, ignore_errors=True)
 
     def _on_connect(self, event: DeviceConnected) -> None:
         record = self.records.get(event.device)

@@ -620,3 +620,102 @@ def test_a_device_listed_twice_stops_the_gateway(tmp_path: Path, netconfd: Netco
     result = serve_once(gw.config_path)
     assert result.returncode == 1, result.stderr
     assert f"{gw.inventory_path}: devices.R1: expected each key once" in result.stderr
+
+
+def fake_ssh_devices(names: list[str]) -> dict[str, object]:
+    """SSH devices that never call (a pinned fingerprint of no real key): for
+    tests of the gateway's own state."""
+    return {
+        name: {"ssh": {"host_keys": ["SHA256:" + f"{name:A<43}"[:43]], "username": "u", "password": "p"}}
+        for name in names
+    }
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a new file renamed over it)."""
+    tmp = path.with_suffix(".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def wait_log(gw: GatewayProcess, text: str, count: int = 1, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while gw.log.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"no {count} x {text!r} in the log:\n{gw.log.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+def sockets_of(gw: GatewayProcess) -> set[str]:
+    devices = gw.run_dir / "devices"
+    return {p.parent.name for p in devices.glob("*/netconf.sock")} if devices.exists() else set()
+
+
+def test_reload_refuses_an_inventory_that_would_remove_every_device(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": netconfd.inventory_entry(), **fake_ssh_devices(["R2"])}})
+    gw.start()
+    assert gw.proc is not None
+    try:
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
+            assert gw.cli("wait", "R1", "--timeout", "20").returncode == 0
+            for n, text in enumerate(["", "devices:\n", "version: 1\n"], start=1):
+                gw.inventory_path.write_text(text)  # an editor caught mid-write, a truncated file
+                os.kill(gw.proc.pid, signal.SIGHUP)
+                wait_log(gw, "ERROR callhome_transport.gateway.service: reload failed, keeping", n)
+            assert "removed" not in gw.log.read_text()
+            assert sockets_of(gw) == {"R1", "R2"}
+            _, record = gw.get("/devices/R1")
+            assert record["state"] == "connected"  # type: ignore[index]
+            # no device on purpose: said explicitly
+            gw.inventory_path.write_text("devices: {}\n")
+            os.kill(gw.proc.pid, signal.SIGHUP)
+            wait_log(gw, "inventory reloaded: 0 devices (0 added, 2 removed)")
+            assert sockets_of(gw) == set()
+            assert gw.get("/devices")[1] == []
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_sighup_storm_alternating_two_inventories_ends_consistent(tmp_path: Path) -> None:
+    first = fake_ssh_devices([f"A{i}" for i in range(8)])
+    second = fake_ssh_devices([f"A{i}" for i in range(0, 8, 2)] + [f"B{i}" for i in range(4)])
+    gw = GatewayProcess(tmp_path, {"devices": first}).start()
+    assert gw.proc is not None
+    try:
+        for n in range(50):
+            replace_file(gw.inventory_path, yaml.safe_dump({"devices": second if n % 2 == 0 else first}))
+            os.kill(gw.proc.pid, signal.SIGHUP)
+        # the last file written holds `first`; whatever order the reloads ran in,
+        # the last one read it
+        wait_log(gw, "inventory reloaded")
+        deadline = time.monotonic() + 20
+        while sockets_of(gw) != set(first) or {r["name"] for r in gw.get("/devices")[1]} != set(first):  # type: ignore[union-attr,index]
+            assert time.monotonic() < deadline, (sockets_of(gw), gw.log.read_text()[-3000:])
+            time.sleep(0.1)
+        for name in first:  # every socket answers (a stale file would refuse)
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(gw.run_dir / "devices" / name / "netconf.sock"))
+        # a socket file removed behind the gateway's back is put back by the next reload
+        (gw.run_dir / "devices" / "A3" / "netconf.sock").unlink()
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not (gw.run_dir / "devices" / "A3" / "netconf.sock").exists():
+            assert time.monotonic() < deadline, gw.log.read_text()[-2000:]
+            time.sleep(0.05)
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_reload_that_cannot_bind_an_endpoint_changes_nothing(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": fake_ssh_devices(["A1", "A2"])}).start()
+    assert gw.proc is not None
+    try:
+        (gw.run_dir / "devices" / "B1").write_text("a file where the device's directory goes\n")
+        replace_file(gw.inventory_path, yaml.safe_dump({"devices": fake_ssh_devices(["A1", "B0", "B1"])}))
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        wait_log(gw, "reload failed, keeping the current inventory: cannot open the local endpoint")
+        assert sockets_of(gw) == {"A1", "A2"}
+        assert {r["name"] for r in gw.get("/devices")[1]} == {"A1", "A2"}  # type: ignore[union-attr,index]
+        assert not (gw.run_dir / "devices" / "B0").exists()
+        assert not list(gw.run_dir.glob(".new*"))  # no staged socket left
+    finally:
+        assert gw.stop() == 0
