@@ -64,12 +64,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .gateway import GatewayConfig, run
 
     config = GatewayConfig.from_file(args.config)
-    run(config)
+    run(config, ready_file=args.ready_file)
     return 0
 
 
 def _client(args: argparse.Namespace) -> GatewayClient:
-    return GatewayClient(args.run_dir)
+    # a gateway started just before ("callhome serve &") is waited for, within the command's timeout
+    return GatewayClient(args.run_dir, start_wait=args.timeout)
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -264,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, text: str, *, run_dir: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, text: str, *, run_dir: bool = True, timeout_help: str | None = None
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, formatter_class=fmt, parents=[verbose])
         if run_dir:
             p.add_argument(
@@ -273,12 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
                 default=Path(os.environ.get("CALLHOME_RUN_DIR", DEFAULT_RUN_DIR)),
                 help="the gateway's run directory (holds control.sock; $CALLHOME_RUN_DIR)",
             )
+            p.add_argument(
+                "--timeout",
+                type=float,
+                default=60.0 if timeout_help else 10.0,
+                help=timeout_help or "seconds to wait for a gateway that is starting (no control.sock yet)",
+            )
         return p
 
     serve = command(
         "serve", "run the gateway (logs at INFO; SIGTERM stops, SIGHUP reloads the inventory)", run_dir=False
     )
     serve.add_argument("--config", required=True, type=Path, help="gateway YAML configuration (docs/gateway.md)")
+    serve.add_argument(
+        "--ready-file",
+        type=Path,
+        help="write this file (JSON: pid, run_dir, listening ports) once every listener and endpoint is up; "
+        "removed at stop (under systemd, Type=notify gets READY=1 as well)",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     devices = command("devices", "list the gateway's devices and their call-home state")
@@ -290,9 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--json", action="store_true", help="JSON instead of a table")
     device.set_defaults(func=_cmd_device)
 
-    wait = command("wait", "wait until a device has called home (exit 0 connected, 2 timeout, 1 error)")
+    wait = command(
+        "wait",
+        "wait until a device has called home (exit 0 connected, 2 timeout, 1 error)",
+        timeout_help="seconds to wait, for the gateway to start and then for the device",
+    )
     wait.add_argument("name", help="the device's name in the gateway's inventory")
-    wait.add_argument("--timeout", type=float, default=60.0, help="seconds to wait")
     wait.add_argument("--json", action="store_true", help="print the device's record as JSON")
     wait.set_defaults(func=_cmd_wait)
 
@@ -300,13 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     rejected.add_argument("--json", action="store_true", help="JSON instead of a table")
     rejected.set_defaults(func=_cmd_rejected)
 
-    get_config = command("get-config", "print a NETCONF device's configuration (waits for it to call home)")
+    get_config = command(
+        "get-config",
+        "print a NETCONF device's configuration (waits for it to call home)",
+        timeout_help="seconds to wait for the gateway and the device, then for the reply",
+    )
     get_config.add_argument("name", help="the device's name in the gateway's inventory")
     get_config.add_argument("--source", default="running", help="datastore: running, candidate or startup")
     get_config.add_argument("--filter", help="subtree filter XML")
-    get_config.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for the device, then for the reply"
-    )
     get_config.set_defaults(func=_cmd_get_config)
 
     terminal = command("terminal", "a shell on an SSH device over its call-home connection (gateway 'terminal: true')")

@@ -83,12 +83,25 @@ class DeviceInfo:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class GatewayClient:
-    """Talks to the gateway whose run directory is ``run_dir``."""
+# how often a client looks again for a gateway that is starting
+_START_POLL = 0.05
 
-    def __init__(self, run_dir: str | Path = DEFAULT_RUN_DIR, *, timeout: float = 30.0) -> None:
+
+class GatewayClient:
+    """Talks to the gateway whose run directory is ``run_dir``.
+
+    ``timeout`` bounds each request.  ``start_wait`` is how long a request
+    waits for the gateway's control socket to appear and answer (a gateway
+    started just before, ``callhome serve &``); 0 fails at once.  The gateway
+    creates ``control.sock`` last, once every listener and device endpoint is
+    up."""
+
+    def __init__(
+        self, run_dir: str | Path = DEFAULT_RUN_DIR, *, timeout: float = 30.0, start_wait: float = 0.0
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.timeout = timeout
+        self.start_wait = start_wait
 
     @property
     def control_socket(self) -> Path:
@@ -100,24 +113,37 @@ class GatewayClient:
 
     # -- control API ------------------------------------------------------------------------
 
-    def get(self, path: str, timeout: float | None = None) -> tuple[int, Any]:
+    def get(self, path: str, timeout: float | None = None, *, start_wait: float | None = None) -> tuple[int, Any]:
         """GET ``path`` on the control socket; the status and the decoded body
-        (JSON when the gateway sent JSON, else text)."""
+        (JSON when the gateway sent JSON, else text).  Waits up to
+        ``start_wait`` (default: the client's) for the gateway to start."""
         sock_path = str(self.control_socket)
-        conn = UnixHTTPConnection(sock_path, self.timeout if timeout is None else timeout)
+        deadline = time.monotonic() + (self.start_wait if start_wait is None else start_wait)
+        while True:
+            conn = UnixHTTPConnection(sock_path, self.timeout if timeout is None else timeout)
+            try:
+                conn.connect()
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                conn.close()
+                if time.monotonic() >= deadline:
+                    raise GatewayUnavailableError(
+                        socket_path=sock_path, reason=f"{exc.strerror}; is 'callhome serve' running with this run_dir?"
+                    ) from exc
+                time.sleep(_START_POLL)
+            except PermissionError as exc:
+                conn.close()
+                raise GatewayUnavailableError(
+                    socket_path=sock_path, reason="permission denied (see socket_mode in the gateway config)"
+                ) from exc
+            except OSError as exc:
+                conn.close()
+                raise GatewayUnavailableError(socket_path=sock_path, reason=str(exc) or type(exc).__name__) from exc
         try:
             conn.request("GET", path)
             response = conn.getresponse()
             body = response.read().decode()
             ctype = response.getheader("Content-Type") or ""
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise GatewayUnavailableError(
-                socket_path=sock_path, reason=f"{exc.strerror}; is 'callhome serve' running with this run_dir?"
-            ) from exc
-        except PermissionError as exc:
-            raise GatewayUnavailableError(
-                socket_path=sock_path, reason="permission denied (see socket_mode in the gateway config)"
-            ) from exc
         except TimeoutError as exc:
             raise GatewayUnavailableError(socket_path=sock_path, reason=f"no answer to {path} in time") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -131,9 +157,11 @@ class GatewayClient:
                 raise GatewayUnavailableError(socket_path=sock_path, reason=f"invalid JSON for {path}") from exc
         return response.status, body
 
-    def _device_get(self, device: str, suffix: str = "", timeout: float | None = None) -> DeviceInfo:
+    def _device_get(
+        self, device: str, suffix: str = "", timeout: float | None = None, start_wait: float | None = None
+    ) -> DeviceInfo:
         path = f"/devices/{quote(device, safe='')}{suffix}"
-        status, body = self.get(path, timeout)
+        status, body = self.get(path, timeout, start_wait=start_wait)
         if status == 404:
             raise UnknownGatewayDeviceError(device=device, run_dir=str(self.run_dir))
         if status != 200 or not isinstance(body, dict):
@@ -151,10 +179,16 @@ class GatewayClient:
         return self._device_get(device)
 
     def wait(self, device: str, timeout: float) -> DeviceInfo:
-        """Block until ``device`` is connected (at most ``timeout`` s); raise
+        """Block until ``device`` is connected (at most ``timeout`` s, which
+        includes waiting for a gateway that is starting); raise
         :class:`DeviceNotConnectedError` when it did not call home in time."""
+        started = time.monotonic()
+        info = self._device_get(device, start_wait=max(self.start_wait, timeout))  # the gateway is up
+        if info.connected:
+            return info
+        remaining = max(0.0, timeout - (time.monotonic() - started))
         try:
-            return self._device_get(device, f"/wait?timeout={float(timeout)!r}", timeout + 10)
+            return self._device_get(device, f"/wait?timeout={remaining!r}", remaining + 10, start_wait=0)
         except GatewayRequestError as exc:
             if exc.status == 504:
                 raise DeviceNotConnectedError(device=device, timeout=timeout) from exc

@@ -51,6 +51,7 @@ from ..listener import format_peer
 from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
 from .config import GatewayConfig
 from .http import HTTPClient, Request, Response, json_response, serve_http
+from .readiness import remove_ready_file, sd_notify, write_ready_file
 from .reload import DeviceEndpoints, ReloadPlan, plan_reload
 
 __all__ = ["Gateway", "run"]
@@ -310,8 +311,9 @@ def _restconf_error(status: int, tag: str, message: str) -> Response:
 class Gateway:
     """The long-running call-home gateway (asyncio)."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, ready_file: Path | None = None) -> None:
         self.config = config
+        self.ready_file = ready_file
         self.inventory: Inventory = config.load_inventory()
         self.records: dict[str, DeviceRecord] = {}
         self._endpoints: dict[str, list[_UnixEndpoint]] = {}
@@ -365,21 +367,61 @@ class Gateway:
         try:
             await self.server.start()
             self._control = self._endpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
-            self._control.publish()
             for device in self.inventory:
                 self._serve(device, self._bind_endpoints(device))
+            # control.sock appears last: a client that finds it finds every endpoint
+            self._control.publish()
+            self._announce_ready()
         except BaseException:
-            await self.stop()  # a failed start leaves no control.sock behind
+            await self.stop()  # a failed start leaves no control.sock (nor ready file) behind
             raise
         log.info(
             "gateway ready: %d devices, run directory %s, listening %s",
             len(self.inventory),
             run,
-            ", ".join(f"{listener.listen_port}" for listener in self.server._listeners),
+            ", ".join(f"{kind} {port}" for kind, port in self.listening().items()),
         )
+
+    def listening(self) -> dict[str, int]:
+        """The TCP port of each listener that runs, by kind."""
+        ports: dict[str, int] = {}
+        for kind, attribute in (
+            ("ssh", "listen_port"),
+            ("tls", "tls_listen_port"),
+            ("restconf", "restconf_listen_port"),
+            ("tls_strict", "tls_strict_listen_port"),
+        ):
+            with contextlib.suppress(RuntimeError):  # that listener does not run
+                ports[kind] = getattr(self.server, attribute)
+        return ports
+
+    def _announce_ready(self) -> None:
+        """Every listener and endpoint is up: say so to systemd (``READY=1``
+        with ``Type=notify``) and in the ready file, if asked for one."""
+        status = f"{len(self.inventory)} devices; listening " + ", ".join(
+            f"{kind} {port}" for kind, port in self.listening().items()
+        )
+        if self.ready_file is not None:
+            try:
+                write_ready_file(
+                    self.ready_file,
+                    {
+                        "pid": os.getpid(),
+                        "run_dir": str(self.config.run_dir),
+                        "control_socket": str(self.config.run_dir / "control.sock"),
+                        "devices": len(self.inventory),
+                        "listening": self.listening(),
+                    },
+                )
+            except OSError as exc:
+                raise EndpointError(path=str(self.ready_file), reason=exc.strerror or str(exc)) from exc
+        sd_notify(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
 
     async def stop(self) -> None:
         self._stopping = True
+        sd_notify("STOPPING=1")
+        if self.ready_file is not None:
+            remove_ready_file(self.ready_file)
         async with self._reload_lock:  # a reload in progress finishes first (it is bounded)
             if self._control is not None:
                 await self._control.close()
@@ -801,11 +843,14 @@ async def _wait_socket_closed(sock: socket.socket) -> None:
         await asyncio.sleep(0.2)
 
 
-def run(config: GatewayConfig) -> None:
-    """Run the gateway until SIGTERM/SIGINT."""
+def run(config: GatewayConfig, *, ready_file: Path | None = None) -> None:
+    """Run the gateway until SIGTERM/SIGINT.  Once every listener and endpoint
+    is up it notifies systemd (``READY=1``, when ``$NOTIFY_SOCKET`` is set)
+    and writes ``ready_file`` (JSON: pid, run_dir, listening ports), which it
+    removes when it stops."""
 
     async def main() -> None:
-        gateway = Gateway(config)
+        gateway = Gateway(config, ready_file=ready_file)
         await gateway.start()
         await gateway.serve_forever()
 

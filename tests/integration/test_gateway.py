@@ -54,20 +54,29 @@ class GatewayProcess:
         }
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.log = workdir / "gateway.log"
+        self.ready_file = workdir / "ready.json"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> GatewayProcess:
+    def launch(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(self.config_path)],
+            [
+                *(sys.executable, "-m", "callhome_transport.cli", "serve"),
+                *("--config", str(self.config_path), "--ready-file", str(self.ready_file)),
+            ],
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
+        return self.proc
+
+    def start(self) -> GatewayProcess:
+        proc = self.launch()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited {self.proc.returncode}:\n{self.log.read_text()}")
-            if (self.run_dir / "control.sock").exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway exited {proc.returncode}:\n{self.log.read_text()}")
+            if self.ready_file.exists():  # written once every listener and endpoint is up
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"gateway not ready:\n{self.log.read_text()}")
@@ -80,14 +89,11 @@ class GatewayProcess:
         conn.close()
         return response.status, (json.loads(body) if body.lstrip().startswith(("{", "[")) else body)
 
+    def cli_command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "callhome_transport.cli", *args, "--run-dir", str(self.run_dir)]
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "callhome_transport.cli", *args, "--run-dir", str(self.run_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return subprocess.run(self.cli_command(*args), capture_output=True, text=True, timeout=60, check=False)
 
     def netconf(self, device: str, timeout: float = 30) -> manager.Manager:
         return manager.connect_uds(path=str(self.run_dir / "devices" / device / "netconf.sock"), timeout=timeout)
@@ -158,6 +164,16 @@ def world(tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI) -> Iterator[
 def groups(m: manager.Manager) -> list[str]:
     xml = m.get_config(source="running", filter=NACM_GROUP_FILTER).xml
     return [part.split("</name>")[0] for part in xml.split("<name>")[1:]]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callhome_transport.cli", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def serve_once(config_path: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("serve", "--config", str(config_path))
 
 
 def test_ncclient_through_netconf_sock_with_deferral_and_two_sessions(world: dict[str, object]) -> None:
@@ -399,13 +415,7 @@ def test_config_errors_name_file_and_key(tmp_path: Path, config: dict[str, objec
     (tmp_path / "devices.yml").write_text("devices: {}\n")
     path = tmp_path / "gateway.yml"
     path.write_text(yaml.safe_dump({"inventory": "devices.yml", "run_dir": str(tmp_path / "run"), **config}))
-    result = subprocess.run(
-        [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = serve_once(path)
     assert result.returncode == 1
     assert f"{path}: {key}: expected {expected}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -566,16 +576,6 @@ def test_no_terminal_endpoint_unless_enabled(tmp_path: Path, netconfd: NetconfdD
         assert gw.stop() == 0
 
 
-def serve_once(config_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "callhome_transport.cli", "serve", "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_a_name_too_long_for_its_socket_is_refused_at_start(tmp_path: Path, netconfd: NetconfdDevice) -> None:
     name = "N" * 128
     gw = GatewayProcess(tmp_path, {"devices": {name: netconfd.inventory_entry()}})
@@ -719,3 +719,74 @@ def test_a_reload_that_cannot_bind_an_endpoint_changes_nothing(tmp_path: Path) -
         assert not list(gw.run_dir.glob(".new*"))  # no staged socket left
     finally:
         assert gw.stop() == 0
+
+
+def test_cli_commands_wait_for_a_gateway_that_is_starting(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": {"R1": netconfd.inventory_entry()}})
+    # started before the gateway, as after "callhome serve &"
+    waiting = subprocess.Popen(
+        gw.cli_command("wait", "R1", "--timeout", "30"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    listing = subprocess.Popen(
+        gw.cli_command("devices", "--json", "--timeout", "30"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gw.start()
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
+            out, err = waiting.communicate(timeout=40)
+            assert waiting.returncode == 0, err
+            assert "R1 connected from 127.0.0.1:" in out
+        out, err = listing.communicate(timeout=40)
+        assert listing.returncode == 0, err
+        assert [d["name"] for d in json.loads(out)] == ["R1"]
+    finally:
+        for proc in (waiting, listing):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert gw.stop() == 0
+
+
+def test_cli_without_a_gateway_fails_after_its_timeout(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_cli("devices", "--run-dir", str(tmp_path), "--timeout", "0.5")
+    assert result.returncode == 1
+    assert f"no call-home gateway at {tmp_path / 'control.sock'}" in result.stderr
+    assert time.monotonic() - started >= 0.5
+
+
+@pytest.mark.parametrize("namespace", ["path", "abstract"])
+def test_serve_reports_readiness_to_systemd_and_in_a_ready_file(tmp_path: Path, namespace: str) -> None:
+    gw = GatewayProcess(tmp_path, {"devices": fake_ssh_devices(["R1", "R2"])})
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if namespace == "path":
+        notify.bind(str(tmp_path / "notify.sock"))
+        address = str(tmp_path / "notify.sock")
+    else:
+        notify.bind(f"\0callhome-test-{os.getpid()}-{tmp_path.name}")
+        address = f"@callhome-test-{os.getpid()}-{tmp_path.name}"
+    notify.settimeout(20)
+    try:
+        proc = gw.launch(env={**os.environ, "NOTIFY_SOCKET": address})
+        message = notify.recv(4096).decode()
+        assert "READY=1" in message.splitlines()
+        assert f"MAINPID={proc.pid}" in message.splitlines()
+        assert "STATUS=2 devices; listening ssh " in message
+        # at READY=1 everything is up: ready file, control.sock, endpoints, listener
+        ready = json.loads(gw.ready_file.read_text())
+        assert ready["pid"] == proc.pid
+        assert ready["listening"]["ssh"] == gw.ssh_port
+        assert (gw.run_dir / "control.sock").exists()
+        assert sockets_of(gw) == {"R1", "R2"}
+        socket.create_connection(("127.0.0.1", gw.ssh_port), timeout=5).close()
+        assert gw.get("/devices")[0] == 200
+        os.kill(proc.pid, signal.SIGTERM)
+        assert "STOPPING=1" in notify.recv(4096).decode()
+        assert proc.wait(15) == 0
+        assert not gw.ready_file.exists()
+    finally:
+        notify.close()
+        gw.stop()
