@@ -60,7 +60,7 @@ from .inventory import (
 )
 from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
 from .netconf import manager_over_socket
-from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
+from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
 
@@ -120,6 +120,25 @@ class _KnownHostsTrust:
         ):
             return Identity(device=host, credentials=self._credentials, fingerprint=presented.fingerprint)
         return None
+
+    def key_types(self, peer: PeerAddress) -> list[str]:
+        """The types of the keys known for ``peer``'s address (OpenSSH also
+        prefers the algorithms of the keys it knows for a host); none known
+        means any type (``unknown_host_cb`` may accept whatever comes)."""
+        host, port = peer
+        if self._known is None:
+            return []
+        return [key.get_algorithm() for key in asyncssh.match_known_hosts(self._known, host, host, port)[0]]
+
+
+def _trusted_key_types(trust: Trust, peer: PeerAddress) -> list[str]:
+    """The types of the host keys ``trust`` accepts from ``peer`` (their
+    algorithms are the ones offered); none means any."""
+    if isinstance(trust, _KnownHostsTrust):
+        return trust.key_types(peer)
+    if isinstance(trust, PinnedKeyTrust):
+        return list(trust.key_types)
+    return []
 
 
 def _pin_from_b64(hostkey_b64: str) -> HostKeyPin:
@@ -252,9 +271,9 @@ async def _accept_one(
     loop = asyncio.get_running_loop()
     done: asyncio.Future[SSHDeviceConnection] = loop.create_future()
     last_error: list[CallHomeError] = []
-    options = config.options()
 
     async def _handle(sock: socket.socket, peer: PeerAddress) -> None:
+        options = config.options(host_key_algorithms(_trusted_key_types(trust, peer)))
         try:
             conn = await ssh_handshake(sock, peer, trust, config, options)
         except UnknownDeviceError as exc:

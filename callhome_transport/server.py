@@ -25,7 +25,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ncclient.manager import Manager
 
@@ -55,7 +55,7 @@ from .metrics import Metrics
 from .netconf import manager_over_socket
 from .relay import ChannelRelay
 from .restconf import CallHomeAdapter
-from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
+from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 from .tls import (
     DirectTLSConnection,
     TLSClientConfig,
@@ -66,6 +66,9 @@ from .tls import (
 )
 from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_tls_handshake
 from .trust import InventoryTrust, Trust
+
+if TYPE_CHECKING:
+    import asyncssh
 
 AnyTLSConnection = TLSDeviceConnection | StrictTLSConnection | DirectTLSConnection
 DeviceConnection = SSHDeviceConnection | AnyTLSConnection
@@ -119,6 +122,7 @@ class PreparedInventory:
 
     inventory: Inventory
     trust: Trust
+    ssh_options: asyncssh.SSHClientConnectionOptions  # offering the pinned keys' host key algorithms
     tls_states: list[_TLSListenerState]
 
 
@@ -182,7 +186,7 @@ class AsyncCallHomeServer:
         self.metrics = _make_metrics(self)
         self.ssh_config = ssh or SSHClientConfig()
         self._trust = trust or InventoryTrust(inventory)
-        self._options = self.ssh_config.options()
+        self._options = self._ssh_options(inventory, self._trust)
         self._listeners: list[Listener] = []
         self._listener: Listener | None = None
         if listen_port is not None:
@@ -312,6 +316,7 @@ class AsyncCallHomeServer:
         TLS contexts), built without changing this server; safe to run in a
         worker thread.  Raises :class:`ValueError`."""
         trust = InventoryTrust(inventory) if isinstance(self._trust, InventoryTrust) else self._trust
+        ssh_options = self._ssh_options(inventory, trust)
         states = []
         for state in self._tls_states:
             tls_trust = TLSTrust(inventory, state.trust.transports, strict_listener=state.trust.strict_listener)
@@ -319,7 +324,7 @@ class AsyncCallHomeServer:
             if context is not None and self.tls_config is not None:
                 context = self.tls_config.context(tls_trust.anchors())
             states.append(_TLSListenerState(trust=tls_trust, context=context))
-        return PreparedInventory(inventory=inventory, trust=trust, tls_states=states)
+        return PreparedInventory(inventory=inventory, trust=trust, ssh_options=ssh_options, tls_states=states)
 
     def use_inventory(self, prepared: PreparedInventory) -> None:
         """Swap in what :meth:`prepare_inventory` built, in one step."""
@@ -327,8 +332,18 @@ class AsyncCallHomeServer:
             raise RuntimeError("prepared for another server")
         self.inventory = prepared.inventory
         self._trust = prepared.trust
+        self._options = prepared.ssh_options
         for state, new in zip(self._tls_states, prepared.tls_states, strict=True):
             state.trust, state.context = new.trust, new.context
+
+    def _ssh_options(self, inventory: Inventory, trust: Trust) -> asyncssh.SSHClientConnectionOptions:
+        """asyncssh options offering the host key algorithms of every key
+        pinned in ``inventory`` (every algorithm with a ``trust`` of the
+        caller's, whose keys we do not know)."""
+        pinned = [pin.key_type for device in inventory for pin in device.host_keys]
+        offered = host_key_algorithms(pinned if isinstance(trust, InventoryTrust) else ())
+        log.debug("offering SSH host key algorithms %s", ",".join(offered))
+        return self.ssh_config.options(offered)
 
     def add_reject_callback(self, callback: Callable[[RejectedAttempt], None]) -> None:
         """Call ``callback(attempt)`` on the event loop for every refused

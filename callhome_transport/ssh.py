@@ -23,11 +23,12 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncssh
+from asyncssh.public_key import get_public_key_algs
 
 from ._log import ContextAdapter
 from .errors import (
@@ -42,7 +43,7 @@ from .listener import PeerAddress, format_peer
 from .relay import ChannelRelay, open_subsystem_relay
 from .trust import Identity, PresentedKey, Trust
 
-__all__ = ["SSHClientConfig", "SSHDeviceConnection", "ssh_handshake"]
+__all__ = ["SSHClientConfig", "SSHDeviceConnection", "host_key_algorithms", "ssh_handshake"]
 
 log = logging.getLogger(__name__)
 _conn_ids = itertools.count(1)
@@ -50,6 +51,51 @@ _conn_ids = itertools.count(1)
 # Sent as the SSH user name only if a connection were ever to authenticate
 # before identification, which the hook order makes impossible.
 _UNIDENTIFIED_USER = "callhome-unidentified"
+
+# OpenSSH's default client HostKeyAlgorithms without the certificate forms
+# (ssh_config(5), OpenSSH 8.8 to 9.x): a device presents the key of the first
+# algorithm in our list that it has (RFC 4253 s7.1).
+OPENSSH_HOST_KEY_ALGORITHMS = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+# then what asyncssh's default offered besides (ssh-rsa: SHA-1 signatures, for old devices)
+_COMPAT_HOST_KEY_ALGORITHMS = ("ssh-ed448", "ssh-rsa")
+_ANY_KEY_ALGORITHMS = OPENSSH_HOST_KEY_ALGORITHMS + _COMPAT_HOST_KEY_ALGORITHMS
+_ALGORITHM_RANK = {name: rank for rank, name in enumerate((*_ANY_KEY_ALGORITHMS, "ssh-dss"))}
+# the signature algorithms a host key of each type can sign the key exchange with
+# (RFC 8332 s3 for RSA; the others sign with the key type's own name)
+_ALGORITHMS_OF_KEY_TYPE = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
+
+
+def host_key_algorithms(key_types: Iterable[str]) -> tuple[str, ...]:
+    """The server host key algorithms to offer so that a device with several
+    host keys presents one we pinned (RFC 4253 s7.1: the server uses the first
+    algorithm of the client's list that it supports).
+
+    ``key_types`` are the types of the pinned keys (``ssh-ed25519``,
+    ``ssh-rsa``, ...; :attr:`HostKeyPin.key_type`), ``""`` for a pin whose
+    type is unknown (a ``SHA256:`` fingerprint).  A call-home connection is
+    identified *by* its host key, so the offer is made before we know which
+    device is calling: it is the union over every pin, in OpenSSH's order.  An
+    unknown type adds every algorithm in OpenSSH's order (then ``ssh-ed448``,
+    ``ssh-rsa``); so does an empty ``key_types``.  Types asyncssh cannot verify
+    are left out (such a pin can never match).
+    """
+    supported = {name.decode("ascii") for name in get_public_key_algs()}
+    offered: set[str] = set()
+    for key_type in key_types:
+        offered.update(_ALGORITHMS_OF_KEY_TYPE.get(key_type, (key_type,)) if key_type else _ANY_KEY_ALGORITHMS)
+    offered &= supported & _ALGORITHM_RANK.keys()
+    if not offered:
+        offered = set(_ANY_KEY_ALGORITHMS) & supported
+    return tuple(sorted(offered, key=_ALGORITHM_RANK.__getitem__))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,11 +119,16 @@ class SSHClientConfig:
         if self.keepalive_count_max < 1:
             raise ValueError(f"keepalive_count_max must be >= 1, not {self.keepalive_count_max}")
 
-    def options(self) -> asyncssh.SSHClientConnectionOptions:
+    def options(self, server_host_key_algs: Sequence[str] | None = None) -> asyncssh.SSHClientConnectionOptions:
         """asyncssh options that read nothing from the user's environment: no
         ~/.ssh/config, no default keys, no agent, no known_hosts file.  An empty
         (not ``None``) known-hosts tuple makes asyncssh call our
-        ``validate_host_public_key`` for every key."""
+        ``validate_host_public_key`` for every key.
+
+        ``server_host_key_algs`` is the offer of :func:`host_key_algorithms`
+        (the default: every algorithm in OpenSSH's order); asyncssh's own
+        default would put ``rsa-sha2-256`` first and so make a device with an
+        RSA key present that one even where its ed25519 key is pinned."""
         return asyncssh.SSHClientConnectionOptions(
             config=None,
             known_hosts=([], [], []),
@@ -88,6 +139,7 @@ class SSHClientConfig:
             agent_path=None,
             gss_host=None,
             host_based_auth=False,
+            server_host_key_algs=list(server_host_key_algs or host_key_algorithms(())),
             preferred_auth="publickey,keyboard-interactive,password",
             keepalive_interval=self.keepalive_interval,
             keepalive_count_max=self.keepalive_count_max,

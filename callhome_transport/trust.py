@@ -67,6 +67,7 @@ class PinnedKeyTrust:
             raise ValueError("at least one pinned host key")
         self.device = device
         self.fingerprints = frozenset(pin.fingerprint for pin in pins)
+        self.key_types = tuple(pin.key_type for pin in pins)  # "" for a SHA256: pin
         self.credentials = credentials
 
     def identify(self, presented: PresentedKey) -> Identity | None:

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -84,6 +85,31 @@ def ensure_test_user(username: str = TEST_USER, password: str = TEST_PASSWORD) -
     subprocess.run(["chpasswd"], input=f"{username}:{password}\n".encode(), check=True, capture_output=True, timeout=30)
 
 
+# a stock OpenSSH server has all three (Debian's postinst generates them)
+HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """One SSH host key generated for a test device (never committed)."""
+
+    path: Path  # the private key; the public one is path + ".pub"
+    public_line: str  # "ssh-ed25519 AAAA... comment"
+    fingerprint: str  # "SHA256:..."
+
+    @classmethod
+    def generate(cls, directory: Path, kind: str) -> HostKey:
+        """Generate (or reuse, on restart) ``directory/ssh_host_KIND_key``."""
+        path = directory / f"ssh_host_{kind}_key"
+        if not path.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True, capture_output=True, timeout=30
+            )
+        pub = path.with_name(path.name + ".pub")
+        out = subprocess.run(["ssh-keygen", "-lf", str(pub)], check=True, capture_output=True, text=True, timeout=30)
+        return cls(path=path, public_line=pub.read_text().strip(), fingerprint=out.stdout.split()[1])
+
+
 def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -113,6 +139,7 @@ class NetconfdDevice:
         *,
         listen_host: str = "127.0.0.1",
         key_type: str = "ed25519",
+        host_key_types: tuple[str, ...] = HOST_KEY_TYPES,
         username: str = TEST_USER,
         password: str = TEST_PASSWORD,
         authorized_keys: list[str] | None = None,
@@ -122,7 +149,10 @@ class NetconfdDevice:
     ) -> None:
         self.dir = Path(workdir) / f"netconfd-{name}"
         self.listen_host = listen_host
+        if key_type not in host_key_types:
+            raise ValueError(f"key_type {key_type!r} must be one of host_key_types {host_key_types}")
         self.key_type = key_type
+        self.host_key_types = host_key_types
         self.username = username
         self.password = password
         self.authorized_keys = authorized_keys or []
@@ -131,8 +161,10 @@ class NetconfdDevice:
         self.ssh_port = 0
         self.sshd_log = self.dir / "sshd.log"
         self.netconfd_log = self.dir / "netconfd.log"
+        # the key of ``key_type`` (the one tests pin), and every key by type
         self.host_key_public_line = ""
         self.host_key_fingerprint = ""
+        self.host_keys: dict[str, HostKey] = {}
         self._sock_dir: Path | None = None
         self.ncx_socket = Path()
         self._sshd: subprocess.Popen[bytes] | None = None
@@ -147,18 +179,10 @@ class NetconfdDevice:
         self.dir.mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(exist_ok=True)
         self.ssh_port = free_port(self.listen_host)
-        hostkey = self.dir / f"ssh_host_{self.key_type}_key"
-        if not hostkey.exists():
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", self.key_type, "-N", "", "-f", str(hostkey)],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        pub = hostkey.with_suffix(".pub")
-        self.host_key_public_line = pub.read_text().strip()
-        out = subprocess.run(["ssh-keygen", "-lf", str(pub)], check=True, capture_output=True, text=True, timeout=30)
-        self.host_key_fingerprint = out.stdout.split()[1]
+        self.host_keys = {kind: HostKey.generate(self.dir, kind) for kind in self.host_key_types}
+        self.host_key_public_line = self.host_keys[self.key_type].public_line
+        self.host_key_fingerprint = self.host_keys[self.key_type].fingerprint
+        host_key_lines = "".join(f"HostKey {key.path}\n" for key in self.host_keys.values())
         (self.dir / "authorized_keys").write_text("".join(k.strip() + "\n" for k in self.authorized_keys))
         # netconf-subsystem runs as the test user: the socket must sit in a
         # directory that user can traverse (pytest's tmp dirs are root-only)
@@ -189,8 +213,7 @@ class NetconfdDevice:
         config.write_text(
             f"""Port {self.ssh_port}
 ListenAddress {self.listen_host}
-HostKey {hostkey}
-PidFile {self.dir / "sshd.pid"}
+{host_key_lines}PidFile {self.dir / "sshd.pid"}
 UsePAM no
 PasswordAuthentication yes
 KbdInteractiveAuthentication no

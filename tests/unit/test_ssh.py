@@ -7,7 +7,7 @@ import inspect
 import asyncssh
 import pytest
 
-from callhome_transport.ssh import SSHClientConfig, _bind_username
+from callhome_transport.ssh import OPENSSH_HOST_KEY_ALGORITHMS, SSHClientConfig, _bind_username, host_key_algorithms
 
 
 def test_asyncssh_reads_the_username_from_the_attribute_we_set() -> None:
@@ -47,3 +47,29 @@ def test_options_read_nothing_from_the_user_environment() -> None:
     assert options.password is None  # password only from the identified device's credentials
     assert options.keepalive_interval == 5
     assert options.keepalive_count_max == 2
+
+
+def test_offer_is_the_union_of_pinned_types_in_openssh_order() -> None:
+    assert host_key_algorithms(["ssh-rsa", "ssh-ed25519"]) == ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
+    assert host_key_algorithms(["ecdsa-sha2-nistp384"]) == ("ecdsa-sha2-nistp384",)
+    assert host_key_algorithms(["ssh-ed25519", "ssh-ed25519"]) == ("ssh-ed25519",)
+
+
+def test_unknown_type_or_no_pin_offers_openssh_order_first() -> None:
+    # a SHA256: pin (type "") or no pin at all: any key may be the pinned one
+    for key_types in ([""], [], ["ssh-ed25519", ""]):
+        offer = host_key_algorithms(key_types)
+        assert offer[: len(OPENSSH_HOST_KEY_ALGORITHMS)] == OPENSSH_HOST_KEY_ALGORITHMS
+        assert offer[-1] == "ssh-rsa"
+
+
+def test_types_asyncssh_cannot_verify_are_not_offered() -> None:
+    assert host_key_algorithms(["ssh-unheard-of"]) == host_key_algorithms([])
+    assert host_key_algorithms(["ssh-unheard-of", "ssh-ed25519"]) == ("ssh-ed25519",)
+
+
+def test_options_carry_the_offer_and_default_to_openssh_order() -> None:
+    assert SSHClientConfig().options(["ssh-ed25519"]).server_host_key_algs == ["ssh-ed25519"]
+    default = SSHClientConfig().options().server_host_key_algs
+    assert default[0] == "ssh-ed25519"
+    assert "rsa-sha2-256" in default
