@@ -1,11 +1,15 @@
 #!/bin/sh
 # Debian packages the integration tests run as real peers:
 #   netconfd (yuma123 NETCONF server, with netconf-subsystem), openssh-server
-#   (sshd in front of it), socat (the reverse relay that makes them call home).
+#   (sshd in front of it), socat (the reverse relay that makes them call home);
+#   libnetconf2-dev, gcc, pkg-config for the libnetconf2 call-home device the
+#   tests compile (tests/integration/ln2_device/), plus libssh-dev and libssl-dev:
+#   libnetconf2-dev 2.0's <nc_server.h> includes libssh's and OpenSSL's headers
+#   without depending on their -dev packages.
 # Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
 # host and crash netconfd on <get>.
 set -eu
-PACKAGES="netconfd openssh-server openssh-client socat stunnel4"
+PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

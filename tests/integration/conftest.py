@@ -36,3 +36,14 @@ def make_netconfd(tmp_path: Path) -> Iterator[object]:
     yield make
     for device in started:
         device.stop()
+
+
+@pytest.fixture(scope="session")
+def ln2_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The libnetconf2 call-home device, compiled once per run."""
+    from .libnetconf2_peer import LN2_SOURCE, build_ln2, ln2_available
+
+    reason = ln2_available()
+    if reason:
+        pytest.skip(reason)
+    return build_ln2(LN2_SOURCE, tmp_path_factory.mktemp("ln2-build"))

@@ -123,6 +123,21 @@ def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
         proc.wait(timeout)
 
 
+def stop_process_group(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """SIGTERM the process group ``proc`` leads (started with
+    ``start_new_session``), SIGKILL it after ``timeout`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -301,15 +316,7 @@ Subsystem netconf {SUBSYSTEM} --ncxserver-sockname={self.ssh_port}@{sock}
 
     def stop(self) -> None:
         for proc in (self._sshd, self._netconfd):
-            if proc is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
+            stop_process_group(proc)
         if self._sock_dir is not None:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
             self._sock_dir = None
