@@ -84,10 +84,13 @@ def tls_device(make_ln2: Callable[..., Ln2Device], pki: DevicePKI, serial: str, 
     )
 
 
+def tls_entry(pki: DevicePKI, serial: str) -> dict[str, object]:
+    """A manufacturer A device identified by its subject serialNumber."""
+    return {"transport": "tls", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": serial}}
+
+
 def tls_server(pki: DevicePKI, serial: str) -> CallHomeServer:
-    inventory = Inventory.from_dict(
-        {"devices": {serial: {"transport": "tls", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": serial}}}}
-    )
+    inventory = Inventory.from_dict({"devices": {serial: tls_entry(pki, serial)}})
     config = TLSClientConfig(certfile=pki.manager_cert, keyfile=pki.manager_key, handshake_timeout=5)
     return CallHomeServer(inventory, listen_address="127.0.0.1", listen_port=None, tls=config, tls_listen_port=0)
 
@@ -132,15 +135,23 @@ def test_library_reaches_device_by_pinned_key_edit_and_commit(make_ln2: Callable
     assert device.log_has(r"call-home session \d+ established as user ln2admin \(1 so far\)")
 
 
-def test_gateway_reaches_device_by_pinned_key_edit_and_commit(
-    tmp_path: Path, make_ln2: Callable[..., Ln2Device]
+@pytest.mark.parametrize("transport", ["ssh", "tls"])
+def test_gateway_reaches_device_edit_and_commit(
+    tmp_path: Path, make_ln2: Callable[..., Ln2Device], pki: DevicePKI, transport: str
 ) -> None:
-    device = make_ln2()
-    gw = GatewayProcess(tmp_path, {"devices": {"LN2": device.inventory_entry()}}).start()
+    if transport == "ssh":
+        device, name = make_ln2(), "LN2"
+        entry = device.inventory_entry()  # its pinned host key
+    else:
+        device, name = tls_device(make_ln2, pki, "SN-9999"), "SN-9999"
+        entry = tls_entry(pki, name)
+    gw = GatewayProcess(
+        tmp_path, {"devices": {name: entry}}, tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)}
+    ).start()
     try:
-        device.start(listener_port=gw.ssh_port)
-        with GatewayClient(gw.run_dir).netconf_manager("LN2", wait=15) as m:
-            edit_and_commit(m, "ln2-via-gateway")
+        device.start(listener_port=gw.ssh_port if transport == "ssh" else gw.tls_port)
+        with GatewayClient(gw.run_dir).netconf_manager(name, wait=15) as m:
+            edit_and_commit(m, f"ln2-{transport}-via-gateway")
     finally:
         assert gw.stop() == 0, gw.log.read_text()[-3000:]
 
