@@ -8,6 +8,7 @@ device from a terminal.
     callhome rejected [--json]
     callhome get-config NAME [--source running] [--filter XML]
     callhome terminal NAME                    # a shell on an SSH device (gateway terminal: true)
+    callhome agent --config callhome.xml      # device side: call home for a local NETCONF server
     callhome demo
 """
 
@@ -243,6 +244,28 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from .agent.config import describe, load_config, parse_host_port
+    from .agent.runner import run_agent
+
+    try:
+        local_ssh = parse_host_port(args.local_ssh, "--local-ssh") if args.local_ssh else None
+        local_tls = parse_host_port(args.local_tls, "--local-tls") if args.local_tls else None
+    except ValueError as exc:
+        print(f"callhome: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        config = load_config(args.config, revision=args.revision, local_ssh=local_ssh, local_tls=local_tls)
+        for line in describe(config):
+            print(line)
+        for part in config.ignored:
+            print(f"  ignored {part.key_path}: {part.reason}")
+        return 0
+    return run_agent(
+        args.config, revision=args.revision, local_ssh=local_ssh, local_tls=local_tls, metrics_file=args.metrics_file
+    )
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
 
@@ -363,6 +386,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--wait-listener", action="store_true", help="wait until HOST:PORT accepts, then call all at once")
     sim.set_defaults(func=_cmd_sim)
 
+    agent = command(
+        "agent",
+        "device side: call the managers of an ietf-netconf-server call-home configuration and splice each "
+        "connection to the device's own NETCONF server (SIGHUP reloads, SIGTERM stops; docs/agent.md)",
+        run_dir=False,
+    )
+    agent.add_argument(
+        "--config", required=True, type=Path, help="the call-home subtree of ietf-netconf-server, XML or JSON"
+    )
+    agent.add_argument("--check", action="store_true", help="validate the file, print what would be done, exit")
+    agent.add_argument(
+        "--revision",
+        choices=["2019-07-02", "2023-12-28", "2025-04-24"],
+        default="2025-04-24",
+        help="the ietf-netconf-server revision the file is written for",
+    )
+    agent.add_argument("--local-ssh", metavar="HOST:PORT", help="the local NETCONF/SSH server (default 127.0.0.1:830)")
+    agent.add_argument("--local-tls", metavar="HOST:PORT", help="the local NETCONF/TLS server (default 127.0.0.1:6513)")
+    agent.add_argument("--metrics-file", type=Path, help="write Prometheus metrics here (node_exporter textfile)")
+    agent.set_defaults(func=_cmd_agent)
+
     demo = command("demo", "the embedded call-home demo: a simulated device calls a listener (no service needed)")
     demo.set_defaults(func=_cmd_demo)
     return parser
@@ -371,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+        level=logging.INFO if args.verbose or args.command in ("serve", "agent") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)

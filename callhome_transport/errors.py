@@ -13,6 +13,7 @@ Whose fault it is reads from the family:
 * :class:`DeviceStateError`: the device is not (or no longer) available.
 * :class:`ListenerError`: we could not bind or listen (local).
 * :class:`GatewayError`: a local client could not use the gateway (local).
+* :class:`AgentConfigError`: the device side's call-home configuration (the operator's).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AgentConfigError",
     "AuthenticationFailedError",
     "CallHomeError",
     "CertificateRejectedError",
@@ -101,6 +103,25 @@ class InventoryError(CallHomeError):
             key_path=key_path,
             expected=expected,
         )
+
+
+class AgentConfigError(CallHomeError):
+    """The device side's call-home configuration (``callhome agent``, the
+    simulated device) is invalid for the ietf-netconf-server revision in use.
+
+    ``source`` is the file (or ``"<xml>"``/``"<json>"``), ``key_path`` the
+    instance path of the offending node in libyang's form
+    (``/ietf-netconf-server:netconf-server/call-home/netconf-client[name='nms']/...``),
+    ``expected`` what was expected there.
+    """
+
+    source: str
+    key_path: str
+    expected: str
+
+    def __init__(self, source: str | Path, key_path: str, expected: str) -> None:
+        where = f"{source}: {key_path}" if key_path else str(source)
+        super().__init__(f"{where}: {expected}", source=str(source), key_path=key_path, expected=expected)
 
 
 class UnsupportedOptionError(CallHomeError, TypeError):

@@ -5,11 +5,12 @@
 #   libnetconf2-dev, gcc, pkg-config for the libnetconf2 call-home device the
 #   tests compile (tests/integration/ln2_device/), plus libssh-dev and libssl-dev:
 #   libnetconf2-dev 2.0's <nc_server.h> includes libssh's and OpenSSL's headers
-#   without depending on their -dev packages.
+#   without depending on their -dev packages;
+#   libyang2-tools (yanglint: the agent's call-home fixtures against the real schema).
 # Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
 # host and crash netconfd on <get>.
 set -eu
-PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config"
+PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -1,0 +1,504 @@
+"""The agent: dials the managers the scheduler says, and splices each
+outbound connection to a new connection to the device's own server.
+
+RFC 8071 S1-S2 for a NETCONF server that cannot call home itself: the agent
+opens the TCP connection to the manager (S1), then connects to the local SSH
+or TLS server and relays bytes both ways.  The SSH/TLS server role (S3-S7:
+host key or certificate, client authentication, the NETCONF server) stays
+with the real server: the agent sees only ciphertext and holds no credential.
+
+One asyncio loop runs every client.  ``callhome agent`` (:func:`run_agent`)
+adds the signals: SIGHUP reloads the file (changed clients restart, the others
+are untouched), SIGTERM and SIGINT hang up and end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AgentConfigError
+from ..metrics import Metrics
+from .config import DEFAULT_REVISION, load_config
+from .model import AgentConfig, Endpoint, HostPort, TcpKeepalives, Transport
+from .schedule import Action, CancelDial, Dial, Exhausted, Hangup, Scheduler, Timing
+
+__all__ = ["Agent", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 65536
+LOCAL_CONNECT_TIMEOUT = 5.0  # seconds to reach the device's own server (it is local)
+
+
+def _fmt_bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB"
+
+
+def _why(exc: OSError) -> str:
+    """``Connection refused`` rather than asyncio's ``Connect call failed (...)``."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def set_keepalives(sock: socket.socket, keepalives: TcpKeepalives | None) -> None:
+    """SO_KEEPALIVE with the model's idle-time, probe-interval and max-probes
+    (ietf-tcp-common; Linux names them TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT)."""
+    if keepalives is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", keepalives.idle_time),
+        ("TCP_KEEPINTVL", keepalives.probe_interval),
+        ("TCP_KEEPCNT", keepalives.max_probes),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+async def _connect(
+    host: str,
+    port: int,
+    *,
+    local_address: str | None = None,
+    local_port: int = 0,
+    keepalives: TcpKeepalives | None = None,
+    timeout: float | None = None,
+) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that answers, in
+    resolution order, optionally bound first; ``TCP_NODELAY`` on.  Raises
+    :class:`OSError` naming each address's failure."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if local_address is not None:
+        want = socket.AF_INET6 if ":" in local_address else socket.AF_INET
+        infos = [info for info in infos if info[0] == want]
+        if not infos:
+            raise OSError(f"{host} has no address of the family of {local_address}")
+    errors: list[str] = []
+    for family, _type, proto, _name, address in infos:
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        sock.setblocking(False)
+        try:
+            if local_address is not None or local_port:
+                if local_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                any_address = "::" if family == socket.AF_INET6 else "0.0.0.0"
+                sock.bind((local_address or any_address, local_port))
+            set_keepalives(sock, keepalives)
+            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            errors.append(f"{address[0]}: {_why(exc) if isinstance(exc, OSError) else 'timed out'}")
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise OSError("; ".join(errors) or "no address")
+
+
+async def dial_endpoint(endpoint: Endpoint) -> socket.socket:
+    """Open the TCP connection to ``endpoint`` (RFC 8071 S1): every address
+    the name resolves to, in order, from ``local-address``/``local-port`` if
+    set, with the endpoint's keepalives.  Its max-wait is the scheduler's."""
+    return await _connect(
+        endpoint.remote_address,
+        endpoint.remote_port,
+        local_address=endpoint.local_address,
+        local_port=endpoint.local_port,
+        keepalives=endpoint.keepalives,
+    )
+
+
+async def connect_local(server: HostPort, timeout: float = LOCAL_CONNECT_TIMEOUT) -> socket.socket:
+    """A new connection to the device's own server."""
+    return await _connect(server.host, server.port, timeout=timeout)
+
+
+@dataclass
+class SessionResult:
+    graceful: bool
+    reason: str
+    to_manager: int
+    from_manager: int
+
+
+class Splice:
+    """Bytes both ways between the manager's connection and the local
+    server's, until both sides have closed, either fails, or :meth:`close`.
+    ``on_activity`` is called whenever bytes move (idle-timeout)."""
+
+    def __init__(
+        self, manager: socket.socket, local: socket.socket, on_activity: Callable[[], None] = lambda: None
+    ) -> None:
+        self.manager = manager
+        self.local = local
+        self.on_activity = on_activity
+        self.to_manager = 0
+        self.from_manager = 0
+        self._closed_by: str | None = None
+        self._first_eof: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _pump(self, src: socket.socket, dst: socket.socket, from_manager: bool) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(src, _CHUNK)
+            if not data:
+                if self._first_eof is None:
+                    self._first_eof = "the manager closed" if from_manager else "the local server closed"
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            await loop.sock_sendall(dst, data)
+            if from_manager:
+                self.from_manager += len(data)
+            else:
+                self.to_manager += len(data)
+            self.on_activity()
+
+    async def run(self) -> SessionResult:
+        self._tasks = [
+            asyncio.create_task(self._pump(self.manager, self.local, True)),
+            asyncio.create_task(self._pump(self.local, self.manager, False)),
+        ]
+        error: BaseException | None = None
+        try:
+            pending = set(self._tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None and error is None:
+                        error = task.exception()
+                        for other in pending:
+                            other.cancel()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.manager.close()
+            self.local.close()
+        if self._closed_by is not None:
+            graceful, reason = True, self._closed_by
+        elif error is not None:
+            what = _why(error) if isinstance(error, OSError) else repr(error)
+            graceful, reason = False, f"connection error: {what}"
+        else:
+            graceful, reason = True, self._first_eof or "closed"
+        return SessionResult(
+            graceful=graceful, reason=reason, to_manager=self.to_manager, from_manager=self.from_manager
+        )
+
+    def close(self, reason: str) -> None:
+        """Hang up both sides (the agent's decision: idle-timeout, reload, stop)."""
+        if self._closed_by is None:
+            self._closed_by = f"hung up: {reason}"
+        for task in self._tasks:
+            task.cancel()
+
+
+class Agent:
+    """Call home on behalf of the device's own NETCONF servers, as ``config`` says.
+
+    ``clock`` is wall-clock time (periodic connections are anchored to dates);
+    ``metrics_file`` gets the Prometheus text of :attr:`metrics` after every
+    change (for node_exporter's textfile collector: the agent opens no port)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        timing: Timing | None = None,
+        metrics_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.scheduler = Scheduler(timing=timing)
+        self.metrics_file = metrics_file
+        self.clock = clock
+        self.metrics = Metrics()
+        self.metrics.counter("callhome_agent_dials_total", "Connection attempts to managers, by outcome")
+        self.metrics.counter(
+            "callhome_agent_rounds_exhausted_total", "Rounds in which every endpoint of a client failed max-attempts"
+        )
+        self.metrics.counter("callhome_agent_local_failures_total", "Manager connections dropped: no local server")
+        self.metrics.counter("callhome_agent_sessions_total", "Spliced sessions ended")
+        self.metrics.counter("callhome_agent_bytes_total", "Bytes relayed, by direction")
+        self.metrics.gauge(
+            "callhome_agent_connected",
+            "1 if the client has a session now",
+            lambda: {(("client", c),): float(c in self._connected_clients()) for c in self.scheduler.clients()},
+        )
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._splices: dict[int, Splice] = {}
+        self._dial_info: dict[int, Dial] = {}
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._local_down: set[Transport] = set()
+
+    # -- control ----------------------------------------------------------------------------
+
+    def reload(self, config: AgentConfig) -> None:
+        """Apply a new configuration: changed clients restart, the others
+        keep their sessions (new sessions use the new local servers)."""
+        old = {c.name: c for c in self.config.clients}
+        new = {c.name: c for c in config.clients}
+        self.config = config
+        log.info(
+            "reloaded %s: restarted %s; untouched %s; added %s; removed %s",
+            config.source,
+            _names(n for n in new if n in old and new[n] != old[n]),
+            _names(n for n in new if n in old and new[n] == old[n]),
+            _names(n for n in new if n not in old),
+            _names(n for n in old if n not in new),
+        )
+        self._apply(self.scheduler.configure(config.clients, self.clock()))
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Call home until :meth:`stop`; then hang up every session."""
+        self._wake = asyncio.Event()
+        self._apply(self.scheduler.configure(self.config.clients, self.clock()))
+        try:
+            while not self._stopping:
+                timer = self.scheduler.timer()
+                # sleep at most 30 s: timers are in wall-clock time, which may be set meanwhile
+                timeout = 30.0 if timer is None else min(30.0, max(0.0, timer - self.clock()))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._apply(self.scheduler.handle_timer(self.clock()))
+        finally:
+            self._apply(self.scheduler.stop("the agent is stopping"))
+            tasks = list(self._tasks.values())
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._write_metrics()
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _apply(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Dial):
+                self._dial_info[action.attempt] = action
+                self._tasks[action.attempt] = asyncio.create_task(self._call(action))
+            elif isinstance(action, CancelDial):
+                task = self._tasks.get(action.attempt)
+                if task is not None and action.attempt not in self._splices:
+                    task.cancel()
+                self._dial_failed_metric(action.attempt, "timeout" if action.reason == "max-wait" else "cancelled")
+            elif isinstance(action, Hangup):
+                splice = self._splices.get(action.attempt)
+                if splice is not None:
+                    splice.close(action.reason)
+            elif isinstance(action, Exhausted):
+                self._exhausted(action)
+        self._write_metrics()
+        if self._wake is not None:
+            self._wake.set()
+
+    def _exhausted(self, event: Exhausted) -> None:
+        tried = ", ".join(f"{e} ({why})" for e, why in zip(event.endpoints, event.failures, strict=True))
+        log.warning(
+            "client=%s event=exhausted round=%d: every endpoint failed max-attempts: %s; next round in %.1f s",
+            event.client,
+            event.round,
+            tried,
+            max(0.0, event.next_round_at - self.clock()),
+        )
+        self.metrics.inc("callhome_agent_rounds_exhausted_total", client=event.client)
+
+    def _dial_failed_metric(self, attempt: int, result: str) -> None:
+        dial = self._dial_info.get(attempt)
+        if dial is not None:
+            self.metrics.inc(
+                "callhome_agent_dials_total", client=dial.client, endpoint=dial.endpoint.name, result=result
+            )
+
+    def _connected_clients(self) -> set[str]:
+        return {self._dial_info[a].client for a in self._splices if a in self._dial_info}
+
+    # -- one call ----------------------------------------------------------------------------------
+
+    async def _call(self, dial: Dial) -> None:
+        try:
+            await self._call_inner(dial)
+        finally:
+            self._tasks.pop(dial.attempt, None)
+            self._dial_info.pop(dial.attempt, None)
+
+    async def _call_inner(self, dial: Dial) -> None:
+        endpoint = dial.endpoint
+        who = f"client={dial.client} endpoint={endpoint.name}"
+        log.debug("%s dialling %s (round %d, try %d)", who, endpoint.remote, dial.round, dial.try_number)
+        try:
+            manager = await dial_endpoint(endpoint)
+        except OSError as exc:
+            log.debug("%s %s: %s", who, endpoint.remote, exc)
+            self._dial_failed_metric(dial.attempt, "error")
+            self._apply(self.scheduler.dial_failed(dial.attempt, self.clock(), str(exc)))
+            return
+        local_server = self.config.local.for_transport(endpoint.transport)
+        try:
+            local = await connect_local(local_server)
+        except OSError as exc:
+            manager.close()
+            if endpoint.transport not in self._local_down:
+                self._local_down.add(endpoint.transport)
+                log.warning(
+                    "%s local %s server %s unavailable (%s): hung up on the manager; retrying per the strategy",
+                    who,
+                    endpoint.transport.value.upper(),
+                    local_server,
+                    _why(exc),
+                )
+            self.metrics.inc("callhome_agent_local_failures_total", transport=endpoint.transport.value)
+            self._dial_failed_metric(dial.attempt, "local-unavailable")
+            self._apply(
+                self.scheduler.dial_failed(dial.attempt, self.clock(), f"local server {local_server} unavailable")
+            )
+            return
+        except BaseException:
+            manager.close()
+            raise
+        if endpoint.transport in self._local_down:
+            self._local_down.discard(endpoint.transport)
+            log.info("local %s server %s is back", endpoint.transport.value.upper(), local_server)
+        await self._session(dial, manager, local, local_server, who)
+
+    async def _session(
+        self, dial: Dial, manager: socket.socket, local: socket.socket, local_server: HostPort, who: str
+    ) -> None:
+        started = self.clock()
+        clock, scheduler, attempt = self.clock, self.scheduler, dial.attempt
+        splice = Splice(manager, local, lambda: scheduler.activity(attempt, clock()))
+        self._splices[attempt] = splice
+        self.metrics.inc("callhome_agent_dials_total", client=dial.client, endpoint=dial.endpoint.name, result="ok")
+        try:
+            peer = manager.getpeername()
+            resolved = "" if peer[0] == dial.endpoint.remote_address else f" ({_addr(peer)})"
+            log.info(
+                "client=%s endpoint=%s connected to %s%s from %s; spliced to %s",
+                dial.client,
+                dial.endpoint.name,
+                dial.endpoint.remote,
+                resolved,
+                _addr(manager.getsockname()),
+                local_server,
+            )
+            self._apply(self.scheduler.connected(attempt, started))
+            result = await splice.run()
+        finally:
+            self._splices.pop(attempt, None)
+        ended = self.clock()
+        log.info(
+            "%s session ended after %.1f s (%s): %s to the manager, %s from it",
+            who,
+            ended - started,
+            result.reason,
+            _fmt_bytes(result.to_manager),
+            _fmt_bytes(result.from_manager),
+        )
+        self.metrics.inc("callhome_agent_sessions_total", client=dial.client, endpoint=dial.endpoint.name)
+        self.metrics.inc("callhome_agent_bytes_total", result.to_manager, client=dial.client, direction="to-manager")
+        self.metrics.inc(
+            "callhome_agent_bytes_total", result.from_manager, client=dial.client, direction="from-manager"
+        )
+        self._apply(self.scheduler.session_ended(attempt, ended, graceful=result.graceful))
+
+    def _write_metrics(self) -> None:
+        if self.metrics_file is None:
+            return
+        text = self.metrics.render()
+        directory = self.metrics_file.parent
+        try:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".callhome-agent-", suffix=".prom")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.metrics_file)
+        except OSError as exc:
+            log.warning("cannot write the metrics file %s: %s", self.metrics_file, exc)
+
+
+def _addr(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(names) or "-"
+
+
+def log_config(config: AgentConfig) -> None:
+    """The INFO lines of a (re)load: what is dialled, and each ignored part."""
+    log.info(
+        "call-home configuration %s (ietf-netconf-server@%s): %d client(s); SSH endpoints -> %s, TLS endpoints -> %s",
+        config.source,
+        config.revision,
+        len(config.clients),
+        config.local.ssh,
+        config.local.tls,
+    )
+    for part in config.ignored:
+        log.info("ignored %s: %s", part.key_path, part.reason)
+    if not config.clients:
+        log.warning("%s configures no netconf-client: nothing to call (SIGHUP reloads)", config.source)
+
+
+def run_agent(
+    path: Path,
+    *,
+    revision: str = DEFAULT_REVISION,
+    local_ssh: HostPort | None = None,
+    local_tls: HostPort | None = None,
+    metrics_file: Path | None = None,
+) -> int:
+    """``callhome agent``: run until SIGTERM/SIGINT; SIGHUP reloads ``path``."""
+
+    def load() -> AgentConfig:
+        return load_config(path, revision=revision, local_ssh=local_ssh, local_tls=local_tls)
+
+    config = load()
+    log_config(config)
+    agent = Agent(config, metrics_file=metrics_file)
+
+    def reload() -> None:
+        failure: AgentConfigError | None = None
+        try:
+            new = load()
+        except AgentConfigError as exc:
+            failure = exc
+        if failure is not None:
+            log.error("reload failed, keeping the running configuration: %s", failure)
+            return
+        log_config(new)
+        agent.reload(new)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, agent.stop)
+        loop.add_signal_handler(signal.SIGINT, agent.stop)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        await agent.run()
+
+    asyncio.run(main())
+    log.info("callhome agent stopped")
+    return 0
