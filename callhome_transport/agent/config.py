@@ -671,7 +671,7 @@ _TOP_EXPECTED = (
 )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -682,7 +682,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_json(text: bytes, walker: _Walker, source: str) -> AgentConfig:
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicates)
+        document = json.loads(text, object_pairs_hook=_unique_members)
     except _Bad as bad:
         raise AgentConfigError(source, "", bad.expected) from None
     except (ValueError, UnicodeDecodeError) as exc:
