@@ -61,6 +61,7 @@ bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_gateway.py
 	$(PY) benchmarks/bench_storm.py --devices 1000
 	$(PY) benchmarks/bench_ansible.py
+	$(PY) benchmarks/bench_agent.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -15,6 +15,7 @@ device from a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -200,6 +201,11 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
     from .sim.fleet import Fleet, FleetConfig
 
+    model = args.callhome_config is not None or args.netconf_listen is not None
+    if model and args.transport != "ssh":
+        print("callhome: --callhome-config/--netconf-listen drive SSH devices (ssh-call-home)", file=sys.stderr)
+        return 1
+
     gateway = args.gateway or f"127.0.0.1:{_SIM_PORTS[args.transport]}"
     host, _, port = gateway.rpartition(":")
     pki_dir = args.pki_dir or args.inventory_out.with_suffix(".pki")
@@ -224,6 +230,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         )
 
     address = host.strip("[]") or "127.0.0.1"
+    if model:
+        return _run_model_fleet(args, fleet.devices)
 
     async def main() -> None:
         if args.wait_listener:  # start the storm the moment the manager listens
@@ -264,6 +272,27 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return run_agent(
         args.config, revision=args.revision, local_ssh=local_ssh, local_tls=local_tls, metrics_file=args.metrics_file
     )
+
+
+def _run_model_fleet(args: argparse.Namespace, devices: list[Any]) -> int:
+    import asyncio
+
+    from .agent.config import parse_host_port
+    from .sim.callhome import run_model_fleet
+
+    listen = None
+    if args.netconf_listen:
+        try:
+            where = parse_host_port(args.netconf_listen, "--netconf-listen")
+        except ValueError as exc:
+            print(f"callhome: {exc}", file=sys.stderr)
+            return 1
+        listen = (where.host, where.port)
+    payload = args.callhome_config.read_bytes() if args.callhome_config else None
+    run = run_model_fleet(devices, payload=payload, listen=listen, revision=args.yang_revision, duration=args.duration)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -384,6 +413,24 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--linger", type=float, default=10.0, help="periodic: seconds a call stays up")
     sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     sim.add_argument("--wait-listener", action="store_true", help="wait until HOST:PORT accepts, then call all at once")
+    sim.add_argument(
+        "--callhome-config",
+        type=Path,
+        help="drive the devices by the ietf-netconf-server call-home model instead of --gateway/--mode: each "
+        "stores this payload (XML or JSON, as 'callhome agent' takes) and calls as its running datastore says",
+    )
+    sim.add_argument(
+        "--netconf-listen",
+        metavar="HOST:PORT",
+        help="each device also accepts NETCONF over SSH (device i on PORT+i-1), so a manager can provision its "
+        "call home with edit-config (implies the model; docs/agent.md)",
+    )
+    sim.add_argument(
+        "--yang-revision",
+        choices=["2019-07-02", "2023-12-28", "2025-04-24"],
+        default="2023-12-28",
+        help="the ietf-netconf-server revision the devices implement",
+    )
     sim.set_defaults(func=_cmd_sim)
 
     agent = command(

@@ -22,15 +22,16 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AgentConfigError
 from ..metrics import Metrics
 from .config import DEFAULT_REVISION, load_config
-from .model import AgentConfig, Endpoint, HostPort, TcpKeepalives, Transport
-from .schedule import Action, CancelDial, Dial, Exhausted, Hangup, Scheduler, Timing
+from .driver import ScheduleDriver, describe_reload
+from .model import AgentConfig, Endpoint, HostPort, NetconfClient, TcpKeepalives, Transport
+from .schedule import Dial, Exhausted, Timing
 
 __all__ = ["Agent", "run_agent"]
 
@@ -172,6 +173,10 @@ class Splice:
             self.on_activity()
 
     async def run(self) -> SessionResult:
+        if self._closed_by is not None:  # hung up before it started
+            self.manager.close()
+            self.local.close()
+            return SessionResult(graceful=True, reason=self._closed_by, to_manager=0, from_manager=0)
         self._tasks = [
             asyncio.create_task(self._pump(self.manager, self.local, True)),
             asyncio.create_task(self._pump(self.local, self.manager, False)),
@@ -211,12 +216,14 @@ class Splice:
             task.cancel()
 
 
-class Agent:
+class Agent(ScheduleDriver):
     """Call home on behalf of the device's own NETCONF servers, as ``config`` says.
 
     ``clock`` is wall-clock time (periodic connections are anchored to dates);
     ``metrics_file`` gets the Prometheus text of :attr:`metrics` after every
     change (for node_exporter's textfile collector: the agent opens no port)."""
+
+    log = logging.getLogger(__name__)
 
     def __init__(
         self,
@@ -226,10 +233,9 @@ class Agent:
         metrics_file: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(timing=timing, clock=clock)
         self.config = config
-        self.scheduler = Scheduler(timing=timing)
         self.metrics_file = metrics_file
-        self.clock = clock
         self.metrics = Metrics()
         self.metrics.counter("callhome_agent_dials_total", "Connection attempts to managers, by outcome")
         self.metrics.counter(
@@ -241,110 +247,43 @@ class Agent:
         self.metrics.gauge(
             "callhome_agent_connected",
             "1 if the client has a session now",
-            lambda: {(("client", c),): float(c in self._connected_clients()) for c in self.scheduler.clients()},
+            lambda: {(("client", c),): float(c in self.connected_clients()) for c in self.scheduler.clients()},
         )
-        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._splices: dict[int, Splice] = {}
-        self._dial_info: dict[int, Dial] = {}
-        self._wake: asyncio.Event | None = None
-        self._stopping = False
         self._local_down: set[Transport] = set()
-
-    # -- control ----------------------------------------------------------------------------
 
     def reload(self, config: AgentConfig) -> None:
         """Apply a new configuration: changed clients restart, the others
         keep their sessions (new sessions use the new local servers)."""
-        old = {c.name: c for c in self.config.clients}
-        new = {c.name: c for c in config.clients}
+        log.info("reloaded %s: %s", config.source, describe_reload(self.config.clients, config.clients))
         self.config = config
-        log.info(
-            "reloaded %s: restarted %s; untouched %s; added %s; removed %s",
-            config.source,
-            _names(n for n in new if n in old and new[n] != old[n]),
-            _names(n for n in new if n in old and new[n] == old[n]),
-            _names(n for n in new if n not in old),
-            _names(n for n in old if n not in new),
-        )
-        self._apply(self.scheduler.configure(config.clients, self.clock()))
+        self.reconfigure()
 
-    def stop(self) -> None:
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+    # -- the driver's hooks ------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Call home until :meth:`stop`; then hang up every session."""
-        self._wake = asyncio.Event()
-        self._apply(self.scheduler.configure(self.config.clients, self.clock()))
-        try:
-            while not self._stopping:
-                timer = self.scheduler.timer()
-                # sleep at most 30 s: timers are in wall-clock time, which may be set meanwhile
-                timeout = 30.0 if timer is None else min(30.0, max(0.0, timer - self.clock()))
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                self._apply(self.scheduler.handle_timer(self.clock()))
-        finally:
-            self._apply(self.scheduler.stop("the agent is stopping"))
-            tasks = list(self._tasks.values())
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._write_metrics()
+    def current_clients(self) -> Sequence[NetconfClient]:
+        return self.config.clients
 
-    # -- actions ---------------------------------------------------------------------------------
+    def hang_up(self, attempt: int, reason: str) -> None:
+        splice = self._splices.get(attempt)
+        if splice is not None:
+            splice.close(reason)
 
-    def _apply(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Dial):
-                self._dial_info[action.attempt] = action
-                self._tasks[action.attempt] = asyncio.create_task(self._call(action))
-            elif isinstance(action, CancelDial):
-                task = self._tasks.get(action.attempt)
-                if task is not None and action.attempt not in self._splices:
-                    task.cancel()
-                self._dial_failed_metric(action.attempt, "timeout" if action.reason == "max-wait" else "cancelled")
-            elif isinstance(action, Hangup):
-                splice = self._splices.get(action.attempt)
-                if splice is not None:
-                    splice.close(action.reason)
-            elif isinstance(action, Exhausted):
-                self._exhausted(action)
-        self._write_metrics()
-        if self._wake is not None:
-            self._wake.set()
-
-    def _exhausted(self, event: Exhausted) -> None:
-        tried = ", ".join(f"{e} ({why})" for e, why in zip(event.endpoints, event.failures, strict=True))
-        log.warning(
-            "client=%s event=exhausted round=%d: every endpoint failed max-attempts: %s; next round in %.1f s",
-            event.client,
-            event.round,
-            tried,
-            max(0.0, event.next_round_at - self.clock()),
-        )
+    def on_exhausted(self, event: Exhausted) -> None:
         self.metrics.inc("callhome_agent_rounds_exhausted_total", client=event.client)
 
-    def _dial_failed_metric(self, attempt: int, result: str) -> None:
-        dial = self._dial_info.get(attempt)
-        if dial is not None:
-            self.metrics.inc(
-                "callhome_agent_dials_total", client=dial.client, endpoint=dial.endpoint.name, result=result
-            )
+    def on_cancelled(self, dial: Dial, reason: str) -> None:
+        self._count_dial(dial, "timeout" if reason == "max-wait" else "cancelled")
 
-    def _connected_clients(self) -> set[str]:
-        return {self._dial_info[a].client for a in self._splices if a in self._dial_info}
+    def after_actions(self) -> None:
+        self._write_metrics()
+
+    def _count_dial(self, dial: Dial, result: str) -> None:
+        self.metrics.inc("callhome_agent_dials_total", client=dial.client, endpoint=dial.endpoint.name, result=result)
 
     # -- one call ----------------------------------------------------------------------------------
 
-    async def _call(self, dial: Dial) -> None:
-        try:
-            await self._call_inner(dial)
-        finally:
-            self._tasks.pop(dial.attempt, None)
-            self._dial_info.pop(dial.attempt, None)
-
-    async def _call_inner(self, dial: Dial) -> None:
+    async def call(self, dial: Dial) -> None:
         endpoint = dial.endpoint
         who = f"client={dial.client} endpoint={endpoint.name}"
         log.debug("%s dialling %s (round %d, try %d)", who, endpoint.remote, dial.round, dial.try_number)
@@ -352,8 +291,8 @@ class Agent:
             manager = await dial_endpoint(endpoint)
         except OSError as exc:
             log.debug("%s %s: %s", who, endpoint.remote, exc)
-            self._dial_failed_metric(dial.attempt, "error")
-            self._apply(self.scheduler.dial_failed(dial.attempt, self.clock(), str(exc)))
+            self._count_dial(dial, "error")
+            self.report_failed(dial, str(exc))
             return
         local_server = self.config.local.for_transport(endpoint.transport)
         try:
@@ -370,10 +309,8 @@ class Agent:
                     _why(exc),
                 )
             self.metrics.inc("callhome_agent_local_failures_total", transport=endpoint.transport.value)
-            self._dial_failed_metric(dial.attempt, "local-unavailable")
-            self._apply(
-                self.scheduler.dial_failed(dial.attempt, self.clock(), f"local server {local_server} unavailable")
-            )
+            self._count_dial(dial, "local-unavailable")
+            self.report_failed(dial, f"local server {local_server} unavailable")
             return
         except BaseException:
             manager.close()
@@ -387,31 +324,29 @@ class Agent:
         self, dial: Dial, manager: socket.socket, local: socket.socket, local_server: HostPort, who: str
     ) -> None:
         started = self.clock()
-        clock, scheduler, attempt = self.clock, self.scheduler, dial.attempt
-        splice = Splice(manager, local, lambda: scheduler.activity(attempt, clock()))
-        self._splices[attempt] = splice
-        self.metrics.inc("callhome_agent_dials_total", client=dial.client, endpoint=dial.endpoint.name, result="ok")
+        splice = Splice(manager, local, lambda: self.report_activity(dial.attempt))
+        self._splices[dial.attempt] = splice
+        self._count_dial(dial, "ok")
         try:
             peer = manager.getpeername()
             resolved = "" if peer[0] == dial.endpoint.remote_address else f" ({_addr(peer)})"
             log.info(
-                "client=%s endpoint=%s connected to %s%s from %s; spliced to %s",
-                dial.client,
-                dial.endpoint.name,
+                "%s connected to %s%s from %s; spliced to %s",
+                who,
                 dial.endpoint.remote,
                 resolved,
                 _addr(manager.getsockname()),
                 local_server,
             )
-            self._apply(self.scheduler.connected(attempt, started))
+            if not self.report_connected(dial, started):
+                splice.close("no longer wanted")
             result = await splice.run()
         finally:
-            self._splices.pop(attempt, None)
-        ended = self.clock()
+            self._splices.pop(dial.attempt, None)
         log.info(
             "%s session ended after %.1f s (%s): %s to the manager, %s from it",
             who,
-            ended - started,
+            self.clock() - started,
             result.reason,
             _fmt_bytes(result.to_manager),
             _fmt_bytes(result.from_manager),
@@ -421,15 +356,14 @@ class Agent:
         self.metrics.inc(
             "callhome_agent_bytes_total", result.from_manager, client=dial.client, direction="from-manager"
         )
-        self._apply(self.scheduler.session_ended(attempt, ended, graceful=result.graceful))
+        self.report_ended(dial, graceful=result.graceful)
 
     def _write_metrics(self) -> None:
         if self.metrics_file is None:
             return
         text = self.metrics.render()
-        directory = self.metrics_file.parent
         try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".callhome-agent-", suffix=".prom")
+            fd, tmp = tempfile.mkstemp(dir=self.metrics_file.parent, prefix=".callhome-agent-", suffix=".prom")
             with os.fdopen(fd, "w") as f:
                 f.write(text)
             os.chmod(tmp, 0o644)
@@ -441,10 +375,6 @@ class Agent:
 def _addr(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(names) or "-"
 
 
 def log_config(config: AgentConfig) -> None:
@@ -497,7 +427,7 @@ def run_agent(
         loop.add_signal_handler(signal.SIGTERM, agent.stop)
         loop.add_signal_handler(signal.SIGINT, agent.stop)
         loop.add_signal_handler(signal.SIGHUP, reload)
-        await agent.run()
+        await agent.run("the agent is stopping")
 
     asyncio.run(main())
     log.info("callhome agent stopped")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import datetime
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -78,16 +78,35 @@ class RpcError(Exception):
 
 @dataclass
 class Datastores:
-    """``running`` and ``candidate`` of one device, shared by its sessions."""
+    """``running`` and ``candidate`` of one device, shared by its sessions.
+
+    ``validators`` may refuse a new running configuration (raise
+    :class:`RpcError`) before a commit, an edit of running or a validate;
+    ``listeners`` see each new running configuration (the device acts on it).
+    ``capabilities`` are advertised besides the base ones."""
 
     hostname: str
     running: etree._Element = field(init=False)
     candidate: etree._Element = field(init=False)
     locks: dict[str, int] = field(default_factory=dict)
+    validators: list[Callable[[etree._Element], None]] = field(default_factory=list)
+    listeners: list[Callable[[etree._Element], None]] = field(default_factory=list)
+    capabilities: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.running = default_config(self.hostname)
         self.candidate = copy.deepcopy(self.running)
+
+    def validate(self, config: etree._Element) -> None:
+        for check in self.validators:
+            check(config)
+
+    def set_running(self, config: etree._Element) -> None:
+        """Validate, store and announce a new running configuration."""
+        self.validate(config)
+        self.running = config
+        for listener in self.listeners:
+            listener(config)
 
     def store(self, name: str) -> etree._Element:
         if name == "running":
@@ -238,7 +257,7 @@ class NetconfServerSession:
     def start(self) -> bytes:
         hello = etree.Element(_NC + "hello", nsmap={None: NC})
         caps = etree.SubElement(hello, _NC + "capabilities")
-        for uri in CAPABILITIES:
+        for uri in (*CAPABILITIES, *self.stores.capabilities):
             etree.SubElement(caps, _NC + "capability").text = uri
         etree.SubElement(hello, _NC + "session-id").text = str(self.session_id)
         return encode(etree.tostring(hello, xml_declaration=True, encoding="UTF-8"), Framing.END_OF_MESSAGE)
@@ -331,11 +350,13 @@ class NetconfServerSession:
             self._lock(name, self._datastore(op, "target"))
             return None
         if name == "validate":
-            self._datastore(op, "source", allow_config=True)
+            source = self._datastore(op, "source", allow_config=True)
+            if source != "config":
+                self.stores.validate(self.stores.store(source))
             return None
         if name == "commit":
             self._check_lock("running")
-            self.stores.running = copy.deepcopy(self.stores.candidate)
+            self.stores.set_running(copy.deepcopy(self.stores.candidate))
             return None
         if name == "discard-changes":
             self.stores.candidate = copy.deepcopy(self.stores.running)
@@ -382,7 +403,7 @@ class NetconfServerSession:
             for child in list(work):
                 work.remove(child)
         _edit(work, copy.deepcopy(config), "merge" if default_op == "replace" else default_op, "")
-        setattr(self.stores, target, work)
+        self._store(target, work)
 
     def _copy_config(self, op: etree._Element) -> None:
         target = self._datastore(op, "target")
@@ -396,7 +417,13 @@ class NetconfServerSession:
                 new.append(copy.deepcopy(child))
         else:
             new = copy.deepcopy(self.stores.store(etree.QName(source[0]).localname))
-        setattr(self.stores, target, new)
+        self._store(target, new)
+
+    def _store(self, target: str, config: etree._Element) -> None:
+        if target == "running":
+            self.stores.set_running(config)
+        else:
+            setattr(self.stores, target, config)
 
     def _lock(self, name: str, target: str) -> None:
         owner = self.stores.locks.get(target)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 
 import asyncssh
 
@@ -80,6 +81,11 @@ class SimulatedDevice:
         self.datastores = Datastores(hostname=name.lower())
         self.auth_attempts = 0
         self.sessions_served = 0
+        # called whenever a NETCONF session of a connection opens or receives
+        # bytes (idle-timeout of a model-driven call home)
+        self.on_activity: Callable[[asyncssh.SSHServerConnection], None] | None = None
+        self._replying: dict[asyncssh.SSHServerConnection, int] = {}  # replies being sent, per connection
+        self._closing: set[asyncssh.SSHServerConnection] = set()
         self._conn: asyncssh.SSHServerConnection | None = None
 
     @property
@@ -98,10 +104,14 @@ class SimulatedDevice:
         port: int = NETCONF_CH_SSH_PORT,
         *,
         keepalive_interval: float = 0,
+        sock: socket.socket | None = None,
+        on_lost: Callable[[Exception | None], None] | None = None,
     ) -> asyncssh.SSHServerConnection:
-        """Connect to the manager at ``host``:``port`` and serve it until
-        :meth:`close` or the manager hangs up (S1-S3).  Returns once the
-        manager has authenticated."""
+        """Connect to the manager at ``host``:``port`` (or run over ``sock``,
+        already connected to it) and serve it until :meth:`close` or the
+        manager hangs up (S1-S3).  Returns once the manager has
+        authenticated; ``on_lost`` gets the connection's end (``None``: closed
+        cleanly)."""
         auth_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         class _Server(_Auth):
@@ -112,9 +122,19 @@ class SimulatedDevice:
             def connection_lost(self, exc: Exception | None) -> None:
                 if not auth_done.done():
                     auth_done.set_exception(ConnectionError(f"manager closed the connection: {exc or 'closed'}"))
+                if on_lost is not None:
+                    on_lost(exc)
 
+        device = self
         try:
-            conn = await self._connect_reverse(host, port, _Server, keepalive_interval)
+            conn = await asyncssh.connect_reverse(
+                host if sock is None else "",
+                port if sock is None else (),
+                sock=sock,
+                server_factory=lambda: _Server(device),
+                keepalive_interval=keepalive_interval,
+                **self._server_options(),
+            )
         except BaseException:
             if auth_done.done() and not auth_done.cancelled():
                 auth_done.exception()  # already reported by connect_reverse itself
@@ -123,29 +143,28 @@ class SimulatedDevice:
         await auth_done
         return conn
 
-    async def _connect_reverse(
-        self, host: str, port: int, server_class: type[_Auth], keepalive_interval: float
-    ) -> asyncssh.SSHServerConnection:
+    async def listen(self, host: str = "127.0.0.1", port: int = 0) -> asyncssh.SSHAcceptor:
+        """Also accept NETCONF over SSH the usual way (a management port, RFC
+        6242): how a manager provisions the device before it calls home."""
         device = self
-        return await asyncssh.connect_reverse(
-            host,
-            port,
-            server_factory=lambda: server_class(device),
-            server_host_keys=[self.host_key],
-            process_factory=self._serve,
-            encoding=None,
-            keepalive_interval=keepalive_interval,
-            config=None,
-            x509_trusted_certs=None,
-            authorized_client_keys=None,
-            gss_host=None,
-            kbdint_auth=False,
-            host_based_auth=False,
-            public_key_auth=bool(self.authorized_keys),
-            password_auth=self.password is not None,
-            allow_scp=False,
-            agent_forwarding=False,
-        )
+        return await asyncssh.listen(host, port, server_factory=lambda: _Auth(device), **self._server_options())
+
+    def _server_options(self) -> dict[str, object]:
+        return {
+            "server_host_keys": [self.host_key],
+            "process_factory": self._serve,
+            "encoding": None,
+            "config": None,
+            "x509_trusted_certs": None,
+            "authorized_client_keys": None,
+            "gss_host": None,
+            "kbdint_auth": False,
+            "host_based_auth": False,
+            "public_key_auth": bool(self.authorized_keys),
+            "password_auth": self.password is not None,
+            "allow_scp": False,
+            "agent_forwarding": False,
+        }
 
     async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         if process.subsystem != "netconf":
@@ -153,6 +172,9 @@ class SimulatedDevice:
             process.exit(1)
             return
         self.sessions_served += 1
+        connection = process.get_extra_info("connection")
+        if self.on_activity is not None:
+            self.on_activity(connection)
         session = NetconfServerSession(self.datastores)
         process.stdout.write(session.start())
         try:
@@ -160,15 +182,35 @@ class SimulatedDevice:
                 data = await process.stdin.read(65536)
                 if not data:
                     break
-                reply = session.receive(data)
-                if reply:
-                    process.stdout.write(reply)
-                    await process.stdout.drain()
+                if self.on_activity is not None:
+                    self.on_activity(connection)
+                self._replying[connection] = self._replying.get(connection, 0) + 1
+                try:
+                    reply = session.receive(data)
+                    if reply:
+                        process.stdout.write(reply)
+                        await process.stdout.drain()
+                finally:
+                    self._replying[connection] -= 1
+                    if not self._replying[connection]:
+                        del self._replying[connection]
+                        if connection in self._closing:
+                            self._closing.discard(connection)
+                            connection.close()
         except (asyncssh.Error, ConnectionError, asyncssh.BreakReceived, asyncssh.TerminalSizeChanged) as exc:
             log.debug("device %s: netconf session ended: %s", self.name, exc)
         finally:
             session.abort()
             process.exit(0)
+
+    def hang_up(self, connection: asyncssh.SSHServerConnection) -> None:
+        """Close one call-home connection, once the replies being sent on it
+        have gone out (a commit that removed this very call home is answered
+        first)."""
+        if connection in self._replying:
+            self._closing.add(connection)
+        else:
+            connection.close()
 
     def close(self) -> None:
         """Hang up (the device goes away)."""
