@@ -7,10 +7,11 @@ key is checked against it, so a mistyped or unknown key is an
 :class:`~callhome_transport.errors.AgentConfigError` naming its instance path
 (in libyang's form, ``/ietf-netconf-server:netconf-server/call-home/
 netconf-client[name='nms']/...``).  Subtrees that belong to the real server
-(``ssh-server-parameters``, ``tls-server-parameters``,
-``netconf-server-parameters``, ``listen``, the keystore and truststore) are
-not inspected: they are returned as :class:`~.model.IgnoredPart` so the agent
-logs one INFO line for each.  Validating them is the real server's job (and
+(the children of ``ssh-server-parameters``, ``tls-server-parameters`` and
+``netconf-server-parameters``: server-identity, client-authentication...;
+``listen``; the keystore and truststore) are not inspected below their names:
+they are returned as :class:`~.model.IgnoredPart` so the agent logs one INFO
+line for each.  Validating them is the real server's job (and
 ``yanglint``'s: the tests run it on every fixture).
 
 Besides the standard modules, one agent-only top-level container may be
@@ -275,8 +276,28 @@ def _tcp_client() -> _Container:
     )
 
 
-_SERVER_OWNS = "the real {} server terminates {} and owns its identity and client authentication"
-_NETCONF_PARAMS = _Ignored("client identity mappings belong to the real NETCONF server", revisions=_NEW)
+# The server parameters are the real server's: their children are named
+# (a typo is still an error) and each is reported once, unread.
+_SSH_SERVER_PARAMETERS = _Container(
+    {
+        "server-identity": _Ignored("the host keys are the real SSH server's"),
+        "client-authentication": _Ignored("the real SSH server authenticates the manager"),
+        "transport-params": _Ignored("the real SSH server negotiates the SSH algorithms"),
+        "keepalives": _Ignored("SSH keep-alives are the real SSH server's (the agent sets TCP keepalives)"),
+    }
+)
+_TLS_SERVER_PARAMETERS = _Container(
+    {
+        "server-identity": _Ignored("the certificate is the real TLS server's"),
+        "client-authentication": _Ignored("the real TLS server authenticates the manager"),
+        "hello-params": _Ignored("the real TLS server negotiates TLS versions and cipher suites"),
+        "keepalives": _Ignored("TLS keep-alives are the real TLS server's (the agent sets TCP keepalives)"),
+    }
+)
+_NETCONF_PARAMS = _Container(
+    {"client-identity-mappings": _Ignored("the real NETCONF server maps the manager's certificate to a user name")},
+    revisions=_NEW,
+)
 _ENDPOINT = _List(
     "name",
     {
@@ -284,14 +305,14 @@ _ENDPOINT = _List(
         "ssh": _Container(
             {
                 "tcp-client-parameters": _Container(_tcp_client().children),
-                "ssh-server-parameters": _Ignored(_SERVER_OWNS.format("SSH", "SSH")),
+                "ssh-server-parameters": _SSH_SERVER_PARAMETERS,
                 "netconf-server-parameters": _NETCONF_PARAMS,
             }
         ),
         "tls": _Container(
             {
                 "tcp-client-parameters": _Container(_tcp_client().children),
-                "tls-server-parameters": _Ignored(_SERVER_OWNS.format("TLS", "TLS")),
+                "tls-server-parameters": _TLS_SERVER_PARAMETERS,
                 "netconf-server-parameters": _NETCONF_PARAMS,
             }
         ),

@@ -9,6 +9,10 @@ listens only on loopback high ports, is bounded in time and is stopped by PID.
         with ReverseRelay(listener_port=port, device_port=device.ssh_port):
             ...                                           # the device calls home
 
+The same device calls home through ``callhome agent`` instead of socat with
+:class:`tests.integration.agent_peer.AgentProcess` (the device side of this
+project, configured with the ietf-netconf-server call-home model).
+
 ``netconf-subsystem`` finds netconfd's socket from ``--ncxserver-sockname=
 PORT@PATH``, where PORT must match the server port of ``SSH_CONNECTION``: the
 sshd port.  netconfd is started with that port in ``--port``.

@@ -123,13 +123,14 @@ def test_parts_of_the_real_server_are_ignored_with_one_info_line_each(caplog: py
     assert paths == [
         "/ietf-keystore:keystore",
         "/ietf-netconf-server:netconf-server/listen",
-        f"{PRIMARY}/ssh/ssh-server-parameters",
-        f"{CLIENT}/endpoints/endpoint[name='secondary']/ssh/ssh-server-parameters",
+        f"{PRIMARY}/ssh/ssh-server-parameters/server-identity",
+        f"{PRIMARY}/ssh/ssh-server-parameters/client-authentication",
+        f"{CLIENT}/endpoints/endpoint[name='secondary']/ssh/ssh-server-parameters/server-identity",
     ]
     with caplog.at_level(logging.INFO, logger="callhome_transport.agent.runner"):
         log_config(config)
     ignored = [r for r in caplog.records if r.getMessage().startswith("ignored ")]
-    assert [r.levelno for r in ignored] == [logging.INFO] * 4
+    assert [r.levelno for r in ignored] == [logging.INFO] * 5
     assert [r.getMessage().split(":", 1)[0] for r in ignored] == [f"ignored {p.split(':', 1)[0]}" for p in paths]
 
 
@@ -347,6 +348,14 @@ def test_xml_errors_name_the_key_path(old: str, new: str, path: str) -> None:
     with pytest.raises(AgentConfigError) as info:
         parse_config(xml_case(old, new), revision="2023-12-28", source="callhome.xml")
     assert info.value.key_path == path
+
+
+def test_a_typo_inside_the_server_parameters_is_still_an_error() -> None:
+    text = fixture(f"{NEW}.xml").decode().replace("server-identity>", "server-identiy>", 2)
+    with pytest.raises(AgentConfigError) as info:
+        parse_config(text, revision="2023-12-28")
+    assert info.value.key_path == f"{TCP.rsplit('/', 1)[0]}/ssh-server-parameters/server-identiy"
+    assert "unknown node; expected one of client-authentication, keepalives, server-identity" in info.value.expected
 
 
 @pytest.mark.parametrize(
