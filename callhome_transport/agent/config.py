@@ -62,6 +62,7 @@ __all__ = [
     "parse_netconf_server_element",
     "render_json",
     "render_xml",
+    "xml_roots",
     "yang_dir",
 ]
 
@@ -625,7 +626,7 @@ def _check_revision(revision: str) -> None:
         raise ValueError(f"revision must be one of {', '.join(REVISIONS)}, not {revision!r}")
 
 
-def _xml_roots(text: bytes, source: str) -> list[etree._Element]:
+def xml_roots(text: bytes, source: str) -> list[etree._Element]:
     """Top-level elements: one or several (as yanglint takes them), or the
     children of a NETCONF ``<config>``/``<data>`` wrapper."""
     body = re.sub(rb"^\s*<\?xml[^>]*\?>", b"", text)
@@ -669,7 +670,7 @@ def _assemble(
 def _parse_xml(text: bytes, walker: _Walker, source: str) -> AgentConfig:
     server: dict[str, Any] | None = None
     agent: dict[str, Any] = {}
-    for root in _xml_roots(text, source):
+    for root in xml_roots(text, source):
         qname = etree.QName(root)
         if qname.namespace == NCS_NS and qname.localname == "netconf-server":
             if server is not None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import asyncssh
 from lxml import etree
 
-from ..agent.config import NCS_NS, parse_config, parse_netconf_server_element, render_xml
+from ..agent.config import NCS_NS, parse_config, parse_netconf_server_element, render_xml, xml_roots
 from ..agent.driver import ScheduleDriver, describe_reload
 from ..agent.model import AgentConfig, NetconfClient, Transport
 from ..agent.runner import dial_endpoint
@@ -81,9 +81,10 @@ class ModelCallHome(ScheduleDriver):
         self._check_transports(config)
         text = payload.encode() if isinstance(payload, str) else payload
         element = None
-        if not text.lstrip().startswith(b"{"):
-            wrapper = etree.fromstring(b"<w>" + text.split(b"?>", 1)[-1] + b"</w>")
-            element = wrapper.find(f".//{{{NCS_NS}}}netconf-server")
+        if not text.lstrip().startswith(b"{"):  # XML: kept as written (server parameters too)
+            element = next(
+                (r for r in xml_roots(text, "<provisioned>") if r.tag == f"{{{NCS_NS}}}netconf-server"), None
+            )
         if element is None:  # JSON: the model's XML form of what was parsed
             element = render_xml(config)[0]
         stores = self.device.datastores
@@ -167,6 +168,9 @@ class ModelCallHome(ScheduleDriver):
             sock.close()
             self.report_failed(dial, f"SSH: {exc}")
             return
+        except BaseException:  # cancelled: max-wait ran out, or reconfigured
+            sock.close()
+            raise
         started = self.clock()
         self._connections[dial.attempt] = connection
         self._attempt_of[connection] = dial.attempt
