@@ -63,7 +63,7 @@ class Timing:
     """The agent's own retry pacing (not in the model; see the module text)."""
 
     ratio: float = 0.05
-    min_delay: float = 0.1
+    min_delay: float = 0.05  # half the 0.1 s poll of the socat loop the agent replaced (bench_agent.py)
     max_delay: float = 30.0
     jitter: float = 0.5
     short_session: float = 2.0

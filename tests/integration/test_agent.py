@@ -243,8 +243,8 @@ def test_gateway_restarted_gets_the_device_back_within_max_wait_and_backoff(
             wait_until(lambda: gateway.get("/devices/R1")[1]["state"] == "connected", 15, "R1 back")  # type: ignore[index]
             back = gateway.get("/devices/R1")[1]["connected_since"]  # type: ignore[index]
             outage = listening - stopped
-            # max-wait (2 s) + the round delay (5 % of the outage, at least 0.1 s, jitter 1.5x) + a handshake
-            assert back - listening < 2 + max(0.1, 0.05 * outage) * 1.5 + 1.0
+            # max-wait (2 s) + the round delay (5 % of the outage, at least 0.05 s, jitter 1.5x) + a handshake
+            assert back - listening < 2 + max(0.05, 0.05 * outage) * 1.5 + 1.0
             with gateway.netconf("R1") as m:
                 assert "<data" in groups(m)
             assert agent.count("event=exhausted") >= 1  # the outage was seen

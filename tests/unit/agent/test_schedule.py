@@ -104,10 +104,10 @@ def test_the_next_endpoint_is_dialled_at_once_but_a_retry_of_the_same_waits() ->
     assert s.dial_failed(first.attempt, T0, "refused") == []  # a retry of "a": later
     assert s.state("nms") is ClientState.WAITING
     assert s.timer() == pytest.approx(T0 + NO_JITTER.min_delay)
-    assert s.handle_timer(T0 + 0.05) == []
-    retry = only_dial(s.handle_timer(T0 + 0.1))
+    assert s.handle_timer(T0 + 0.04) == []
+    retry = only_dial(s.handle_timer(T0 + 0.05))
     assert (retry.endpoint.name, retry.try_number) == ("a", 2)
-    to_b = only_dial(s.dial_failed(retry.attempt, T0 + 0.1, "refused"))  # "a" used up: "b" now
+    to_b = only_dial(s.dial_failed(retry.attempt, T0 + 0.05, "refused"))  # "a" used up: "b" now
     assert (to_b.endpoint.name, to_b.try_number) == ("b", 1)
 
 
