@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .admission import AdmissionConfig
+    from .admission import AdmissionConfig, Penalties
     from .compat import call_home, call_home_tls
     from .errors import (
         AuthenticationFailedError,
@@ -59,6 +59,7 @@ __version__ = "0.1.0"
 # worker) does not pay for asyncssh, the TLS stacks and requests.
 _LAZY = {
     "AdmissionConfig": "admission",
+    "Penalties": "admission",
     "call_home": "compat",
     "call_home_tls": "compat",
     "AuthenticationFailedError": "errors",
@@ -128,6 +129,7 @@ __all__ = [
     "Inventory",
     "InventoryError",
     "ListenerError",
+    "Penalties",
     "RejectedAttempt",
     "RestconfClient",
     "RestconfError",

@@ -11,7 +11,7 @@ Whose fault it is reads from the family:
 * :class:`TrustError`: the calling device is not who we expect (remote).
 * :class:`TransportError`: the SSH/TLS/NETCONF session failed (remote or network).
 * :class:`DeviceStateError`: the device is not (or no longer) available.
-* :class:`ListenerError`: we could not bind or listen (local).
+* :class:`ListenerError`, :class:`EndpointError`: we could not bind or listen (local).
 * :class:`GatewayError`: a local client could not use the gateway (local).
 * :class:`AgentConfigError`: the device side's call-home configuration (the operator's).
 """
@@ -26,9 +26,11 @@ __all__ = [
     "AuthenticationFailedError",
     "CallHomeError",
     "CertificateRejectedError",
+    "DeviceBlockedError",
     "DeviceDisconnectedError",
     "DeviceNotConnectedError",
     "DeviceStateError",
+    "EndpointError",
     "GatewayError",
     "GatewayRequestError",
     "GatewayUnavailableError",
@@ -296,6 +298,36 @@ class AuthenticationFailedError(TransportError):
             peer_address=peer_address,
             username=username,
             reason=reason,
+        )
+
+
+class DeviceBlockedError(TransportError):
+    """An identified device was refused before authentication: it failed to
+    authenticate too often recently (see ``AdmissionConfig``), so its
+    credentials are not tried again until ``seconds`` have passed."""
+
+    device: str
+    seconds: float
+    fingerprint: str
+    key_type: str
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        peer_address: tuple[str, int] | None,
+        seconds: float,
+        fingerprint: str = "",
+        key_type: str = "",
+    ) -> None:
+        super().__init__(
+            f"device {device} refused before authentication for another {seconds:.0f} s "
+            "after repeated authentication failures",
+            device=device,
+            peer_address=peer_address,
+            seconds=seconds,
+            fingerprint=fingerprint,
+            key_type=key_type,
         )
 
 

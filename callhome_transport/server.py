@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import socket
 import ssl
@@ -29,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from ncclient.manager import Manager
 
-from .admission import Admission, AdmissionConfig
+from .admission import Admission, AdmissionConfig, FailureKind, Startups
 from .engine import EventLoopThread
 from .errors import (
     AuthenticationFailedError,
     CallHomeError,
     CertificateRejectedError,
+    DeviceBlockedError,
     DeviceDisconnectedError,
     DeviceNotConnectedError,
     HandshakeTimeoutError,
@@ -53,6 +55,7 @@ from .listener import (
 )
 from .metrics import Metrics
 from .netconf import manager_over_socket
+from .preauth import PendingConnection, PreauthEnded
 from .relay import ChannelRelay
 from .restconf import CallHomeAdapter
 from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
@@ -65,7 +68,7 @@ from .tls import (
     tls_handshake_direct,
 )
 from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_tls_handshake
-from .trust import InventoryTrust, Trust
+from .trust import Identity, InventoryTrust, PresentedKey, Trust
 
 if TYPE_CHECKING:
     import asyncssh
@@ -126,6 +129,45 @@ class PreparedInventory:
     tls_states: list[_TLSListenerState]
 
 
+_DROP_LOG_INTERVAL = 10.0  # seconds between WARNINGs about early drops on one listener
+
+# the penalty of each refusal (admission.FailureKind); None: no charge
+_PENALTY_OF = {
+    "unknown-device": FailureKind.UNKNOWN_KEY,
+    "certificate-rejected": FailureKind.UNKNOWN_KEY,
+    "revoked": FailureKind.UNKNOWN_KEY,
+    "handshake-timeout": FailureKind.GRACE_TIMEOUT,
+    "banner-timeout": FailureKind.GRACE_TIMEOUT,
+    "dropped": FailureKind.GRACE_TIMEOUT,
+    "transport-error": FailureKind.GARBAGE,
+    "auth-failed": FailureKind.AUTH_FAILED,
+    "device-blocked": None,
+}
+
+
+class _AdmittedTrust:
+    """A :class:`Trust` that refuses, after identification and before any
+    credential is sent, a device blocked for repeated authentication failures."""
+
+    def __init__(self, trust: Trust, admission: Admission) -> None:
+        self._trust = trust
+        self._admission = admission
+
+    def identify(self, presented: PresentedKey) -> Identity | None:
+        identity = self._trust.identify(presented)
+        if identity is not None:
+            seconds = self._admission.device_blocked(identity.device)
+            if seconds:
+                raise DeviceBlockedError(
+                    device=identity.device,
+                    peer_address=presented.peer_address,
+                    seconds=seconds,
+                    fingerprint=presented.fingerprint,
+                    key_type=presented.key_type,
+                )
+        return identity
+
+
 def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
     metrics = Metrics()
     metrics.counter(
@@ -145,12 +187,19 @@ def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
 
     metrics.gauge("callhome_connected_devices", "Devices connected now, by transport", connected)
     metrics.gauge(
-        "callhome_pending_handshakes", "Handshakes in progress", lambda: {(): float(server.admission.pending)}
+        "callhome_pending_handshakes",
+        "Handshakes in progress, by listener",
+        lambda: {(("transport", kind),): float(len(startups)) for kind, startups in server.startups.items()},
     )
     metrics.gauge(
         "callhome_blocked_sources",
         "Source addresses blocked after failed handshakes",
         lambda: {(): float(len(server.admission.blocked()))},
+    )
+    metrics.gauge(
+        "callhome_blocked_devices",
+        "Identified devices refused before authentication after repeated authentication failures",
+        lambda: {(): float(len(server.admission.blocked_devices()))},
     )
     return metrics
 
@@ -183,6 +232,9 @@ class AsyncCallHomeServer:
     ) -> None:
         self.inventory = inventory
         self.admission = Admission(admission)
+        # pending handshakes, per listener (a flood on one port leaves the others alone)
+        self.startups: dict[str, Startups[PendingConnection]] = {}
+        self._drops: dict[str, tuple[float, int]] = {}  # listener -> (last WARNING, drops since)
         self.metrics = _make_metrics(self)
         self.ssh_config = ssh or SSHClientConfig()
         self._trust = trust or InventoryTrust(inventory)
@@ -192,6 +244,7 @@ class AsyncCallHomeServer:
         if listen_port is not None:
             self._listener = Listener(self._on_accept, listen_address=listen_address, listen_port=listen_port)
             self._listeners.append(self._listener)
+            self.startups["ssh"] = Startups(self.admission.config.max_pending_handshakes)
         self.tls_config = tls
         self.heartbeat = heartbeat or HeartbeatConfig()
         # blocking TLS handshakes of RESTCONF connections (bounded; each one
@@ -366,26 +419,88 @@ class AsyncCallHomeServer:
 
     # -- the accept path ----------------------------------------------------------
 
-    def _admit(self, sock: socket.socket, peer: PeerAddress, transport: str) -> bool:
+    def _admit(self, sock: socket.socket, peer: PeerAddress, listener: str, *, tls: bool) -> PendingConnection | None:
+        """A pending connection with a slot among ``listener``'s startups (the
+        oldest one whose device has not sent its first bytes may be dropped
+        for it), or ``None``: refused and closed (source blocked, or every
+        slot held by a device that has)."""
         refusal = self.admission.admit(peer[0])
+        pending = PendingConnection(sock, peer, tls=tls)
         if refusal is None:
-            return True
+            admitted, dropped = self.startups[listener].admit(pending, PendingConnection.has_sent_first_bytes)
+            if dropped is not None:
+                dropped.end("dropped")
+                self._dropped(listener)
+            if admitted:
+                return pending
+            refusal = "too-many-handshakes"
         sock.close()
-        self.metrics.inc("callhome_connections_refused_total", transport=transport, reason=refusal)
+        self.metrics.inc("callhome_connections_refused_total", transport=listener, reason=refusal)
         log.debug("peer=%s refused before any handshake: %s", format_peer(peer), refusal)
-        return False
+        return None
+
+    def _dropped(self, listener: str) -> None:
+        """Early drops are a flood's signature: one WARNING per listener every 10 s at most."""
+        now = time.monotonic()
+        last, count = self._drops.get(listener, (0.0, 0))
+        count += 1
+        if now - last >= _DROP_LOG_INTERVAL:
+            log.warning(
+                "%s listener: %d pending handshakes (the cap): dropped %d connection(s) whose device had not "
+                "sent its first bytes, to make room (admission.max_pending_handshakes)",
+                listener,
+                len(self.startups[listener]),
+                count,
+            )
+            last, count = now, 0
+        self._drops[listener] = (last, count)
+
+    def _ended_early(self, pending: PendingConnection, reason: str, transport: str) -> None:
+        """A connection ended before its device sent its first bytes:
+        ``dropped`` (room made for a newer one), ``closed-early`` (the peer
+        left without a byte: a port scan, a flood ending), or a timeout."""
+        pending.sock.close()
+        quiet = reason in ("dropped", "closed-early") or self.admission.admit(pending.peer[0]) == "blocked"
+        if quiet:  # one of many in a flood (or the source is already blocked): counted, not logged one by one
+            log.debug("peer=%s %s before its first bytes", format_peer(pending.peer), reason)
+            self.metrics.inc("callhome_handshakes_total", transport=transport, result=reason)
+            if reason != "closed-early":
+                self._charge(pending.peer, FailureKind.GRACE_TIMEOUT)
+            return
+        log.warning("peer=%s %s: the device sent nothing in time", format_peer(pending.peer), reason)
+        self._reject(pending.peer, reason, "", "", None, transport=transport)
 
     async def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
-        if not self._admit(sock, peer, "ssh"):
+        pending = self._admit(sock, peer, "ssh", tls=False)
+        if pending is None:
             return
         try:
-            await self._accept_ssh(sock, peer)
+            await self._accept_ssh(sock, peer, pending)
         finally:
-            self.admission.finished()
+            pending.finish()
+            self.startups["ssh"].finished(pending)
 
-    async def _accept_ssh(self, sock: socket.socket, peer: PeerAddress) -> None:
+    async def _accept_ssh(self, sock: socket.socket, peer: PeerAddress, pending: PendingConnection) -> None:
+        banner = self.admission.config.banner_timeout
+        handshake = self.ssh_config.handshake_timeout
         try:
-            conn = await ssh_handshake(sock, peer, self._trust, self.ssh_config, self._options)
+            if banner and banner < handshake:
+                await pending.ssh_banner(banner)
+            else:  # the handshake timeout is the shorter bound (it covers the banner too)
+                await pending.ssh_banner(handshake, "handshake-timeout")
+        except PreauthEnded as exc:
+            self._ended_early(pending, exc.reason, "ssh")
+            return
+        trust = _AdmittedTrust(self._trust, self.admission)
+        # handshake_timeout bounds accept -> authenticated, the wait for the banner included
+        left = max(0.1, handshake - (time.monotonic() - pending.accepted_at))
+        config = dataclasses.replace(self.ssh_config, handshake_timeout=left)
+        try:
+            conn = await ssh_handshake(sock, peer, trust, config, self._options)
+        except DeviceBlockedError as exc:
+            log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
+            self._reject(peer, "device-blocked", exc.fingerprint, exc.key_type, exc.device, str(exc), transport="ssh")
+            return
         except UnknownDeviceError as exc:
             log.warning(
                 "peer=%s rejected unknown device: host key %s %s is not in the inventory; "
@@ -424,13 +539,21 @@ class AsyncCallHomeServer:
         state = _TLSListenerState(trust=trust, context=None if strict else config.context(trust.anchors()))
         self._tls_states.append(state)
 
+        label = "tls-strict" if strict else kind
+        startups = self.startups[label] = Startups(self.admission.config.max_pending_handshakes)
+
         async def _on_accept(sock: socket.socket, peer: PeerAddress) -> None:
-            if not self._admit(sock, peer, kind):
+            pending = self._admit(sock, peer, label, tls=True)
+            if pending is None:
                 return
+            assert self.tls_config is not None
+            if self.admission.config.banner_timeout < self.tls_config.handshake_timeout:
+                pending.watch_first_bytes(self.admission.config.banner_timeout)
             try:
-                await self._accept_tls(sock, peer, state.trust, state.context, direct=direct, kind=kind)
+                await self._accept_tls(sock, peer, state.trust, state.context, pending, direct=direct, kind=kind)
             finally:
-                self.admission.finished()
+                pending.finish()
+                startups.finished(pending)
 
         listener = Listener(_on_accept, listen_address=listen_address, listen_port=port)
         self._listeners.append(listener)
@@ -442,6 +565,7 @@ class AsyncCallHomeServer:
         peer: PeerAddress,
         trust: TLSTrust,
         context: ssl.SSLContext | None,
+        pending: PendingConnection,
         *,
         direct: bool = False,
         kind: str = "tls",
@@ -455,18 +579,15 @@ class AsyncCallHomeServer:
                 conn = await tls_handshake_direct(sock, peer, trust, self.tls_config, context, self._handshakes)
             else:
                 conn = await tls_handshake(sock, peer, trust, self.tls_config, context)
-        except CertificateRejectedError as exc:
-            log.warning("peer=%s %s", format_peer(peer), exc)
-            reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
-            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport=kind)
+        except CallHomeError as exc:
+            if pending.ended is None:
+                self._tls_refused(peer, exc, kind)
+            else:
+                self._ended_early(pending, pending.ended, kind)
             return
-        except HandshakeTimeoutError as exc:
-            log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "handshake-timeout", "", "", None, transport=kind)
-            return
-        except TransportError as exc:
-            log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport=kind)
+        if pending.ended is not None:  # ended just as the handshake finished
+            conn.close()
+            self._ended_early(pending, pending.ended, kind)
             return
         if kind == Transport.RESTCONF.value:
             conn.transport_kind = Transport.RESTCONF  # a RESTCONF device, whichever TLS path carries it
@@ -476,6 +597,16 @@ class AsyncCallHomeServer:
         self._signal(conn.device)
         asyncio.get_running_loop().create_task(self._watch_tls(conn))
         self._notify(conn)
+
+    def _tls_refused(self, peer: PeerAddress, exc: CallHomeError, kind: str) -> None:
+        log.warning("peer=%s %s", format_peer(peer), exc)
+        if isinstance(exc, CertificateRejectedError):
+            reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
+            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport=kind)
+        elif isinstance(exc, HandshakeTimeoutError):
+            self._reject(peer, "handshake-timeout", "", "", None, transport=kind)
+        else:
+            self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport=kind)
 
     async def _watch_tls(self, conn: AnyTLSConnection) -> None:
         reason = await conn.wait_closed()
@@ -487,6 +618,7 @@ class AsyncCallHomeServer:
 
     def _accepted(self, conn: DeviceConnection, peer: PeerAddress) -> None:
         self.admission.succeeded(peer[0])
+        self.admission.device_succeeded(conn.device)
         kind = conn.transport_kind.value
         self.metrics.inc("callhome_handshakes_total", transport=kind, result="ok")
         self.metrics.observe("callhome_handshake_seconds", conn.handshake_seconds, transport=kind)
@@ -503,15 +635,20 @@ class AsyncCallHomeServer:
         transport: str,
     ) -> None:
         self.metrics.inc("callhome_handshakes_total", transport=transport, result=reason)
-        if self.admission.failed(peer[0]):
-            log.warning(
-                "peer=%s blocking source %s for %g s after %d failed handshakes within %g s",
-                format_peer(peer),
-                peer[0],
-                self.admission.config.block_seconds,
-                self.admission.config.failures_before_block,
-                self.admission.config.failure_window,
-            )
+        kind = _PENALTY_OF.get(reason, FailureKind.GARBAGE)
+        if kind is FailureKind.AUTH_FAILED and device is not None:
+            # an identified device: charged to it, not to an address it may share behind NAT
+            if self.admission.device_failed(device):
+                log.warning(
+                    "device=%s peer=%s blocking device %s for %g s after repeated authentication failures: "
+                    "check its credentials in the inventory",
+                    device,
+                    format_peer(peer),
+                    device,
+                    self.admission.config.block_seconds,
+                )
+        elif kind is not None:
+            self._charge(peer, kind)
         attempt = RejectedAttempt(
             peer_address=peer,
             reason=reason,
@@ -527,6 +664,17 @@ class AsyncCallHomeServer:
                 callback(attempt)
             except Exception:
                 log.exception("reject callback failed")
+
+    def _charge(self, peer: PeerAddress, kind: FailureKind) -> None:
+        if self.admission.failed(peer[0], kind):
+            log.warning(
+                "peer=%s blocking source %s for %g s after %d failed handshakes within %g s",
+                format_peer(peer),
+                peer[0],
+                self.admission.config.block_seconds,
+                self.admission.config.failures_before_block,
+                self.admission.config.failure_window,
+            )
 
     def _register(self, conn: SSHDeviceConnection) -> None:
         self._accepted(conn, conn.peer_address)

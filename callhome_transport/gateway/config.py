@@ -17,7 +17,15 @@
       certfile: pki/manager.pem
       keyfile: pki/manager.key
     ssh: {handshake_timeout: 30, keepalive_interval: 30, keepalive_count_max: 3}
-    admission: {max_pending_handshakes: 256, failures_before_block: 10, failure_window: 60, block_seconds: 60}
+    admission:                      # docs/gateway.md: MaxStartups / PerSourcePenalties analogues
+      max_pending_handshakes: 256   # per listener
+      banner_timeout: 10
+      failures_before_block: 10
+      failure_window: 60
+      block_seconds: 60
+      penalties: {unknown_key: 1, garbage: 2, grace_timeout: 1, auth_failed: 1}
+      exempt: []                    # CIDRs never blocked
+      max_tracked_sources: 65536
 
 A bad file fails at start with the file, the key path and what was expected
 (:class:`~callhome_transport.errors.InventoryError`, shared with the inventory).
@@ -25,12 +33,13 @@ A bad file fails at start with the file, the key path and what was expected
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..admission import AdmissionConfig
+from ..admission import AdmissionConfig, FailureKind, Penalties
 from ..errors import InventoryError
 from ..inventory import Device, Inventory, Transport
 from ..listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
@@ -160,6 +169,49 @@ class _Parser:
             raise self.fail(key, f"an existing file ({resolved})")
         return resolved
 
+    def admission(self, data: Any) -> AdmissionConfig:
+        adm = self.section(
+            data,
+            "admission",
+            (
+                "max_pending_handshakes",
+                "banner_timeout",
+                "failures_before_block",
+                "failure_window",
+                "block_seconds",
+                "penalties",
+                "exempt",
+                "max_tracked_sources",
+            ),
+        )
+        default = AdmissionConfig()
+        kinds = [kind.value for kind in FailureKind]
+        weights = self.section(adm.get("penalties"), "admission.penalties", tuple(kinds))
+        exempt = adm.get("exempt") or []
+        if not isinstance(exempt, list) or not all(isinstance(cidr, str) and cidr for cidr in exempt):
+            raise self.fail("admission.exempt", "a list of addresses or networks (CIDR), e.g. ['192.0.2.0/24']")
+        for index, cidr in enumerate(exempt):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise self.fail(f"admission.exempt[{index}]", f"an address or network (CIDR), not {cidr!r}") from None
+        values: dict[str, Any] = {}
+        for key in ("max_pending_handshakes", "failures_before_block", "max_tracked_sources"):
+            value = self.number(adm.get(key), f"admission.{key}", getattr(default, key))
+            if value != int(value):
+                raise self.fail(f"admission.{key}", "a whole number")
+            values[key] = int(value)
+        for key in ("banner_timeout", "failure_window", "block_seconds"):
+            values[key] = self.number(adm.get(key), f"admission.{key}", getattr(default, key))
+        penalties = {
+            kind: self.number(weights.get(kind), f"admission.penalties.{kind}", getattr(default.penalties, kind))
+            for kind in kinds
+        }
+        try:
+            return AdmissionConfig(**values, penalties=Penalties(**penalties), exempt=tuple(exempt))
+        except ValueError as exc:
+            raise self.fail("admission", str(exc)) from None
+
     def parse(self, data: Any) -> GatewayConfig:
         top = self.section(data, "", _TOP)
         inventory = self.file(top.get("inventory"), "inventory")
@@ -214,21 +266,7 @@ class _Parser:
             )
         except ValueError as exc:
             raise self.fail("ssh", str(exc)) from None
-        adm = self.section(
-            top.get("admission"),
-            "admission",
-            ("max_pending_handshakes", "failures_before_block", "failure_window", "block_seconds"),
-        )
-        admission = AdmissionConfig(
-            max_pending_handshakes=int(
-                self.number(adm.get("max_pending_handshakes"), "admission.max_pending_handshakes", 256)
-            ),
-            failures_before_block=int(
-                self.number(adm.get("failures_before_block"), "admission.failures_before_block", 10)
-            ),
-            failure_window=self.number(adm.get("failure_window"), "admission.failure_window", 60),
-            block_seconds=self.number(adm.get("block_seconds"), "admission.block_seconds", 60),
-        )
+        admission = self.admission(top.get("admission"))
         return GatewayConfig(
             source=self.path,
             inventory_path=inventory,

@@ -343,14 +343,17 @@ class ReverseRelay:
         device_port: int,
         listener_host: str = "127.0.0.1",
         device_host: str = "127.0.0.1",
+        source_host: str | None = None,
     ) -> None:
+        # source_host: the address the device calls from (any of 127.0.0.0/8 on Linux)
+        bind = f",bind={source_host}" if source_host else ""
         self.args = [
             SOCAT,
             "-T",
             "600",  # bounded: the relay ends after 10 min of silence at most
             # nodelay on both legs: without it Nagle on the relay holds every
             # second small segment for the peer's 40 ms delayed ACK
-            f"{_socat_addr(listener_host, listener_port)},retry=50,interval=0.1,nodelay",
+            f"{_socat_addr(listener_host, listener_port)},retry=50,interval=0.1,nodelay{bind}",
             f"{_socat_addr(device_host, device_port)},nodelay",
         ]
         self.proc: subprocess.Popen[bytes] | None = None

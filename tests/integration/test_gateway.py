@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -382,10 +383,10 @@ def test_silent_connections_do_not_keep_a_real_device_out(tmp_path: Path, netcon
 def test_source_blocked_after_failures(tmp_path: Path, netconfd: NetconfdDevice) -> None:
     r1 = netconfd.inventory_entry()
     gw = GatewayProcess(
-        tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 3, "block_seconds": 60}
+        tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 4, "block_seconds": 60}
     ).start()
     try:
-        for _ in range(3):
+        for _ in range(2):  # protocol garbage weighs 2 by default
             with socket.create_connection(("127.0.0.1", gw.ssh_port)) as bad:
                 bad.sendall(b"garbage\r\n")
                 bad.shutdown(socket.SHUT_WR)
@@ -790,3 +791,38 @@ def test_serve_reports_readiness_to_systemd_and_in_a_ready_file(tmp_path: Path, 
     finally:
         notify.close()
         gw.stop()
+
+
+def wait_rejected_reasons(gw: GatewayProcess, count: int, timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        reasons = [r["reason"] for r in gw.get("/rejected")[1]]  # type: ignore[union-attr,index]
+        if len(reasons) >= count:
+            return reasons
+        assert time.monotonic() < deadline, (reasons, gw.log.read_text()[-2000:])
+        time.sleep(0.05)
+
+
+def test_authentication_failures_block_the_device_not_its_shared_address(
+    tmp_path: Path, netconfd: NetconfdDevice, make_netconfd: Any
+) -> None:
+    other: NetconfdDevice = make_netconfd()
+    inventory = {
+        "devices": {"R1": netconfd.inventory_entry(password="not-the-password"), "R2": other.inventory_entry()}
+    }
+    gw = GatewayProcess(tmp_path, inventory, admission={"failures_before_block": 2, "block_seconds": 60}).start()
+    try:
+        for n in (1, 2):
+            with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
+                assert wait_rejected_reasons(gw, n)[-1] == "auth-failed"
+        tried = netconfd.auth_attempts()
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
+            assert wait_rejected_reasons(gw, 3)[-1] == "device-blocked"
+        assert netconfd.auth_attempts() == tried  # refused after identification, before any credential
+        assert "blocking device R1 for 60 s after repeated authentication failures" in gw.log.read_text()
+        assert gw.get("/blocked")[1] == {}  # the shared address is not blocked...
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=other.ssh_port):  # ...its other devices get in
+            assert gw.cli("wait", "R2", "--timeout", "20").returncode == 0
+        assert "callhome_blocked_devices 1" in str(gw.get("/metrics")[1])
+    finally:
+        assert gw.stop() == 0

@@ -19,6 +19,7 @@ CASES = [
     errors.HostKeyMismatchError(device="SN-1", peer_address=PEER, fingerprint="SHA256:abc", expected="SHA256:def"),
     errors.AuthenticationFailedError(device="SN-1", peer_address=PEER, username="admin", reason="denied"),
     errors.HandshakeTimeoutError(peer_address=PEER, timeout=5.0),
+    errors.DeviceBlockedError(device="SN-1", peer_address=PEER, seconds=42.0),
     errors.TransportError("boom", device="SN-1", peer_address=PEER),
     errors.DeviceNotConnectedError(device="SN-1", timeout=2.5),
     errors.DeviceDisconnectedError(device="SN-1", reason="keepalive"),
