@@ -38,6 +38,7 @@ class Client:
     periodic: dict[str, Any] | None = None  # {"period": 1, "idle-timeout": 3, "anchor-time": ...}
     reconnect: dict[str, Any] = field(default_factory=dict)  # start-with, max-wait, max-attempts
     keepalives: tuple[int, int, int] | None = None  # idle-time, max-probes, probe-interval
+    transport: str = "ssh"  # or "tls"
 
 
 def callhome_payload(*clients: Client, local_ssh: tuple[str, int] | None = None) -> str:
@@ -57,9 +58,9 @@ def callhome_payload(*clients: Client, local_ssh: tuple[str, int] | None = None)
             parts += [
                 "        <endpoint>",
                 f"          <name>{name}</name>",
-                "          <ssh><tcp-client-parameters>",
+                f"          <{c.transport}><tcp-client-parameters>",
                 f"            <remote-address>{host}</remote-address><remote-port>{port}</remote-port>{keepalives}",
-                "          </tcp-client-parameters></ssh>",
+                f"          </tcp-client-parameters></{c.transport}>",
                 "        </endpoint>",
             ]
         parts.append("      </endpoints>")
@@ -91,6 +92,7 @@ class AgentProcess:
         payload: str,
         *,
         local_ssh_port: int | None = None,
+        local_tls_port: int | None = None,
         name: str = "agent",
         revision: str = "2025-04-24",
     ) -> None:
@@ -115,6 +117,8 @@ class AgentProcess:
         ]
         if local_ssh_port is not None:
             self.args += ["--local-ssh", f"127.0.0.1:{local_ssh_port}"]
+        if local_tls_port is not None:
+            self.args += ["--local-tls", f"127.0.0.1:{local_tls_port}"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

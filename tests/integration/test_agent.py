@@ -14,11 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from callhome_transport import CallHomeServer, Device, DeviceConnected, HostKeyPin, Inventory, SSHClientConfig
+from callhome_transport import (
+    CallHomeServer,
+    Device,
+    DeviceConnected,
+    HostKeyPin,
+    Inventory,
+    SSHClientConfig,
+    TLSClientConfig,
+    Transport,
+)
 from callhome_transport import SSHCredentials as Credentials
 
+from ..pki import DevicePKI
 from .agent_peer import AgentProcess, Client, callhome_payload
 from .netconfd_peer import NACM_GROUP_FILTER, SOCAT, NetconfdDevice, free_port
+from .stunnel_peer import StunnelDevice, stunnel_available
 from .test_gateway import GatewayProcess
 
 pytestmark = pytest.mark.integration
@@ -105,6 +116,38 @@ def test_call_home_server_reaches_netconfd_through_the_agent(
     assert "callhome agent stopped" in log
     assert agent.metric("callhome_agent_sessions_total", client="nms", endpoint="manager") == 1
     assert agent.metric("callhome_agent_bytes_total", client="nms", direction="from-manager") > 1000
+
+
+def test_tls_endpoint_is_spliced_to_the_local_tls_server(tmp_path: Path, netconfd: NetconfdDevice) -> None:
+    """NETCONF over TLS (RFC 7589): stunnel + netconfd is the device's TLS
+    server; the manager identifies it by its certificate through the agent."""
+    if stunnel_available():
+        pytest.skip(stunnel_available())
+    pki = DevicePKI(tmp_path / "pki")
+    inventory = Inventory.from_dict(
+        {
+            "devices": {
+                "SN-0003": {"transport": "tls", "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0003"}}
+            }
+        }
+    )
+    tls = TLSClientConfig(certfile=pki.manager_cert, keyfile=pki.manager_key, handshake_timeout=5)
+    cert, key = pki.device_files("SN-0003")
+    with (
+        CallHomeServer(inventory, listen_address="127.0.0.1", listen_port=None, tls=tls, tls_listen_port=0) as server,
+        StunnelDevice(tmp_path, netconfd, certfile=cert, keyfile=key, client_ca=pki.manager_ca_pem) as device,
+    ):
+        payload = callhome_payload(Client("nms", [("manager", server.tls_listen_port)], transport="tls"))
+        with AgentProcess(tmp_path, payload, local_tls_port=device.port) as agent:
+            with server.netconf("SN-0003", timeout=15) as m:
+                assert "<data" in groups(m)
+            event = server.wait_for("SN-0003", timeout=5)
+            assert event.transport is Transport.TLS
+            assert event.certificate_subject is not None and "serialNumber=SN-0003" in event.certificate_subject
+            # one NETCONF session per TLS connection: the persistent client calls again at once
+            with server.netconf("SN-0003", timeout=15) as m:
+                assert "<data" in groups(m)
+            assert agent.count(r"client=nms endpoint=manager connected to .*; spliced to 127\.0\.0\.1:") >= 2
 
 
 def test_second_endpoint_is_used_when_the_first_is_dead(
