@@ -39,10 +39,8 @@ SIM_REVISION = "2023-12-28"  # libnetconf2 3.x, netopeer2 2.2-2.4, Debian trixie
 
 def capability(revision: str) -> str:
     """The module this device implements, with the features it supports."""
-    return (
-        f"{NCS_NS}?module=ietf-netconf-server&revision={revision}"
-        "&features=ssh-call-home,central-netconf-server-supported"
-    )
+    features = "ssh-call-home" if revision == "2019-07-02" else "ssh-call-home,central-netconf-server-supported"
+    return f"{NCS_NS}?module=ietf-netconf-server&revision={revision}&features={features}"
 
 
 class ModelCallHome(ScheduleDriver):
