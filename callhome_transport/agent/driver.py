@@ -26,6 +26,8 @@ class ScheduleDriver(abc.ABC):
     """The loop around a :class:`Scheduler`; subclasses say what a call is."""
 
     log: logging.Logger = logging.getLogger(__name__)
+    context = ""  # a prefix for log lines, e.g. "device=SIM-00001 "
+    exhausted_level = logging.WARNING
 
     def __init__(self, *, timing: Timing | None = None, clock: Callable[[], float] = time.time) -> None:
         self.scheduler = Scheduler(timing=timing)
@@ -113,8 +115,11 @@ class ScheduleDriver(abc.ABC):
                     self.hang_up(action.attempt, action.reason)
             elif isinstance(action, Exhausted):
                 tried = ", ".join(f"{e} ({why})" for e, why in zip(action.endpoints, action.failures, strict=True))
-                self.log.warning(
-                    "client=%s event=exhausted round=%d: every endpoint failed max-attempts: %s; next round in %.1f s",
+                self.log.log(
+                    self.exhausted_level,
+                    "%sclient=%s event=exhausted round=%d: every endpoint failed max-attempts: %s; "
+                    "next round in %.2f s",
+                    self.context,
                     action.client,
                     action.round,
                     tried,

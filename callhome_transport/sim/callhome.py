@@ -49,6 +49,7 @@ class ModelCallHome(ScheduleDriver):
     Start with :meth:`run` on the device's event loop."""
 
     log = log
+    exhausted_level = logging.INFO  # a simulated fleet: not an operator's alarm
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class ModelCallHome(ScheduleDriver):
     ) -> None:
         super().__init__(timing=timing, clock=clock)
         self.device = device
+        self.context = f"device={device.name} "
         self.revision = revision
         stores = device.datastores
         stores.validators.append(self._validate)
