@@ -270,7 +270,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             print(f"  ignored {part.key_path}: {part.reason}")
         return 0
     return run_agent(
-        args.config, revision=args.revision, local_ssh=local_ssh, local_tls=local_tls, metrics_file=args.metrics_file
+        args.config,
+        revision=args.revision,
+        local_ssh=local_ssh,
+        local_tls=local_tls,
+        metrics_file=args.metrics_file,
+        state_file=args.state_file,
     )
 
 
@@ -452,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--local-ssh", metavar="HOST:PORT", help="the local NETCONF/SSH server (default 127.0.0.1:830)")
     agent.add_argument("--local-tls", metavar="HOST:PORT", help="the local NETCONF/TLS server (default 127.0.0.1:6513)")
     agent.add_argument("--metrics-file", type=Path, help="write Prometheus metrics here (node_exporter textfile)")
+    agent.add_argument(
+        "--state-file", type=Path, help="remember each client's last-connected endpoint here, across restarts"
+    )
     agent.set_defaults(func=_cmd_agent)
 
     demo = command("demo", "the embedded call-home demo: a simulated device calls a listener (no service needed)")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .model import NetconfClient
 from .schedule import Action, CancelDial, Dial, Exhausted, Hangup, Scheduler, Timing
@@ -29,8 +29,14 @@ class ScheduleDriver(abc.ABC):
     context = ""  # a prefix for log lines, e.g. "device=SIM-00001 "
     exhausted_level = logging.WARNING
 
-    def __init__(self, *, timing: Timing | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.scheduler = Scheduler(timing=timing)
+    def __init__(
+        self,
+        *,
+        timing: Timing | None = None,
+        clock: Callable[[], float] = time.time,
+        last_connected: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scheduler = Scheduler(timing=timing, last_connected=last_connected)
         self.clock = clock
         self.calls: dict[int, Dial] = {}  # dials and sessions in progress, by attempt
         self.sessions: set[int] = set()  # the attempts that became sessions

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -231,9 +232,11 @@ class Agent(ScheduleDriver):
         *,
         timing: Timing | None = None,
         metrics_file: Path | None = None,
+        state_file: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(timing=timing, clock=clock)
+        self.state_file = state_file
+        super().__init__(timing=timing, clock=clock, last_connected=self._read_state())
         self.config = config
         self.metrics_file = metrics_file
         self.metrics = Metrics()
@@ -359,17 +362,45 @@ class Agent(ScheduleDriver):
         self.report_ended(dial, graceful=result.graceful)
 
     def _write_metrics(self) -> None:
-        if self.metrics_file is None:
-            return
-        text = self.metrics.render()
+        if self.metrics_file is not None:
+            _write_atomic(self.metrics_file, self.metrics.render(), "metrics")
+
+    # -- last-connected across restarts ---------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, str]:
+        if self.state_file is None or not self.state_file.exists():
+            return {}
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.metrics_file.parent, prefix=".callhome-agent-", suffix=".prom")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.metrics_file)
-        except OSError as exc:
-            log.warning("cannot write the metrics file %s: %s", self.metrics_file, exc)
+            state = json.loads(self.state_file.read_text())
+            remembered = state["last_connected"]
+            if not isinstance(remembered, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in remembered.items()
+            ):
+                raise TypeError("last_connected must map client names to endpoint names")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the state file %s (%s): last-connected starts afresh", self.state_file, exc)
+            return {}
+        return dict(remembered)
+
+    def report_connected(self, dial: Dial, at: float | None = None) -> bool:
+        before = self.scheduler.remembered()
+        wanted = super().report_connected(dial, at)
+        after = self.scheduler.remembered()
+        if self.state_file is not None and after != before:
+            _write_atomic(self.state_file, json.dumps({"last_connected": after}, indent=2) + "\n", "state")
+        return wanted
+
+
+def _write_atomic(path: Path, text: str, what: str) -> None:
+    """Replace ``path`` in one step (readers never see half a file)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".callhome-agent-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the %s file %s: %s", what, path, exc)
 
 
 def _addr(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -400,6 +431,7 @@ def run_agent(
     local_ssh: HostPort | None = None,
     local_tls: HostPort | None = None,
     metrics_file: Path | None = None,
+    state_file: Path | None = None,
 ) -> int:
     """``callhome agent``: run until SIGTERM/SIGINT; SIGHUP reloads ``path``."""
 
@@ -408,7 +440,7 @@ def run_agent(
 
     config = load()
     log_config(config)
-    agent = Agent(config, metrics_file=metrics_file)
+    agent = Agent(config, metrics_file=metrics_file, state_file=state_file)
 
     def reload() -> None:
         failure: AgentConfigError | None = None

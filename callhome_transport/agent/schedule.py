@@ -41,7 +41,7 @@ import enum
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .model import Endpoint, NetconfClient, Periodic, StartWith
@@ -337,31 +337,39 @@ class Scheduler:
     changed ones are stopped and started again (keeping their last-connected
     endpoint); removed ones are stopped."""
 
-    def __init__(self, *, timing: Timing | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timing: Timing | None = None,
+        rng: random.Random | None = None,
+        last_connected: Mapping[str, str] | None = None,
+    ) -> None:
         self.timing = timing or Timing()
         self.rng = rng or random.Random()
         self._clients: dict[str, _Client] = {}
         self._attempts: dict[int, _Client] = {}
         self._attempt_ids = itertools.count(1)
+        # client -> endpoint, remembered across restarts of the driver ("NETCONF
+        # servers SHOULD be able to remember the last endpoint connected to
+        # across reboots", start-with last-connected, 2023-12-28)
+        self._remembered: dict[str, str] = dict(last_connected or {})
 
     # -- configuration -------------------------------------------------------------------------
 
     def configure(self, clients: Sequence[NetconfClient], now: float) -> list[Action]:
         actions: list[Action] = []
         wanted = {c.name: c for c in clients}
-        remembered: dict[str, str | None] = {}
         for name, client in list(self._clients.items()):
             if wanted.get(name) != client.config:
                 reason = "removed from the configuration" if name not in wanted else "its configuration changed"
                 actions += self._track(client, client.stop(reason))
-                remembered[name] = client.last_connected
                 del self._clients[name]
         for name, config in wanted.items():
             if name in self._clients:
                 continue  # untouched
             client = _Client(config=config, timing=self.timing, rng=self.rng, new_attempt=self._attempt_ids.__next__)
-            if remembered.get(name) in {e.name for e in config.endpoints}:
-                client.last_connected = remembered[name]
+            if self._remembered.get(name) in {e.name for e in config.endpoints}:
+                client.last_connected = self._remembered[name]
             self._clients[name] = client
             actions += self._track(client, client.start(now))
         return actions
@@ -396,7 +404,10 @@ class Scheduler:
         if client is None or client.attempt != attempt or client.state is not ClientState.DIALING:
             self._attempts.pop(attempt, None)
             return [Hangup(client=client.name if client else "", attempt=attempt, reason="no longer wanted")]
-        return self._track(client, client.connected(now))
+        actions = self._track(client, client.connected(now))
+        if client.last_connected is not None:
+            self._remembered[client.name] = client.last_connected
+        return actions
 
     def dial_failed(self, attempt: int, now: float, reason: str) -> list[Action]:
         client = self._attempts.pop(attempt, None)
@@ -431,6 +442,11 @@ class Scheduler:
 
     def last_connected(self, client: str) -> str | None:
         return self._clients[client].last_connected
+
+    def remembered(self) -> dict[str, str]:
+        """client -> the endpoint it last connected to (what a driver keeps
+        across restarts: pass it back as ``last_connected``)."""
+        return dict(self._remembered)
 
     def clients(self) -> list[str]:
         return list(self._clients)

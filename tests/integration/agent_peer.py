@@ -95,6 +95,7 @@ class AgentProcess:
         local_tls_port: int | None = None,
         name: str = "agent",
         revision: str = "2025-04-24",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.dir = Path(workdir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,7 @@ class AgentProcess:
             "--metrics-file",
             str(self.metrics_file),
             "-v",
+            *extra_args,
         ]
         if local_ssh_port is not None:
             self.args += ["--local-ssh", f"127.0.0.1:{local_ssh_port}"]

@@ -6,6 +6,7 @@ S3-S7 by sshd + netconfd."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -164,6 +165,24 @@ def test_second_endpoint_is_used_when_the_first_is_dead(
         assert agent.wait_metric("callhome_agent_dials_total", 1, endpoint="alive", result="ok") == 1
         assert agent.metric("callhome_agent_dials_total", endpoint="dead", result="error") == 2  # max-attempts
         assert agent.count("event=exhausted") == 0
+
+
+def test_last_connected_is_remembered_across_restarts_of_the_agent(
+    tmp_path: Path, netconfd: NetconfdDevice, server: CallHomeServer
+) -> None:
+    state = tmp_path / "agent.state"
+    client = Client(
+        "nms", [("dead", free_port()), ("alive", server.listen_port)], reconnect={"start-with": "last-connected"}
+    )
+    payload = callhome_payload(client)
+    args = ("--state-file", str(state))
+    with AgentProcess(tmp_path, payload, local_ssh_port=netconfd.ssh_port, name="first", extra_args=args) as agent:
+        agent.wait_log(r"client=nms endpoint=alive connected to")
+        assert agent.wait_metric("callhome_agent_dials_total", 3, endpoint="dead", result="error") == 3
+    assert json.loads(state.read_text()) == {"last_connected": {"nms": "alive"}}
+    with AgentProcess(tmp_path, payload, local_ssh_port=netconfd.ssh_port, name="again", extra_args=args) as agent:
+        agent.wait_log(r"client=nms endpoint=alive connected to")
+        assert agent.metric("callhome_agent_dials_total", endpoint="dead", result="error") == 0  # alive first
 
 
 def test_all_endpoints_dead_reports_exhausted_and_keeps_trying(tmp_path: Path, netconfd: NetconfdDevice) -> None:

@@ -125,6 +125,20 @@ def test_last_connected_starts_with_the_endpoint_of_the_last_session_then_round_
     assert order == ["b", "c", "a"]
 
 
+def test_last_connected_can_be_restored_from_before_a_restart() -> None:
+    config = client(endpoints=("a", "b", "c"), start_with=StartWith.LAST_CONNECTED, max_attempts=1)
+    s = Scheduler(timing=NO_JITTER, last_connected={"nms": "c", "gone": "x"})
+    assert only_dial(s.configure([config], T0)).endpoint.name == "c"
+    assert s.remembered() == {"nms": "c", "gone": "x"}
+    unknown = Scheduler(timing=NO_JITTER, last_connected={"nms": "removed-endpoint"})
+    dial = only_dial(unknown.configure([config], T0))
+    assert dial.endpoint.name == "a"
+    # a new session updates what a driver keeps
+    to_b = only_dial(unknown.dial_failed(dial.attempt, T0, "refused"))
+    unknown.connected(to_b.attempt, T0)
+    assert unknown.remembered() == {"nms": "b"}
+
+
 def test_first_listed_ignores_the_last_connected_endpoint() -> None:
     s = Scheduler(timing=NO_JITTER)
     first = only_dial(s.configure([client(max_attempts=1)], T0))
