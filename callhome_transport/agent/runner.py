@@ -391,6 +391,9 @@ class Agent(ScheduleDriver):
         return wanted
 
 
+_unwritable: set[Path] = set()  # warned about once, until a write succeeds
+
+
 def _write_atomic(path: Path, text: str, what: str) -> None:
     """Replace ``path`` in one step (readers never see half a file)."""
     try:
@@ -400,7 +403,11 @@ def _write_atomic(path: Path, text: str, what: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("cannot write the %s file %s: %s", what, path, exc)
+        if path not in _unwritable:
+            _unwritable.add(path)
+            log.warning("cannot write the %s file %s: %s", what, path, exc)
+    else:
+        _unwritable.discard(path)
 
 
 def _addr(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -438,6 +445,9 @@ def run_agent(
     def load() -> AgentConfig:
         return load_config(path, revision=revision, local_ssh=local_ssh, local_tls=local_tls)
 
+    for option, file in (("--metrics-file", metrics_file), ("--state-file", state_file)):
+        if file is not None and not file.parent.is_dir():
+            raise AgentConfigError(file, "", f"a file in an existing directory ({option})")
     config = load()
     log_config(config)
     agent = Agent(config, metrics_file=metrics_file, state_file=state_file)

@@ -40,3 +40,10 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str], tmp_path:
     assert "--local-ssh must be HOST:PORT" in capsys.readouterr().err
     assert main(["agent", "--config", str(tmp_path / "absent.xml"), "--check"]) == 1
     assert "absent.xml: a readable file" in capsys.readouterr().err
+
+
+def test_metrics_and_state_files_need_an_existing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = str(FIXTURES / "callhome-2019.xml")
+    missing = tmp_path / "no-such-dir" / "agent.prom"
+    assert main(["agent", "--config", config, "--revision", "2019-07-02", "--metrics-file", str(missing)]) == 1
+    assert f"{missing}: a file in an existing directory (--metrics-file)" in capsys.readouterr().err
