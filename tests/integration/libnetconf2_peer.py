@@ -116,8 +116,10 @@ class Ln2Device:
     """The libnetconf2 device, calling home to ``listener_host:listener_port``
     (the port may be given to :meth:`start`).
 
-    SSH (default): a host key generated when the object is made (so a manager
-    can pin it before the device first calls); password
+    SSH (default): host keys (``host_key_types``, ed25519 alone by default)
+    generated when the object is made (so a manager can pin one before the
+    device first calls), libssh presenting the one the manager's offer
+    prefers; password
     authentication as ``username``.  TLS (``transport="tls"``): presents
     ``certfile`` (+ ``chainfile``), requires a client certificate issued by
     ``client_ca`` whose own fingerprint is ``client_cert``'s."""
@@ -131,6 +133,7 @@ class Ln2Device:
         listener_host: str = "127.0.0.1",
         transport: str = "ssh",
         key_type: str = "ed25519",
+        host_key_types: tuple[str, ...] = ("ed25519",),
         username: str = LN2_USER,
         password: str = LN2_PASSWORD,
         certfile: Path | None = None,
@@ -144,6 +147,8 @@ class Ln2Device:
     ) -> None:
         if transport not in ("ssh", "tls"):
             raise ValueError(f"transport ssh or tls, not {transport!r}")
+        if key_type not in host_key_types:
+            raise ValueError(f"key_type {key_type!r} must be one of host_key_types {host_key_types}")
         if transport == "tls" and None in (certfile, keyfile, client_ca, client_cert):
             raise ValueError("a TLS device needs certfile, keyfile, client_ca and client_cert")
         self.dir = Path(workdir) / f"ln2-{name}"
@@ -159,10 +164,13 @@ class Ln2Device:
         self.hello_timeout = hello_timeout
         self.lifetime = lifetime  # seconds; the device exits by itself after it
         self.log = self.dir / "ln2_device.log"
+        # the key of ``key_type`` (the one tests pin), and every key by type
         self.host_key: HostKey | None = None
+        self.host_keys: dict[str, HostKey] = {}
         if transport == "ssh":
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.host_key = HostKey.generate(self.dir, key_type)
+            self.host_keys = {kind: HostKey.generate(self.dir, kind) for kind in host_key_types}
+            self.host_key = self.host_keys[key_type]
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -198,8 +206,8 @@ class Ln2Device:
             if self.chainfile is not None:
                 args.append(f"--chain={self.chainfile}")
         else:
-            assert self.host_key is not None
-            args += [f"--hostkey={self.host_key.path}", "--password-env=LN2_DEVICE_PASSWORD"]
+            args += [f"--hostkey={key.path}" for key in self.host_keys.values()]
+            args.append("--password-env=LN2_DEVICE_PASSWORD")
         return args
 
     def start(self, listener_port: int | None = None, timeout: float = 10.0) -> Ln2Device:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +16,13 @@ import callhome_transport
 from callhome_transport import CallHomeServer, Inventory
 from callhome_transport.server import AsyncCallHomeServer
 
+from .libnetconf2_peer import Ln2Device
 from .netconfd_peer import HOST_KEY_TYPES, NetconfdDevice, ReverseRelay, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def pinned(device: NetconfdDevice, *pins: str) -> Inventory:
+def pinned(device: NetconfdDevice | Ln2Device, *pins: str) -> Inventory:
     entry = device.inventory_entry()
     entry["ssh"]["host_keys"] = list(pins)
     return Inventory.from_dict({"devices": {"SN-0001": entry}})
@@ -100,3 +102,20 @@ def test_call_home_drop_in_with_a_non_default_key_pinned(netconfd: NetconfdDevic
     finally:
         starter.join()
         relay.stop()
+
+
+@pytest.mark.parametrize("kind", HOST_KEY_TYPES)
+def test_libssh_device_with_three_host_keys_presents_the_pinned_one(
+    tmp_path: Path, ln2_binary: Path, kind: str
+) -> None:
+    """The same against libssh's server (the libnetconf2 device), which
+    chooses its host key from our offer as OpenSSH does."""
+    device = Ln2Device(tmp_path, binary=ln2_binary, key_type=kind, host_key_types=HOST_KEY_TYPES)
+    key = device.host_keys[kind]
+    with (
+        CallHomeServer(pinned(device, key.public_line), listen_address="127.0.0.1", listen_port=0) as server,
+        device.start(listener_port=server.listen_port),
+        server.netconf("SN-0001", timeout=15) as m,
+    ):
+        assert m.session_id is not None
+        assert [e.fingerprint for e in server.connected()] == [key.fingerprint]
