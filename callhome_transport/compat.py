@@ -16,6 +16,11 @@ It takes ncclient's keyword arguments and returns a standard ncclient
 * A device with the wrong key (or failing authentication) does not end the
   wait: the listener keeps accepting until ``accept_timeout``, then raises the
   typed error of the last refused attempt.
+* Bounded messages: a reply larger than ``max_message_size`` (default
+  256 MiB) closes the session with
+  :class:`~callhome_transport.errors.MessageTooLargeError` instead of growing
+  the caller's memory; bytes that are not UTF-8 raise
+  :class:`~callhome_transport.errors.MalformedMessageError`.
 
 Keywords that cannot be honoured on a call-home connection (``sock``,
 ``sock_fd``, ``bind_addr``, ``ssh_config``, ``allow_agent=True``...) raise
@@ -59,7 +64,7 @@ from .inventory import (
     fingerprint_of_blob,
 )
 from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
-from .netconf import manager_over_socket
+from .netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
@@ -184,6 +189,7 @@ def call_home(
     manager_params: Mapping[str, Any] | None = None,
     nc_params: Mapping[str, Any] | None = None,
     errors_params: Mapping[str, Any] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     **other: Any,
 ) -> Manager:
     """Listen on ``host``:``port`` (default every address, port 4334), wait for
@@ -193,9 +199,11 @@ def call_home(
     Differs from ``ncclient.manager.call_home`` as the module docstring says;
     in short: IPv6, SO_REUSEADDR, the host key checked against the device's
     pin (``hostkey_b64``) or the device address's ``known_hosts`` entries,
-    ``accept_timeout`` and ``ssh_timeout`` split out of ``timeout``, and refused
-    devices do not end the wait.  ``unknown_host_cb(address, fingerprint)``
-    receives the device's address and its ``SHA256:`` fingerprint.
+    ``accept_timeout`` and ``ssh_timeout`` split out of ``timeout``, refused
+    devices do not end the wait, and a message from the device over
+    ``max_message_size`` bytes (256 MiB) closes the session with a typed error.
+    ``unknown_host_cb(address, fingerprint)`` receives the device's address and
+    its ``SHA256:`` fingerprint.
 
     Closing the Manager (``close_session()`` or leaving its ``with`` block)
     closes the SSH connection too.
@@ -246,6 +254,7 @@ def call_home(
             nc_params=nc_params,
             errors_params=errors_params,
             on_close=_release,
+            max_message_size=max_message_size,
         )
     except CallHomeError:
         _release()
@@ -354,6 +363,7 @@ def call_home_tls(
     manager_params: Mapping[str, Any] | None = None,
     nc_params: Mapping[str, Any] | None = None,
     errors_params: Mapping[str, Any] | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> Manager:
     """The TLS twin of :func:`call_home`: listen on ``host``:``port`` (default
     every address, port 4335), wait for one device to call home, run the TLS
@@ -405,6 +415,7 @@ def call_home_tls(
             manager_params=manager_params,
             nc_params=nc_params,
             errors_params=errors_params,
+            max_message_size=max_message_size,
         )
     except CallHomeError:
         raise

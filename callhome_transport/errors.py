@@ -38,6 +38,8 @@ __all__ = [
     "HostKeyMismatchError",
     "InventoryError",
     "ListenerError",
+    "MalformedMessageError",
+    "MessageTooLargeError",
     "RevokedCertificateError",
     "TransportError",
     "TrustError",
@@ -343,6 +345,46 @@ class HandshakeTimeoutError(TransportError):
             device=device,
             peer_address=peer_address,
             timeout=timeout,
+        )
+
+
+def _size(limit: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if limit >= 1 << shift and limit % (1 << shift) == 0:
+            return f"{limit >> shift} {unit}"
+    return f"{limit} bytes"
+
+
+class MessageTooLargeError(TransportError):
+    """A device sent a NETCONF message larger than the session's
+    ``max_message_size`` (``limit``, bytes); the session was closed before the
+    message was held whole in memory."""
+
+    limit: int
+
+    def __init__(self, *, device: str, limit: int, peer_address: tuple[str, int] | None = None) -> None:
+        super().__init__(
+            f"device {device} sent a NETCONF message larger than {_size(limit)} "
+            f"(max_message_size={limit}); the session was closed",
+            device=device,
+            peer_address=peer_address,
+            limit=limit,
+        )
+
+
+class MalformedMessageError(TransportError):
+    """A device sent bytes that are no NETCONF message: framing that breaks
+    RFC 6242 s4, or text that is not UTF-8 (RFC 6241 s3); the session was
+    closed.  ``reason`` says what and where."""
+
+    reason: str
+
+    def __init__(self, *, device: str, reason: str, peer_address: tuple[str, int] | None = None) -> None:
+        super().__init__(
+            f"device {device} sent a malformed NETCONF message: {reason}; the session was closed",
+            device=device,
+            peer_address=peer_address,
+            reason=reason,
         )
 
 

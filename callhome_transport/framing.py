@@ -4,19 +4,32 @@ Two framings exist (RFC 6242 s4): end-of-message (``]]>]]>``, base:1.0, always
 used for ``<hello>``) and chunked (base:1.1, ``\\n#<len>\\n<data>...\\n##\\n``).
 :class:`FrameDecoder` takes bytes as they arrive, in any split, and returns
 the complete messages; it owns no socket, clock or thread, so it is tested one
-byte at a time.  The simulated device uses it; ncclient keeps its own parser
-for the client side.
+byte at a time.  The simulated device uses it for what it receives, and
+:class:`~callhome_transport.netconf.StreamSession` for what devices send to
+ncclient: a message larger than ``max_message_size`` is refused while it
+arrives, before it is held whole in memory.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["EOM", "FrameDecoder", "Framing", "FramingError", "encode"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "EOM",
+    "FrameDecoder",
+    "Framing",
+    "FramingError",
+    "MessageSizeExceeded",
+    "encode",
+]
 
 EOM = b"]]>]]>"  # RFC 6242 s4.3
 _END_OF_CHUNKS = b"\n##\n"  # RFC 6242 s4.2
 MAX_CHUNK_SIZE = 4294967295  # RFC 6242 s4.2: chunk-size 1..4294967295
+# No RFC bounds a NETCONF message; this is a memory guard (a whole
+# configuration of a large device is tens of MB).
+DEFAULT_MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 
 class Framing(enum.Enum):
@@ -28,6 +41,17 @@ class Framing(enum.Enum):
 
 class FramingError(ValueError):
     """The peer sent bytes that violate RFC 6242 framing (the peer's fault)."""
+
+
+class MessageSizeExceeded(FramingError):
+    """A message grew past the decoder's ``max_message_size`` (``limit``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"message exceeds {limit} bytes")
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[type[MessageSizeExceeded], tuple[int]]:
+        return (type(self), (self.limit,))
 
 
 def encode(message: bytes, framing: Framing) -> bytes:
@@ -52,10 +76,15 @@ class FrameDecoder:
     that grows past it raises :class:`FramingError`.
     """
 
-    def __init__(self, framing: Framing = Framing.END_OF_MESSAGE, *, max_message_size: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, framing: Framing = Framing.END_OF_MESSAGE, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    ) -> None:
+        if max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, not {max_message_size}")
         self._buffer = bytearray()
         self._message = bytearray()
         self._chunk_left = 0
+        self._scan_from = 0  # end-of-message framing: where to look for EOM next (no rescans)
         self._max = max_message_size
         self._framing = framing
         self._state = _State.EOM_BODY if framing is Framing.END_OF_MESSAGE else _State.CHUNK_HEADER
@@ -70,7 +99,16 @@ class FrameDecoder:
         if self._message or self._chunk_left:
             raise FramingError("cannot switch framing in the middle of a message")
         self._framing = framing
+        self._scan_from = 0
         self._state = _State.EOM_BODY if framing is Framing.END_OF_MESSAGE else _State.CHUNK_HEADER
+
+    def clear(self) -> None:
+        """Drop every byte buffered (the stream ended mid-message); the memory
+        is released even while something still refers to the decoder."""
+        self._buffer = bytearray()
+        self._message = bytearray()
+        self._chunk_left = 0
+        self._scan_from = 0
 
     def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
         """Add received bytes; return the messages they complete, at most
@@ -82,7 +120,7 @@ class FrameDecoder:
             message = self._step()
             if message is None:
                 if len(self._buffer) + len(self._message) > self._max + len(EOM):
-                    raise FramingError(f"message exceeds {self._max} bytes")
+                    raise MessageSizeExceeded(self._max)
                 return messages
             messages.append(message)
         return messages
@@ -92,11 +130,14 @@ class FrameDecoder:
         when one completes, ``None`` when more bytes are needed."""
         while True:
             if self._state is _State.EOM_BODY:
-                index = self._buffer.find(EOM)
+                index = self._buffer.find(EOM, self._scan_from)
                 if index < 0:
+                    self._scan_from = max(0, len(self._buffer) - len(EOM) + 1)
                     return None
-                message = bytes(self._buffer[:index])
+                with memoryview(self._buffer) as view, view[:index] as body:
+                    message = bytes(body)  # one copy, not two (a slice of a bytearray is a bytearray)
                 del self._buffer[: index + len(EOM)]
+                self._scan_from = 0
                 return message
             if self._state is _State.CHUNK_DATA:
                 if not self._buffer:
@@ -106,7 +147,7 @@ class FrameDecoder:
                 del self._buffer[:take]
                 self._chunk_left -= take
                 if len(self._message) > self._max:
-                    raise FramingError(f"message exceeds {self._max} bytes")
+                    raise MessageSizeExceeded(self._max)
                 if self._chunk_left:
                     return None
                 self._state = _State.CHUNK_HEADER

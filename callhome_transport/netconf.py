@@ -11,11 +11,22 @@ when that thread wakes, at most every 100 ms (``TICK``), so every RPC costs
 about 100 ms even on loopback.  :class:`StreamSession` writes a request
 straight to the socket from the calling thread instead, under a lock; the
 session thread only reads.  The Manager is the stock class.
+
+What the device sends is framed by our sans-I/O
+:class:`~callhome_transport.framing.FrameDecoder` instead of ncclient's
+parser, which holds a whole message however large it grows (a 2 GiB reply
+took a caller to 2.5 GB, still held after the RPC timed out) and lets a
+byte that is not UTF-8 escape as a bare ``UnicodeDecodeError``.  A message
+over ``max_message_size`` (default 256 MiB) is refused while it arrives, a
+malformed one likewise: the session closes, and the pending RPC (and any
+later one) raises :class:`~callhome_transport.errors.MessageTooLargeError` or
+:class:`~callhome_transport.errors.MalformedMessageError` naming the device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import socket
 import threading
@@ -29,10 +40,12 @@ from ncclient.capabilities import Capabilities
 from ncclient.operations.rpc import RaiseMode
 from ncclient.transport.errors import SessionCloseError
 from ncclient.transport.errors import TransportError as NcTransportError
-from ncclient.transport.parser import DefaultXMLParser
 from ncclient.transport.session import MSG_DELIM, NetconfBase, Session
 
-__all__ = ["StreamSession", "manager_over_socket"]
+from .errors import MalformedMessageError, MessageTooLargeError, TransportError
+from .framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "StreamSession", "manager_over_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +56,53 @@ _READ_SIZE = 65536
 # client's hello (a device bug that stock ncclient's 100 ms send tick hides,
 # and that a client sending at once exposes when the device reads late).
 HELLO_SETTLE = 0.1
+_BASE_11 = "urn:ietf:params:netconf:base:1.1"
+
+
+class _MessageReader:
+    """ncclient's parser seam (``parse(data)``) over :class:`FrameDecoder`:
+    complete messages, decoded as UTF-8, go to the session's dispatch; the
+    framing switches to chunked after the hello exchange when both sides
+    offer base:1.1 (RFC 6242 s4.1)."""
+
+    def __init__(self, session: StreamSession, max_message_size: int) -> None:
+        self._session = session
+        self._decoder = FrameDecoder(Framing.END_OF_MESSAGE, max_message_size=max_message_size)
+        self._hello_seen = False
+
+    def parse(self, data: bytes) -> None:
+        device = self._session.device
+        try:
+            messages = self._decoder.feed(data, limit=1)
+            while messages:
+                self._deliver(messages.pop())  # the only reference: freed once dispatched
+                messages = self._decoder.feed(b"", limit=1)
+        except MessageSizeExceeded as exc:
+            raise self._session.fail(MessageTooLargeError(device=device, limit=exc.limit)) from None
+        except FramingError as exc:
+            raise self._session.fail(MalformedMessageError(device=device, reason=f"framing: {exc}")) from None
+
+    def release(self) -> None:
+        """Drop a partly received message (the session closed)."""
+        self._decoder.clear()
+
+    def _deliver(self, message: bytes) -> None:
+        try:
+            text = message.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            bad = message[exc.start : exc.start + 1].hex().upper()
+            reason = f"byte 0x{bad} at offset {exc.start} of a {len(message)}-byte message is not UTF-8"
+            raise self._session.fail(MalformedMessageError(device=self._session.device, reason=reason)) from None
+        del message
+        if text:
+            self._session._dispatch_message(text)
+        if not self._hello_seen:
+            self._hello_seen = True  # the device's hello: its capabilities are known now
+            session = self._session
+            if session._server_capabilities is not None and all(
+                _BASE_11 in caps for caps in (session._server_capabilities, session._client_capabilities)
+            ):
+                self._decoder.switch(Framing.CHUNKED)
 
 
 class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
@@ -50,7 +110,8 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
 
     ``device`` names the device in logs and errors; ``on_close`` runs once when
     the session closes (used to release the SSH connection of a single-device
-    :func:`~callhome_transport.call_home`).
+    :func:`~callhome_transport.call_home`).  ``max_message_size`` bounds one
+    message from the device, in bytes.
     """
 
     def __init__(
@@ -60,6 +121,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         device: str,
         on_close: Callable[[], None] | None = None,
         hello_settle: float = HELLO_SETTLE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         capabilities = Capabilities(device_handler.get_capabilities())
         Session.__init__(self, capabilities)
@@ -75,7 +137,8 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         self._hello_settle = hello_settle
         self._hello_sent_at: float | None = None
         self._first_rpc_sent = False
-        self.parser = DefaultXMLParser(self)
+        self._failure: TransportError | None = None  # why the device's side ended the session
+        self.parser = _MessageReader(self, max_message_size)
 
     # -- set-up ------------------------------------------------------------------
 
@@ -115,6 +178,8 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         Before the hello exchange picks base:1.1, messages use end-of-message
         framing, as the hello itself must (RFC 6242 s4.1).
         """
+        if self._failure is not None:
+            raise copy.copy(self._failure)
         if not self.connected or self._socket is None:
             raise NcTransportError(f"Not connected to NETCONF server (device {self.device})")
         if self._hello_sent_at is None:
@@ -136,6 +201,16 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         except OSError as exc:
             raise SessionCloseError(self._buffer.getvalue(), data) from exc
 
+    def fail(self, error: TransportError) -> TransportError:
+        """Record why the device's messages cannot be read any more, log it
+        once and close the session; the caller raises ``error`` in the session
+        thread, which hands it to the pending RPCs."""
+        if self._failure is None:
+            self._failure = error
+            log.warning("%s", error)
+        self.close()
+        return error
+
     def _dispatch_message(self, raw: str) -> None:
         self.logger.debug("received message (%d characters)", len(raw))
         Session._dispatch_message(self, raw)
@@ -147,6 +222,9 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
                 self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
         self._connected = False
+        # drop whatever part of a message was buffered: neither a Manager kept
+        # after close nor the error's traceback may keep it alive
+        self.parser.release()
         callback, self._on_close = self._on_close, None
         if callback is not None:
             try:
@@ -171,6 +249,7 @@ def manager_over_socket(
     errors_params: Mapping[str, Any] | None = None,
     on_close: Callable[[], None] | None = None,
     hello_settle: float = HELLO_SETTLE,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> nc_manager.Manager:
     """Build a standard ncclient ``Manager`` over ``sock`` (a NETCONF byte
     stream with no hello exchanged yet).
@@ -178,13 +257,21 @@ def manager_over_socket(
     ``device_params``, ``manager_params``, ``nc_params`` and ``errors_params``
     mean what they mean for ``ncclient.manager.connect_ssh``; ``timeout`` is the
     Manager's RPC timeout unless ``manager_params`` sets one.
+    ``max_message_size`` bounds one message from the device (bytes): a larger
+    one closes the session with :class:`~callhome_transport.errors.MessageTooLargeError`.
     """
     errors = dict(errors_params or {})
     ignore_errors = errors.get("ignore_errors", [])
     raise_mode = errors.get("raise_mode", RaiseMode.ALL)
     device_handler = nc_manager.make_device_handler(dict(device_params or {}), ignore_errors)
     device_handler.add_additional_netconf_params(dict(nc_params or {}))
-    session = StreamSession(device_handler, device=device, on_close=on_close, hello_settle=hello_settle)
+    session = StreamSession(
+        device_handler,
+        device=device,
+        on_close=on_close,
+        hello_settle=hello_settle,
+        max_message_size=max_message_size,
+    )
     session.connect(sock, timeout=hello_timeout)
     params: dict[str, Any] = {"timeout": timeout, **dict(manager_params or {}), "raise_mode": raise_mode}
     return nc_manager.Manager(session, device_handler, **params)

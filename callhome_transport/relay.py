@@ -57,6 +57,8 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         # what the device sent before the local side was attached (its hello)
         self._early: list[bytes] = []
         self._early_eof = False
+        self._local_full = False  # the local socket asked us to stop (its buffer is over its high-water mark)
+        self._flushing = False
 
     # -- channel side (asyncssh callbacks) ---------------------------------------
 
@@ -120,12 +122,33 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
             self.channel.close()
 
     def pause_channel(self) -> None:
-        if self.channel is not None:
+        self._local_full = True
+        if self.channel is not None and not self._flushing:
             self.channel.pause_reading()
 
     def resume_channel(self) -> None:
-        if self.channel is not None:
+        """The local socket drained: take *everything* asyncssh buffered for
+        this channel while it was paused, then pause again if the local
+        socket is full.
+
+        asyncssh re-opens the channel's whole window (RFC 4254 s5.2) as soon
+        as it delivers the first buffered packet, while the rest is still
+        buffered; pausing again after that packet would let the device send
+        another full window per pause/resume cycle on top of what is already
+        buffered (a 2 GiB reply to a slow local reader grew the gateway by
+        1.8 GB).  Delivering the whole buffer at once keeps what asyncssh holds
+        plus what the device may still send within one window; the local
+        transport takes at most that window over its high-water mark."""
+        self._local_full = False
+        if self.channel is None:
+            return
+        self._flushing = True
+        try:
             self.channel.resume_reading()
+        finally:
+            self._flushing = False
+        if self._local_full:
+            self.channel.pause_reading()
 
     async def attach_local(self, sock: socket.socket) -> None:
         """Start relaying to ``sock`` (a connected stream socket)."""

@@ -54,7 +54,7 @@ from .listener import (
     format_peer,
 )
 from .metrics import Metrics
-from .netconf import manager_over_socket
+from .netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 from .preauth import PendingConnection, PreauthEnded
 from .relay import ChannelRelay
 from .restconf import CallHomeAdapter
@@ -895,6 +895,7 @@ class CallHomeServer:
         manager_params: Mapping[str, Any] | None = None,
         nc_params: Mapping[str, Any] | None = None,
         errors_params: Mapping[str, Any] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> Manager:
         """A standard ncclient ``Manager`` for ``device``: on a new NETCONF
         channel of its SSH call-home connection, or on its next unused TLS
@@ -905,7 +906,9 @@ class CallHomeServer:
         not (deferral); raises :class:`DeviceNotConnectedError` after that.
         ``timeout`` also bounds the hello exchange; ``rpc_timeout`` is the
         Manager's RPC timeout.  Closing the Manager closes only its SSH channel
-        (the device stays connected), or the TLS connection.
+        (the device stays connected), or the TLS connection.  A message from
+        the device over ``max_message_size`` bytes closes the session with
+        :class:`~callhome_transport.errors.MessageTooLargeError`.
         """
         self._check_open()
         started = time.monotonic()
@@ -921,6 +924,7 @@ class CallHomeServer:
                 manager_params=manager_params,
                 nc_params=nc_params,
                 errors_params=errors_params,
+                max_message_size=max_message_size,
             )
         except CallHomeError:
             raise

@@ -29,7 +29,7 @@ from ..errors import (
     GatewayUnavailableError,
     UnknownGatewayDeviceError,
 )
-from ..netconf import manager_over_socket
+from ..netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 
 __all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection"]
 
@@ -235,6 +235,7 @@ class GatewayClient:
         timeout: float = 30.0,
         device_params: Mapping[str, Any] | None = None,
         on_close: Callable[[], None] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> nc_manager.Manager:
         """A standard ncclient ``Manager`` on a new NETCONF session with
         ``device`` through the gateway, after waiting up to ``wait`` s for the
@@ -243,7 +244,9 @@ class GatewayClient:
 
         Unlike ``ncclient.manager.connect_uds`` the session has no 100 ms send
         tick (see :mod:`callhome_transport.netconf`). ``on_close`` runs once
-        when the session ends, whichever side ended it."""
+        when the session ends, whichever side ended it.  A message from the
+        device over ``max_message_size`` bytes closes the session with
+        :class:`~callhome_transport.errors.MessageTooLargeError`."""
         started = time.monotonic()
         info = self.wait(device, wait) if wait > 0 else self.device(device)
         if info.transport not in ("ssh", "tls"):
@@ -262,4 +265,5 @@ class GatewayClient:
             hello_timeout=hello_timeout,
             device_params=device_params,
             on_close=on_close,
+            max_message_size=max_message_size,
         )

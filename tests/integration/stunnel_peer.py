@@ -1,6 +1,6 @@
 """A real NETCONF-over-TLS device on loopback: Debian's stunnel4 in server mode
 with mutual TLS, running yuma123's ``netconf-subsystem`` per connection against
-a netconfd (RFC 7589 on the device side).  A ``socat`` reverse relay makes it
+a netconfd (RFC 7589 on the device side), or another program (``command``).  A ``socat`` reverse relay makes it
 call home, exactly as for SSH.
 
 ``netconf-subsystem`` normally runs under sshd: it takes the user from ``USER``
@@ -41,10 +41,12 @@ class StunnelDevice:
         listen_host: str = "127.0.0.1",
         name: str = "tls",
         backend_port: int | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.dir = Path(workdir) / f"stunnel-{name}"
         self.netconfd = netconfd
         self.backend_port = backend_port
+        self.command = command  # a program serving NETCONF on stdin/stdout, instead of netconfd
         self.certfile = certfile
         self.keyfile = keyfile
         self.client_ca = client_ca
@@ -59,6 +61,8 @@ class StunnelDevice:
         if self.backend_port is not None:
             # RESTCONF device: TLS in front of an HTTP backend
             service = f"connect = 127.0.0.1:{self.backend_port}\n"
+        elif self.command is not None:
+            service = f"exec = {self.command[0]}\nexecArgs = {' '.join(self.command)}\n"
         else:
             assert self.netconfd is not None, "a NETCONF device needs a netconfd"
             wrapper = self.dir / "netconf-over-tls.sh"

@@ -23,6 +23,8 @@ CASES = [
     errors.TransportError("boom", device="SN-1", peer_address=PEER),
     errors.DeviceNotConnectedError(device="SN-1", timeout=2.5),
     errors.DeviceDisconnectedError(device="SN-1", reason="keepalive"),
+    errors.MessageTooLargeError(device="SN-1", limit=256 << 20),
+    errors.MalformedMessageError(device="SN-1", reason="byte 0xFF at offset 3 is not UTF-8"),
 ]
 
 

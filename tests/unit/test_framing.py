@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callhome_transport.framing import EOM, FrameDecoder, Framing, FramingError, encode
+from callhome_transport.framing import EOM, FrameDecoder, Framing, FramingError, MessageSizeExceeded, encode
 
 messages = st.lists(st.binary(min_size=1, max_size=300).filter(lambda b: EOM not in b), min_size=1, max_size=5)
 
@@ -63,11 +63,26 @@ def test_malformed_chunked_input_is_a_typed_error(wire: bytes) -> None:
 
 def test_message_size_is_bounded() -> None:
     decoder = FrameDecoder(Framing.END_OF_MESSAGE, max_message_size=100)
-    with pytest.raises(FramingError, match="exceeds 100 bytes"):
+    with pytest.raises(MessageSizeExceeded, match="exceeds 100 bytes") as caught:
         decoder.feed(b"a" * 200)
+    assert caught.value.limit == 100
     chunked = FrameDecoder(Framing.CHUNKED, max_message_size=100)
-    with pytest.raises(FramingError):
+    with pytest.raises(MessageSizeExceeded):
         chunked.feed(b"\n#150\n" + b"b" * 150)
+
+
+@pytest.mark.parametrize("framing", list(Framing))
+def test_a_message_of_exactly_the_limit_passes_byte_by_byte(framing: Framing) -> None:
+    message = b"m" * 100
+    decoder = FrameDecoder(framing, max_message_size=100)
+    assert _feed_bytewise(decoder, encode(message, framing) * 2) == [message, message]
+
+
+def test_clear_drops_a_partial_message() -> None:
+    decoder = FrameDecoder(Framing.END_OF_MESSAGE)
+    assert decoder.feed(b"<rpc-reply>" + b"x" * 1000) == []
+    decoder.clear()
+    assert decoder.feed(b"<ok/>" + EOM) == [b"<ok/>"]
 
 
 def test_empty_chunked_message_cannot_be_encoded() -> None:

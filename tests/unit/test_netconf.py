@@ -6,7 +6,10 @@ import socket
 import threading
 import time
 
-from callhome_transport.framing import FrameDecoder, Framing, encode
+import pytest
+
+from callhome_transport.errors import MalformedMessageError
+from callhome_transport.framing import EOM, FrameDecoder, Framing, encode
 from callhome_transport.netconf import manager_over_socket
 from callhome_transport.sim.datastore import Datastores, NetconfServerSession
 
@@ -67,3 +70,26 @@ def test_encode_decode_agree_with_ncclient_chunking() -> None:
     wire = b"\n#%d\n%s\n##\n" % (len(message), message)
     assert FrameDecoder(Framing.CHUNKED).feed(wire) == [message]
     assert wire == encode(message, Framing.CHUNKED)
+
+
+def test_broken_chunk_framing_from_the_device_is_a_typed_error() -> None:
+    ours, theirs = socket.socketpair()
+    stores = Datastores(hostname="r1")
+    session = NetconfServerSession(stores)
+
+    def device() -> None:
+        theirs.sendall(session.start())
+        received = b""
+        while EOM not in received:  # the client's hello
+            received += theirs.recv(65536)
+        theirs.recv(65536)  # its first RPC
+        theirs.sendall(b"\n#12x\n")  # not a chunk header (RFC 6242 s4.2)
+        theirs.recv(65536)
+
+    threading.Thread(target=device, daemon=True).start()
+    m = manager_over_socket(ours, device="R1", timeout=10)
+    with pytest.raises(MalformedMessageError, match="device R1") as caught:
+        m.get_config(source="running")
+    assert "chunk size" in caught.value.reason
+    assert not m.connected
+    theirs.close()
