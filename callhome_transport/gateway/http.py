@@ -71,7 +71,9 @@ def _reason(status: int) -> bytes:
 
 
 async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handle: Handler) -> None:
-    """Serve requests on one connection (keep-alive) until the peer closes."""
+    """Serve requests on one connection (keep-alive) until the peer closes.
+    A request h11 refuses, or one with both Content-Length and
+    Transfer-Encoding, gets a 4xx/5xx answer and the connection is closed."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
     try:
         while True:
@@ -80,6 +82,13 @@ async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 return
             if not isinstance(event, h11.Request):
                 return
+            names = {name.lower() for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # a request smuggling vector: answer 400 and close (RFC 9112 s6.1)
+                raise h11.RemoteProtocolError(
+                    "a request with both Content-Length and Transfer-Encoding is refused (RFC 9112 s6.1)",
+                    error_status_hint=400,
+                )
             body = bytearray()
             while True:
                 part = await _next_event(conn, reader)
@@ -129,7 +138,7 @@ async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     conn.send(
                         h11.Response(
                             status_code=status,
-                            headers=[("Content-Length", str(len(message)))],
+                            headers=[("Content-Length", str(len(message))), ("Connection", "close")],
                             reason=_reason(status),
                         )
                     )

@@ -31,6 +31,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -192,10 +193,9 @@ class _DeviceHTTP:
         """How long this request may wait for the device: ``deferral_timeout``,
         or less if the client says so (``Callhome-Wait: <seconds>``)."""
         wait = self.gateway.config.deferral_timeout
-        asked = request.header(WAIT_HEADER)
+        asked = seconds(request.header(WAIT_HEADER))
         if asked is not None:
-            with contextlib.suppress(ValueError):
-                wait = min(wait, max(0.0, float(asked)))
+            wait = min(wait, max(0.0, asked))
         return wait
 
     async def relay(self, request: Request) -> Response:
@@ -266,6 +266,21 @@ class _DeviceHTTP:
                 self.lock.release()
 
         return Response(status, headers, stream=stream(), done=done)
+
+
+WAIT_TIMEOUT_MAX = 86400.0  # seconds: the most GET /devices/<name>/wait?timeout= may ask (a day)
+
+
+def seconds(text: str | None) -> float | None:
+    """``text`` as a finite number of seconds, or None (absent, not a
+    number, NaN or infinite)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 LATE_AFTER = 0.05  # seconds: a request that waited longer for the device was deferred
@@ -807,10 +822,11 @@ class Gateway:
                 json_response(200, asdict(record)) if record else json_response(404, {"error": f"no device {path[1]}"})
             )
         if len(path) == 3 and path[0] == "devices" and path[2] == "wait":
-            try:
-                timeout = float(query.get("timeout", ["60"])[0])
-            except ValueError:
-                return json_response(400, {"error": "timeout must be a number of seconds"})
+            asked = query.get("timeout", ["60"])[0]
+            timeout = seconds(asked)
+            if timeout is None or not 0 <= timeout <= WAIT_TIMEOUT_MAX:
+                error = f"timeout must be a number of seconds from 0 to {WAIT_TIMEOUT_MAX:g}"
+                return json_response(400, {"error": error, "timeout": asked})
             if path[1] not in self.records:
                 return json_response(404, {"error": f"no device {path[1]}"})
             if self.records[path[1]].state == "connected":
