@@ -27,6 +27,8 @@ if TYPE_CHECKING:
         HostKeyMismatchError,
         InventoryError,
         ListenerError,
+        MalformedMessageError,
+        MessageTooLargeError,
         RevokedCertificateError,
         TransportError,
         TrustError,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
     from .ssh import SSHClientConfig
     from .tls import TLSClientConfig
+    from .tls_strict import HeartbeatConfig
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -72,6 +75,8 @@ _LAZY = {
     "HostKeyMismatchError": "errors",
     "InventoryError": "errors",
     "ListenerError": "errors",
+    "MalformedMessageError": "errors",
+    "MessageTooLargeError": "errors",
     "RevokedCertificateError": "errors",
     "TransportError": "errors",
     "TrustError": "errors",
@@ -99,6 +104,7 @@ _LAZY = {
     "RejectedAttempt": "server",
     "SSHClientConfig": "ssh",
     "TLSClientConfig": "tls",
+    "HeartbeatConfig": "tls_strict",
 }
 
 
@@ -123,12 +129,15 @@ __all__ = [
     "DeviceNotConnectedError",
     "DeviceStateError",
     "HandshakeTimeoutError",
+    "HeartbeatConfig",
     "HostKeyMismatchError",
     "HostKeyPin",
     "IdentifierField",
     "Inventory",
     "InventoryError",
     "ListenerError",
+    "MalformedMessageError",
+    "MessageTooLargeError",
     "Penalties",
     "RejectedAttempt",
     "RestconfClient",

@@ -67,7 +67,7 @@ from .tls import (
     tls_handshake,
     tls_handshake_direct,
 )
-from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_tls_handshake
+from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_client_credentials, strict_tls_handshake
 from .trust import Identity, InventoryTrust, PresentedKey, Trust
 
 if TYPE_CHECKING:
@@ -536,6 +536,8 @@ class AsyncCallHomeServer:
         direct: bool = False,
         kind: str = "tls",
     ) -> Listener:
+        if strict:
+            strict_client_credentials(config)  # a bad file fails the start, as config.context() does
         state = _TLSListenerState(trust=trust, context=None if strict else config.context(trust.anchors()))
         self._tls_states.append(state)
 

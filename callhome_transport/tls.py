@@ -51,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from ._log import ContextAdapter
 from .errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
@@ -76,7 +77,8 @@ class TLSClientConfig:
     """The manager's side of TLS call home.
 
     ``certfile``/``keyfile``: the client certificate presented to devices
-    (RFC 7589 mutual authentication).  ``handshake_timeout`` bounds accept to
+    (RFC 7589 mutual authentication); a ``str`` or any path-like is taken as
+    a :class:`~pathlib.Path`.  ``handshake_timeout`` bounds accept to
     identified.  TCP keepalive (``tcp_keepalive_idle``/``_interval``/``_count``)
     detects dead devices, since TLS heartbeats are rarely available.
     """
@@ -90,6 +92,10 @@ class TLSClientConfig:
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
 
     def __post_init__(self) -> None:
+        # the default and the strict C4 path read the same files: both take str paths
+        object.__setattr__(self, "certfile", Path(self.certfile))
+        if self.keyfile is not None:
+            object.__setattr__(self, "keyfile", Path(self.keyfile))
         if self.handshake_timeout <= 0:
             raise ValueError(f"handshake_timeout must be > 0, not {self.handshake_timeout}")
         for name in ("tcp_keepalive_idle", "tcp_keepalive_interval", "tcp_keepalive_count"):
@@ -155,6 +161,27 @@ def identifiers(cert: x509.Certificate, field: IdentifierField) -> list[str]:
         x509.DNSName if field is IdentifierField.DNS else x509.UniformResourceIdentifier
     )
     return [str(v) for v in san.get_values_for_type(kind)]
+
+
+def verify_path(
+    leaf: x509.Certificate,
+    intermediates: Iterable[x509.Certificate],
+    anchors: Iterable[x509.Certificate],
+    now: datetime.datetime,
+) -> list[x509.Certificate]:
+    """RFC 5280 path validation of ``leaf`` up to one of ``anchors`` (roots
+    or intermediates alike), with ``cryptography``'s verifier: CA certificates
+    under the Web PKI rules, the end-entity certificate under none (device
+    certificates carry whatever EKU their manufacturer chose).  Returns the
+    chain, end-entity first; raises ``VerificationError``."""
+    verifier = (
+        PolicyBuilder()
+        .store(Store(list(anchors)))
+        .time(now)
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
+        .build_client_verifier()
+    )
+    return list(verifier.verify(leaf, list(intermediates)).chain)
 
 
 def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
@@ -228,15 +255,11 @@ class TLSTrust:
             )
         tls = device.tls
         assert tls is not None
+        now = now or datetime.datetime.now(datetime.UTC)
         pinned = any(leaf == p for p in tls.pinned_certificates)
         if not pinned and not any(cert == issuer for cert in chain for issuer in tls.issuers):
-            raise CertificateRejectedError(
-                peer_address=peer,
-                reason=f"the chain does not lead to an issuer configured for device {device.name}",
-                device=device.name,
-                **facts,
-            )
-        self._check_revocation(device, chain, peer, now or datetime.datetime.now(datetime.UTC), facts)
+            chain = self._chain_to_own_issuer(device, chain, peer, now, facts)
+        self._check_revocation(device, chain, peer, now, facts)
         if tls.c4_strict and not self.strict_listener:
             raise CertificateRejectedError(
                 peer_address=peer,
@@ -246,6 +269,31 @@ class TLSTrust:
                 **facts,
             )
         return TLSIdentified(device=device.name, **facts)
+
+    def _chain_to_own_issuer(
+        self,
+        device: Device,
+        chain: list[x509.Certificate],
+        peer: PeerAddress,
+        now: datetime.datetime,
+        facts: dict[str, str],
+    ) -> list[x509.Certificate]:
+        """The handshake validated against every device's issuers and stops at
+        the first it trusts: with device A configured with an intermediate and
+        device B with the root above it, B's chain ends at A's intermediate.
+        Validate it again against *this* device's issuers alone, the chain's
+        certificates serving as intermediates; return the longer chain."""
+        tls = device.tls
+        assert tls is not None
+        if tls.issuers:
+            with contextlib.suppress(VerificationError):
+                return verify_path(chain[0], chain[1:], tls.issuers, now)
+        raise CertificateRejectedError(
+            peer_address=peer,
+            reason=f"the chain does not lead to an issuer configured for device {device.name}",
+            device=device.name,
+            **facts,
+        )
 
     def _check_revocation(
         self,
@@ -263,7 +311,9 @@ class TLSTrust:
                     continue
                 next_update = crl.next_update_utc
                 if next_update is not None and next_update < now:
-                    message = f"CRL of {crl.issuer.rfc4514_string()} is stale (nextUpdate {next_update.isoformat()})"
+                    message = (
+                        f"CRL of {crl.issuer.rfc4514_string(_NAMES)} is stale (nextUpdate {next_update.isoformat()})"
+                    )
                     if tls.stale_crl is StaleCRLPolicy.REJECT:
                         raise CertificateRejectedError(
                             peer_address=peer, reason=message + "; policy: reject", device=device.name, **facts
@@ -274,7 +324,7 @@ class TLSTrust:
                     raise RevokedCertificateError(
                         peer_address=peer,
                         reason=(
-                            f"certificate serial {cert.serial_number:X} ({cert.subject.rfc4514_string()}) "
+                            f"certificate serial {cert.serial_number:X} ({cert.subject.rfc4514_string(_NAMES)}) "
                             f"revoked on {revoked.revocation_date_utc.isoformat()}"
                         ),
                         device=device.name,

@@ -39,15 +39,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import VerificationError
 
 from ._log import ContextAdapter
 from .errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
 from .inventory import Transport
 from .listener import PeerAddress, format_peer
-from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe
+from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe, verify_path
 
-__all__ = ["StrictTLSConnection", "strict_available", "strict_tls_handshake"]
+__all__ = [
+    "HeartbeatConfig",
+    "StrictTLSConnection",
+    "strict_available",
+    "strict_client_credentials",
+    "strict_tls_handshake",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +105,12 @@ def _verify_chain(presented: list[x509.Certificate], trust: TLSTrust, peer: Peer
         raise CertificateRejectedError(
             peer_address=peer, reason="no trust anchors configured", **_describe(presented[0])
         )
-    verifier = (
-        PolicyBuilder()
-        .store(Store(anchors))
-        .time(datetime.datetime.now(datetime.UTC))
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
-        .build_client_verifier()
-    )
     try:
-        verified = verifier.verify(presented[0], presented[1:])
+        return verify_path(presented[0], presented[1:], anchors, datetime.datetime.now(datetime.UTC))
     except VerificationError as exc:
         raise CertificateRejectedError(
             peer_address=peer, reason=f"path validation: {exc}", **_describe(presented[0])
         ) from exc
-    return list(verified.chain)
 
 
 class StrictTLSConnection:
@@ -258,12 +256,28 @@ def _ignore(_message: Any) -> None:
     return None
 
 
+def strict_client_credentials(config: TLSClientConfig) -> tuple[Any, Any]:
+    """Our certificate chain and private key as tlslite-ng takes them.
+
+    Raises :class:`ValueError` naming the file when they cannot be loaded, or
+    when tlslite-ng is missing: the server calls this when it starts, as the
+    ``ssl`` path builds its context then, so a local fault is reported once
+    and never counted against a calling device."""
+    if not HAS_TLSLITE:
+        raise ValueError("strict C4 mode needs tlslite-ng (pip install callhome-transport[strict-tls])")
+    try:
+        chain = X509CertChain()
+        chain.parsePemList(config.certfile.read_text())
+        key = parsePEMKey((config.keyfile or config.certfile).read_text(), private=True)
+    except Exception as exc:  # OSError, or tlslite-ng's parse errors (SyntaxError...)
+        raise ValueError(f"cannot load the client certificate {config.certfile} for strict C4 mode: {exc}") from exc
+    return chain, key
+
+
 def _handshake_blocking(sock: socket.socket, config: TLSClientConfig) -> tuple[Any, list[x509.Certificate]]:
     sock.setblocking(True)
     sock.settimeout(config.handshake_timeout)
-    chain = X509CertChain()
-    chain.parsePemList(config.certfile.read_text())
-    key = parsePEMKey((config.keyfile or config.certfile).read_text(), private=True)
+    chain, key = strict_client_credentials(config)
     settings = HandshakeSettings()
     settings.use_heartbeat_extension = True  # RFC 8071 C4: peer_allowed_to_send
     # tlslite-ng lets us send requests only if a response callback is set at

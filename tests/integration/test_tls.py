@@ -230,3 +230,35 @@ def test_call_home_tls_refuses_the_wrong_identifier(tmp_path: Path, netconfd: Ne
             assert "SN-0004" in info.value.subject
         finally:
             relay.stop()
+
+
+def test_mixed_issuers_each_device_validated_against_its_own(
+    tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI
+) -> None:
+    # SN-0003 trusts manufacturer A's device CA (an intermediate), SN-0004 the
+    # root above it.  Failed before the fix: the handshake stopped at the
+    # intermediate and SN-0004 was refused ("the chain does not lead to an
+    # issuer configured for device SN-0004").
+    if stunnel_available():
+        pytest.skip(stunnel_available())
+    inventory = Inventory.from_dict(
+        {
+            "devices": {
+                "SN-0003": {"transport": "tls", "tls": {"issuers": [str(pki.inter_a_pem)], "identifier": "SN-0003"}},
+                "SN-0004": {
+                    "transport": "tls",
+                    "tls": {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0004", "crls": [str(pki.crl_a)]},
+                },
+            }
+        }
+    )
+    config = TLSClientConfig(certfile=pki.manager_cert, keyfile=pki.manager_key, handshake_timeout=5)
+    with CallHomeServer(inventory, listen_address="127.0.0.1", listen_port=None, tls=config, tls_listen_port=0) as srv:
+        for serial in ("SN-0004", "SN-0003"):
+            with (
+                stunnel(tmp_path, netconfd, pki, serial) as device,
+                ReverseRelay(listener_port=srv.tls_listen_port, device_port=device.port),
+                srv.netconf(serial, timeout=15) as m,
+            ):
+                assert isinstance(groups(m), list)
+        assert srv.rejected() == []

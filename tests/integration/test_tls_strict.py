@@ -171,3 +171,46 @@ def test_heartbeats_both_ways_with_a_heartbeat_capable_device(
     assert responses == [b"ping-from-device"]  # we answered the device's HeartbeatRequest
     assert "HeartbeatResponse received" in caplog.text  # the device answered ours
     assert os.environ.get("CALLHOME_NO_SUCH") is None
+
+
+def sn_0003_only(pki: DevicePKI) -> Inventory:
+    tls = {"issuers": [str(pki.root_a_pem)], "identifier": "SN-0003"}
+    return Inventory.from_dict({"devices": {"SN-0003": {"transport": "tls", "tls": tls}}})
+
+
+def test_str_paths_work_in_strict_mode_and_no_source_is_blamed(
+    tmp_path: Path, netconfd: NetconfdDevice, pki: DevicePKI
+) -> None:
+    # failed before the fix: AttributeError ('str' has no read_text) in every
+    # strict handshake, each recorded as the device's failure toward a block
+    if stunnel_available():
+        pytest.skip(stunnel_available())
+    inventory = sn_0003_only(pki)
+    config = TLSClientConfig(certfile=str(pki.manager_cert), keyfile=str(pki.manager_key), handshake_timeout=5)
+    assert isinstance(config.certfile, Path) and isinstance(config.keyfile, Path)
+    cert, key = pki.device_files("SN-0003")
+    with (
+        CallHomeServer(
+            inventory, listen_address="127.0.0.1", listen_port=None, tls=config, tls_strict_listen_port=0
+        ) as server,
+        StunnelDevice(tmp_path, netconfd, certfile=cert, keyfile=key, client_ca=pki.manager_ca_pem) as device,
+        ReverseRelay(listener_port=server.tls_strict_listen_port, device_port=device.port),
+        server.netconf("SN-0003", timeout=15) as m,
+    ):
+        assert "<data" in m.get_config(source="running", filter=NACM_GROUP_FILTER).xml
+        assert server.rejected() == []
+
+
+def test_unreadable_client_certificate_fails_the_start_not_each_device(tmp_path: Path, pki: DevicePKI) -> None:
+    inventory = sn_0003_only(pki)
+    missing = tmp_path / "no-such-manager.pem"
+    config = TLSClientConfig(certfile=str(missing), keyfile=str(pki.manager_key))
+    with pytest.raises(ValueError, match=f"cannot load the client certificate {missing} for strict C4 mode"):
+        CallHomeServer(
+            inventory,
+            listen_address="127.0.0.1",
+            listen_port=None,
+            tls=config,
+            tls_listen_port=None,
+            tls_strict_listen_port=0,
+        )

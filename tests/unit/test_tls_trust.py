@@ -84,6 +84,36 @@ def test_revoked_certificate(pki: DevicePKI) -> None:
         trust.identify(chain_of(pki, "SN-0005"), PEER)
     assert info.value.device == "SN-0005"
     assert "revoked on" in info.value.reason
+    # one spelling of the subject serialNumber in the whole message (was 2.5.4.5= in the reason)
+    assert "(serialNumber=SN-0005," in info.value.reason
+    assert "2.5.4.5" not in str(info.value)
+
+
+def test_mixed_issuers_each_device_is_validated_against_its_own(pki: DevicePKI) -> None:
+    # failed before the fix: SN-0004 was refused ("the chain does not lead to an
+    # issuer configured for device SN-0004"), its chain ending at SN-0003's issuer
+    trust = TLSTrust(
+        Inventory(
+            [device("SN-0003", pki, issuers=(pki.inter_a.cert,)), device("SN-0004", pki, issuers=(pki.root_a.cert,))]
+        )
+    )
+    # with both anchors trusted, the handshake's verified chain stops at the intermediate
+    handshake_chain = [pki.devices["SN-0004"].cert, pki.inter_a.cert]
+    assert trust.identify(handshake_chain, PEER).device == "SN-0004"
+    assert trust.identify([pki.devices["SN-0003"].cert, pki.inter_a.cert], PEER).device == "SN-0003"
+
+
+def test_mixed_issuers_keep_the_issuer_binding_and_revocation(pki: DevicePKI) -> None:
+    b_root = Device(
+        name="SN-B1", transport=Transport.TLS, tls=TLSIdentity(issuers=(pki.root_b.cert,), identifier="SN-B1")
+    )
+    trust = TLSTrust(Inventory([device("SN-0003", pki), device("SN-0005", pki), b_root]))
+    with pytest.raises(CertificateRejectedError, match="does not lead to an issuer configured for device SN-0003"):
+        trust.identify([pki.impostor_b.cert, pki.root_b.cert], PEER)
+    inter = Device(name="INTER", transport=Transport.TLS, tls=TLSIdentity(issuers=(pki.inter_a.cert,), identifier="X"))
+    trust = TLSTrust(Inventory([device("SN-0005", pki), inter]))
+    with pytest.raises(RevokedCertificateError):
+        trust.identify([pki.devices["SN-0005"].cert, pki.inter_a.cert], PEER)
 
 
 def test_stale_crl_rejects_by_default_and_warns_by_policy(pki: DevicePKI, caplog: pytest.LogCaptureFixture) -> None:
