@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 import os
 import socket
@@ -110,6 +111,7 @@ class _KnownHostsTrust:
         unknown_host_cb: Callable[[str, str], bool] | None,
     ) -> None:
         existing = [f for f in files if os.path.exists(f)]
+        self._files = existing
         self._known = asyncssh.read_known_hosts(existing) if existing else None
         self._credentials = credentials
         self._unknown_host_cb = unknown_host_cb
@@ -135,6 +137,15 @@ class _KnownHostsTrust:
             return []
         return [key.get_algorithm() for key in asyncssh.match_known_hosts(self._known, host, host, port)[0]]
 
+    def refusal(self, exc: UnknownDeviceError, peer: PeerAddress) -> CallHomeError:
+        """What to say of a key this trust refused: there is no inventory here."""
+        where = f"known_hosts for {peer[0]} ({', '.join(self._files) or 'no file found'})"
+        if self._unknown_host_cb is not None:
+            where += " and was not accepted by unknown_host_cb"
+        return UnknownDeviceError(
+            peer_address=peer, fingerprint=exc.fingerprint, key_type=exc.key_type, unknown_to=where
+        )
+
 
 def _trusted_key_types(trust: Trust, peer: PeerAddress) -> list[str]:
     """The types of the host keys ``trust`` accepts from ``peer`` (their
@@ -144,6 +155,14 @@ def _trusted_key_types(trust: Trust, peer: PeerAddress) -> list[str]:
     if isinstance(trust, PinnedKeyTrust):
         return list(trust.key_types)
     return []
+
+
+def _pin_mismatch(expected: str, exc: UnknownDeviceError, peer: PeerAddress) -> CallHomeError:
+    return HostKeyMismatchError(device=None, peer_address=peer, fingerprint=exc.fingerprint, expected=expected)
+
+
+def _as_is(exc: UnknownDeviceError, peer: PeerAddress) -> CallHomeError:
+    return exc
 
 
 def _pin_from_b64(hostkey_b64: str) -> HostKeyPin:
@@ -229,16 +248,20 @@ def call_home(
 
     device = "call-home-device"
     trust: Trust
+    refusal: Callable[[UnknownDeviceError, PeerAddress], CallHomeError] = _as_is
     if hostkey_b64:
-        trust = PinnedKeyTrust(device, (_pin_from_b64(hostkey_b64),), credentials)
+        pin = _pin_from_b64(hostkey_b64)
+        trust = PinnedKeyTrust(device, (pin,), credentials)
+        refusal = functools.partial(_pin_mismatch, pin.fingerprint)
     elif hostkey_verify:
         files = list(known_hosts) if known_hosts is not None else [os.path.expanduser("~/.ssh/known_hosts")]
-        trust = _KnownHostsTrust(files, credentials, unknown_host_cb)
+        known = _KnownHostsTrust(files, credentials, unknown_host_cb)
+        trust, refusal = known, known.refusal
     else:
         trust = AcceptAnyKey(device, credentials)
 
     engine = _shared_engine()
-    sock, conn = engine.run(_accept_one(host, port, trust, ssh_config, accept_wait, hostkey_b64))
+    sock, conn = engine.run(_accept_one(host, port, trust, ssh_config, accept_wait, refusal))
 
     def _release() -> None:
         engine.loop.call_soon_threadsafe(conn.close)
@@ -274,9 +297,11 @@ async def _accept_one(
     trust: Trust,
     config: SSHClientConfig,
     accept_timeout: float,
-    hostkey_b64: str | None,
+    refusal: Callable[[UnknownDeviceError, PeerAddress], CallHomeError],
 ) -> tuple[socket.socket, SSHDeviceConnection]:
-    """Listen until one device is authenticated, then stop listening."""
+    """Listen until one device is authenticated, then stop listening.
+    ``refusal`` turns a refused host key into the error to log and raise
+    (there is no inventory: the pin or known_hosts was consulted)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[SSHDeviceConnection] = loop.create_future()
     last_error: list[CallHomeError] = []
@@ -286,15 +311,8 @@ async def _accept_one(
         try:
             conn = await ssh_handshake(sock, peer, trust, config, options)
         except UnknownDeviceError as exc:
-            log.warning("peer=%s %s", format_peer(peer), exc)
-            error: CallHomeError = exc
-            if hostkey_b64:
-                error = HostKeyMismatchError(
-                    device=None,
-                    peer_address=peer,
-                    fingerprint=exc.fingerprint,
-                    expected=_pin_from_b64(hostkey_b64).fingerprint,
-                )
+            error = refusal(exc, peer)
+            log.warning("peer=%s %s", format_peer(peer), error)
             last_error.append(error)
             return
         except CallHomeError as exc:

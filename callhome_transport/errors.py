@@ -182,18 +182,33 @@ class UnknownDeviceError(TrustError):
     """The presented host key belongs to no device in the inventory.
 
     The connection was closed before any authentication was attempted.
-    ``fingerprint`` is what an operator adds to the inventory to onboard it.
+    ``fingerprint`` is what an operator adds to the inventory to onboard it;
+    ``unknown_to`` says what was consulted (``"the inventory"``, or e.g.
+    the ``known_hosts`` files of a single-device ``call_home()``).
     """
 
     key_type: str
 
-    def __init__(self, *, peer_address: tuple[str, int] | None, fingerprint: str, key_type: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        peer_address: tuple[str, int] | None,
+        fingerprint: str,
+        key_type: str = "",
+        unknown_to: str = "the inventory",
+    ) -> None:
         key = f"{key_type} {fingerprint}" if key_type else fingerprint
+        where = (
+            "is not pinned for any device in the inventory"
+            if unknown_to == "the inventory"
+            else f"is not in {unknown_to}"
+        )
         super().__init__(
-            f"unknown device from {_peer(peer_address)}: host key {key} is not pinned for any device in the inventory",
+            f"unknown device from {_peer(peer_address)}: host key {key} {where}",
             peer_address=peer_address,
             fingerprint=fingerprint,
             key_type=key_type,
+            unknown_to=unknown_to,
         )
 
 

@@ -187,15 +187,28 @@ class CallHomeAdapter(HTTPAdapter):
 
     # -- ours ---------------------------------------------------------------------------
 
-    def _device(self, url: str) -> str:
-        parts = urlsplit(url)
-        name = parts.hostname or ""
-        device = self.inventory.get(name) or next((d for d in self.inventory if d.name.lower() == name), None)
+    def device_name(self, name: str) -> str:
+        """The inventory's spelling of RESTCONF device ``name`` (host names
+        match in any case); :class:`~requests.exceptions.InvalidURL` naming
+        ``name`` as given when there is none."""
+        device = self.inventory.get(name) or next((d for d in self.inventory if d.name.lower() == name.lower()), None)
         if device is None or device.transport is not Transport.RESTCONF:
-            raise InvalidURL(f"{name!r} is not a RESTCONF device of the inventory ({self.inventory.source})")
+            known = sorted(d.name for d in restconf_devices(self.inventory))
+            listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
+            raise InvalidURL(
+                f"{name!r} is not a RESTCONF device of the inventory ({self.inventory.source}; "
+                f"RESTCONF devices: {listed})"
+            )
+        return device.name
+
+    def _device(self, url: str) -> str:
+        # requests has lower-cased the host by now; RestconfClient and
+        # restconf_root check the caller's own spelling first
+        parts = urlsplit(url)
+        device = self.device_name(parts.hostname or "")
         if parts.port is not None:
             raise InvalidURL(f"a call-home URL names the device only, without a port: {url}")
-        return device.name
+        return device
 
     def _pool(self, device: str) -> CallHomeConnectionPool:
         with self._lock:
@@ -220,6 +233,7 @@ class CallHomeAdapter(HTTPAdapter):
     def restconf_root(self, session: requests.Session, device: str) -> str:
         """The device's RESTCONF root (RFC 8040 s3.1, ``/.well-known/host-meta``),
         discovered once per connection and cached until the device calls again."""
+        device = self.device_name(device)
         root = self._roots.get(device)
         if root is None:
             response = session.get(f"https://{device}/.well-known/host-meta", headers={"Accept": "application/xrd+xml"})
@@ -340,7 +354,7 @@ class RestconfClient:
         if not isinstance(adapter, CallHomeAdapter):
             raise TypeError("mount CallHomeServer.restconf_adapter() on the session for https:// first")
         self.session = session
-        self.device = device
+        self.device = adapter.device_name(device)  # InvalidURL naming ``device`` as the caller spelled it
         self.adapter = adapter
         self.media_type = YANG_DATA_JSON if encoding == "json" else YANG_DATA_XML
 

@@ -255,7 +255,9 @@ def test_call_home_drop_in_with_pinned_key(device_loop: EventLoopThread) -> None
             assert m.connected
 
 
-def test_call_home_refuses_a_device_with_another_key(device_loop: EventLoopThread) -> None:
+def test_call_home_refuses_a_device_with_another_key(
+    device_loop: EventLoopThread, caplog: pytest.LogCaptureFixture
+) -> None:
     expected = SimulatedDevice("SN-0001", password="pw")
     impostor = SimulatedDevice("SN-0001", password="pw")
     probe = socket.socket()
@@ -263,7 +265,7 @@ def test_call_home_refuses_a_device_with_another_key(device_loop: EventLoopThrea
     port = probe.getsockname()[1]
     probe.close()
     threading.Timer(0.3, call, (device_loop, impostor, port)).start()
-    with pytest.raises(HostKeyMismatchError) as info:
+    with caplog.at_level(logging.WARNING, logger="callhome_transport"), pytest.raises(HostKeyMismatchError) as info:
         callhome_transport.call_home(
             host="127.0.0.1",
             port=port,
@@ -275,6 +277,39 @@ def test_call_home_refuses_a_device_with_another_key(device_loop: EventLoopThrea
     assert info.value.fingerprint == impostor.fingerprint
     assert info.value.expected == expected.fingerprint
     assert impostor.auth_attempts == 0
+    # failed before: the warning said "not pinned for any device in the inventory" (this call has none)
+    assert f"does not match the expected device (expected {expected.fingerprint})" in caplog.text
+    assert "inventory" not in caplog.text
+
+
+def test_call_home_names_known_hosts_when_it_refuses_a_key(
+    device_loop: EventLoopThread, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    listed = SimulatedDevice("SN-0001", password="pw")
+    caller = SimulatedDevice("SN-0001", password="pw")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"127.0.0.1 {listed.host_key_line}\n")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    threading.Timer(0.3, call, (device_loop, caller, port)).start()
+    with (
+        caplog.at_level(logging.WARNING, logger="callhome_transport"),
+        pytest.raises(callhome_transport.UnknownDeviceError) as info,
+    ):
+        callhome_transport.call_home(
+            host="127.0.0.1",
+            port=port,
+            username="admin",
+            password="pw",
+            known_hosts=[str(known_hosts)],
+            accept_timeout=1.5,
+        )
+    where = f"is not in known_hosts for 127.0.0.1 ({known_hosts})"
+    assert where in str(info.value) and where in caplog.text
+    assert "inventory" not in caplog.text
+    assert caller.auth_attempts == 0
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,18 @@ def test_urls_name_restconf_devices_only(adapter: CallHomeAdapter) -> None:
             adapter._device(url)
 
 
+def test_an_unknown_device_is_named_as_the_caller_spelled_it(adapter: CallHomeAdapter) -> None:
+    # failed before: "'sn-9999' is not a RESTCONF device" (requests lower-cases URL hosts)
+    with requests.Session() as session:
+        session.mount("https://", adapter)
+        with pytest.raises(requests.exceptions.InvalidURL, match=r"^'SN-9999' is not a RESTCONF device") as info:
+            RestconfClient(session, "SN-9999").get("ietf-system:system")
+        assert "RESTCONF devices: SN-0003)" in str(info.value)
+        with pytest.raises(requests.exceptions.InvalidURL, match=r"^'SN-9999'"):
+            adapter.restconf_root(session, "SN-9999")
+        assert RestconfClient(session, "sn-0003").device == "SN-0003"
+
+
 def test_bad_adapter_settings(adapter: CallHomeAdapter) -> None:
     with pytest.raises(ValueError, match="wait_timeout"):
         CallHomeAdapter(adapter.inventory, adapter._opener, wait_timeout=0)
