@@ -15,7 +15,7 @@ session thread only reads.  The Manager is the stock class.
 What the device sends is framed by our sans-I/O
 :class:`~callhome_transport.framing.FrameDecoder` instead of ncclient's
 parser, which holds a whole message however large it grows (a 2 GiB reply
-took a caller to 2.5 GB, still held after the RPC timed out) and lets a
+took a caller to 4.3 GB, benchmarks/bench_memory.py) and lets a
 byte that is not UTF-8 escape as a bare ``UnicodeDecodeError``.  A message
 over ``max_message_size`` (default 256 MiB) is refused while it arrives, a
 malformed one likewise: the session closes, and the pending RPC (and any

@@ -136,7 +136,7 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         buffered; pausing again after that packet would let the device send
         another full window per pause/resume cycle on top of what is already
         buffered (a 2 GiB reply to a slow local reader grew the gateway by
-        1.8 GB).  Delivering the whole buffer at once keeps what asyncssh holds
+        about 2 GB, benchmarks/bench_memory.py).  Delivering the whole buffer at once keeps what asyncssh holds
         plus what the device may still send within one window; the local
         transport takes at most that window over its high-water mark."""
         self._local_full = False

@@ -12,9 +12,7 @@ netconfd device.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,7 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .netconfd_peer import SSHD, TEST_PASSWORD, TEST_USER, _tail, ensure_test_user, free_port
+from .netconfd_peer import (
+    SSHD,
+    TEST_PASSWORD,
+    TEST_USER,
+    HostKey,
+    _tail,
+    ensure_test_user,
+    free_port,
+    stop_process_group,
+)
 
 EOM = b"]]>]]>"
 PYTHON = "/usr/bin/python3"  # the system's: sshd runs the subsystem as the test account
@@ -65,22 +72,15 @@ class StreamingDevice:
         self.dir.mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(exist_ok=True)
         self.ssh_port = free_port(self.listen_host)
-        hostkey = self.dir / "ssh_host_ed25519_key"
-        if not hostkey.exists():
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostkey)],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        self.host_key_public_line = hostkey.with_suffix(".pub").read_text().strip()
+        host_key = HostKey.generate(self.dir, "ed25519")
+        self.host_key_public_line = host_key.public_line
         self._script_dir = Path(tempfile.mkdtemp(prefix="callhome-streamer-"))
         command = " ".join(streamer_command(self._script_dir))
         config = self.dir / "sshd_config"
         config.write_text(
             f"""Port {self.ssh_port}
 ListenAddress {self.listen_host}
-HostKey {hostkey}
+HostKey {host_key.path}
 PidFile {self.dir / "sshd.pid"}
 UsePAM no
 PasswordAuthentication yes
@@ -119,15 +119,7 @@ Subsystem netconf {command}
         return {"ssh": ssh}
 
     def stop(self) -> None:
-        if self._sshd is not None and self._sshd.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._sshd.pid, signal.SIGTERM)
-            try:
-                self._sshd.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._sshd.pid, signal.SIGKILL)
-                self._sshd.wait(5)
+        stop_process_group(self._sshd)
         if self._script_dir is not None:
             shutil.rmtree(self._script_dir, ignore_errors=True)
             self._script_dir = None

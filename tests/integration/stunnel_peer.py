@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from .netconfd_peer import SUBSYSTEM, NetconfdDevice, _tail, free_port
+from .netconfd_peer import SUBSYSTEM, NetconfdDevice, _tail, free_port, stop_process_group
 
 STUNNEL = "/usr/bin/stunnel4"
 
@@ -111,15 +110,7 @@ socket = r:TCP_NODELAY=1
         raise RuntimeError(f"stunnel not ready\n{_tail(self.log)}")
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait(5)
+        stop_process_group(self._proc)
 
     def __enter__(self) -> StunnelDevice:
         return self.start()
