@@ -18,6 +18,7 @@ Whose fault it is reads from the family:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ __all__ = [
     "UnknownDeviceError",
     "UnknownGatewayDeviceError",
     "UnsupportedOptionError",
+    "refusal_from_dict",
+    "refusal_to_dict",
 ]
 
 
@@ -303,11 +306,23 @@ class TransportError(CallHomeError):
 
 
 class AuthenticationFailedError(TransportError):
-    """The device was identified but refused our credentials (C7)."""
+    """The device was identified (by ``key_type`` ``fingerprint``) but refused
+    our credentials (C7)."""
 
     username: str
+    fingerprint: str
+    key_type: str
 
-    def __init__(self, *, device: str, peer_address: tuple[str, int] | None, username: str, reason: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        device: str,
+        peer_address: tuple[str, int] | None,
+        username: str,
+        reason: str = "",
+        fingerprint: str = "",
+        key_type: str = "",
+    ) -> None:
         super().__init__(
             f"authentication as {username!r} failed on device {device} ({_peer(peer_address)})"
             + (f": {reason}" if reason else ""),
@@ -315,6 +330,8 @@ class AuthenticationFailedError(TransportError):
             peer_address=peer_address,
             username=username,
             reason=reason,
+            fingerprint=fingerprint,
+            key_type=key_type,
         )
 
 
@@ -478,3 +495,41 @@ class GatewayRequestError(GatewayError):
 
     def __init__(self, *, status: int, path: str, detail: str) -> None:
         super().__init__(f"gateway answered {status} to {path}: {detail}", status=status, path=path, detail=detail)
+
+
+# --- refusals reported to a caller that waited for the device ----------------
+
+# The errors that say "the device called and we refused it" (RFC 8071 s5):
+# a caller waiting for that device gets one of them instead of
+# DeviceNotConnectedError.  By name, so the gateway's clients rebuild them.
+REFUSAL_ERRORS: dict[str, type[CallHomeError]] = {
+    cls.__name__: cls
+    for cls in (AuthenticationFailedError, CertificateRejectedError, RevokedCertificateError, DeviceBlockedError)
+}
+
+
+def refused_while_waiting(error: CallHomeError, refused_at: float) -> CallHomeError:
+    """A copy of ``error`` (a refusal of a device's call) for a caller that
+    waited for that device: same type and attributes, plus ``refused_at``
+    (``time.time()`` of the refusal), and a message that says when."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(refused_at))
+    attrs = {**error._attrs, "refused_at": refused_at}
+    return _rebuild(type(error), f"{error.message} (the device called at {when} and was refused)", attrs)
+
+
+def refusal_to_dict(error: CallHomeError) -> dict[str, Any]:
+    """``error`` (one of :data:`REFUSAL_ERRORS`) as JSON-ready data."""
+    return {"type": type(error).__name__, "message": error.message, **error._attrs}
+
+
+def refusal_from_dict(data: dict[str, Any]) -> CallHomeError | None:
+    """The error :func:`refusal_to_dict` described, or ``None`` when ``data``
+    does not describe one."""
+    cls = REFUSAL_ERRORS.get(str(data.get("type")))
+    message = data.get("message")
+    if cls is None or not isinstance(message, str):
+        return None
+    attrs = {k: v for k, v in data.items() if k not in ("type", "message")}
+    if isinstance(attrs.get("peer_address"), list):
+        attrs["peer_address"] = tuple(attrs["peer_address"])
+    return _rebuild(cls, message, attrs)

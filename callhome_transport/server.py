@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -43,6 +44,7 @@ from .errors import (
     RevokedCertificateError,
     TransportError,
     UnknownDeviceError,
+    refused_while_waiting,
 )
 from .inventory import Inventory, Transport
 from .listener import (
@@ -284,6 +286,8 @@ class AsyncCallHomeServer:
         self._disconnect_callbacks: list[Callable[[str, str], None]] = []
         self._reject_callbacks: list[Callable[[RejectedAttempt], None]] = []
         self.rejected: collections.deque[RejectedAttempt] = collections.deque(maxlen=rejected_history)
+        # the last refusal of each device since it last connected: (time.time(), error)
+        self._refusals: dict[str, tuple[float, CallHomeError]] = {}
 
     @property
     def listen_port(self) -> int:
@@ -384,6 +388,7 @@ class AsyncCallHomeServer:
         if len(prepared.tls_states) != len(self._tls_states):
             raise RuntimeError("prepared for another server")
         self.inventory = prepared.inventory
+        self._refusals.clear()  # refused with the old keys, certificates or credentials
         self._trust = prepared.trust
         self._options = prepared.ssh_options
         for state, new in zip(self._tls_states, prepared.tls_states, strict=True):
@@ -499,7 +504,9 @@ class AsyncCallHomeServer:
             conn = await ssh_handshake(sock, peer, trust, config, self._options)
         except DeviceBlockedError as exc:
             log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
-            self._reject(peer, "device-blocked", exc.fingerprint, exc.key_type, exc.device, str(exc), transport="ssh")
+            self._reject(
+                peer, "device-blocked", exc.fingerprint, exc.key_type, exc.device, str(exc), transport="ssh", error=exc
+            )
             return
         except UnknownDeviceError as exc:
             log.warning(
@@ -513,15 +520,17 @@ class AsyncCallHomeServer:
             return
         except AuthenticationFailedError as exc:
             log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
-            self._reject(peer, "auth-failed", "", "", exc.device, transport="ssh")
+            self._reject(
+                peer, "auth-failed", exc.fingerprint, exc.key_type, exc.device, str(exc), transport="ssh", error=exc
+            )
             return
         except HandshakeTimeoutError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "handshake-timeout", "", "", exc.device, transport="ssh")
+            self._reject(peer, "handshake-timeout", "", "", exc.device, str(exc), transport="ssh")
             return
         except TransportError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
-            self._reject(peer, "transport-error", "", "", exc.device, transport="ssh")
+            self._reject(peer, "transport-error", "", "", exc.device, str(exc), transport="ssh")
             return
         self._register(conn)
 
@@ -604,9 +613,9 @@ class AsyncCallHomeServer:
         log.warning("peer=%s %s", format_peer(peer), exc)
         if isinstance(exc, CertificateRejectedError):
             reason = "revoked" if isinstance(exc, RevokedCertificateError) else "certificate-rejected"
-            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport=kind)
+            self._reject(peer, reason, exc.fingerprint, "x509", exc.device, detail=str(exc), transport=kind, error=exc)
         elif isinstance(exc, HandshakeTimeoutError):
-            self._reject(peer, "handshake-timeout", "", "", None, transport=kind)
+            self._reject(peer, "handshake-timeout", "", "", None, detail=str(exc), transport=kind)
         else:
             self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport=kind)
 
@@ -621,6 +630,7 @@ class AsyncCallHomeServer:
     def _accepted(self, conn: DeviceConnection, peer: PeerAddress) -> None:
         self.admission.succeeded(peer[0])
         self.admission.device_succeeded(conn.device)
+        self._refusals.pop(conn.device, None)
         kind = conn.transport_kind.value
         self.metrics.inc("callhome_handshakes_total", transport=kind, result="ok")
         self.metrics.observe("callhome_handshake_seconds", conn.handshake_seconds, transport=kind)
@@ -635,7 +645,11 @@ class AsyncCallHomeServer:
         detail: str = "",
         *,
         transport: str,
+        error: CallHomeError | None = None,
     ) -> None:
+        """Record a refused attempt.  ``error``: the refusal of an identified
+        device (authentication failed, certificate refused): a caller waiting
+        for that device gets it instead of "did not call home"."""
         self.metrics.inc("callhome_handshakes_total", transport=transport, result=reason)
         kind = _PENALTY_OF.get(reason, FailureKind.GARBAGE)
         if kind is FailureKind.AUTH_FAILED and device is not None:
@@ -661,6 +675,9 @@ class AsyncCallHomeServer:
             detail=detail,
         )
         self.rejected.append(attempt)
+        if device is not None and error is not None:
+            self._refusals[device] = (attempt.at, error)
+            self._signal(device)
         for callback in list(self._reject_callbacks):
             try:
                 callback(attempt)
@@ -733,24 +750,35 @@ class AsyncCallHomeServer:
 
     async def wait_for(self, device: str, timeout: float) -> DeviceConnection:
         """The device's live connection, waiting up to ``timeout`` seconds for
-        it to call home.  Raises :class:`DeviceNotConnectedError`; a name that is
-        not in the inventory raises :class:`KeyError` at once."""
+        it to call home.  A name that is not in the inventory raises
+        :class:`KeyError` at once.
+
+        When the device calls during the wait and is refused (authentication
+        failed, certificate revoked or refused, blocked after repeated
+        authentication failures), that refusal is raised at once
+        (:class:`AuthenticationFailedError`, :class:`RevokedCertificateError`,
+        :class:`CertificateRejectedError`, :class:`DeviceBlockedError`, with
+        ``refused_at``).  At the end of
+        the wait, a refusal since the device last connected is raised in place
+        of :class:`DeviceNotConnectedError`."""
         if device not in self.inventory:
             raise KeyError(f"device {device!r} is not in the inventory ({self.inventory.source})")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        started = time.time()
         while True:
             conn = self._current(device)
             if conn is not None:
                 return conn
+            refusal = self._refusals.get(device)
             remaining = deadline - loop.time()
+            if refusal is not None and (refusal[0] >= started or remaining <= 0):
+                raise refused_while_waiting(refusal[1], refusal[0])
             if remaining <= 0:
                 raise DeviceNotConnectedError(device=device, timeout=timeout)
             event = self._changed.setdefault(device, asyncio.Event())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                raise DeviceNotConnectedError(device=device, timeout=timeout) from None
 
     async def disconnect(self, device: str) -> bool:
         """Close ``device``'s connection if it has one; wait until it is closed.

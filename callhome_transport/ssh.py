@@ -387,6 +387,8 @@ async def ssh_handshake(
             peer_address=peer,
             username=client.identity.credentials.username,
             reason=exc.reason,
+            fingerprint=client.identity.fingerprint,
+            key_type=client.presented.key_type if client.presented else "",
         ) from exc
     except CallHomeError:
         sock.close()

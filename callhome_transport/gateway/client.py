@@ -28,6 +28,7 @@ from ..errors import (
     GatewayRequestError,
     GatewayUnavailableError,
     UnknownGatewayDeviceError,
+    refusal_from_dict,
 )
 from ..netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 
@@ -162,6 +163,9 @@ class GatewayClient:
     ) -> DeviceInfo:
         path = f"/devices/{quote(device, safe='')}{suffix}"
         status, body = self.get(path, timeout, start_wait=start_wait)
+        return self._device_info(status, body, path, device)
+
+    def _device_info(self, status: int, body: Any, path: str, device: str) -> DeviceInfo:
         if status == 404:
             raise UnknownGatewayDeviceError(device=device, run_dir=str(self.run_dir))
         if status != 200 or not isinstance(body, dict):
@@ -181,18 +185,24 @@ class GatewayClient:
     def wait(self, device: str, timeout: float) -> DeviceInfo:
         """Block until ``device`` is connected (at most ``timeout`` s, which
         includes waiting for a gateway that is starting); raise
-        :class:`DeviceNotConnectedError` when it did not call home in time."""
+        :class:`DeviceNotConnectedError` when it did not call home in time, or
+        the refusal (:class:`AuthenticationFailedError`,
+        :class:`CertificateRejectedError`, :class:`RevokedCertificateError`,
+        with ``refused_at``) when it called and the gateway refused it."""
         started = time.monotonic()
         info = self._device_get(device, start_wait=max(self.start_wait, timeout))  # the gateway is up
         if info.connected:
             return info
         remaining = max(0.0, timeout - (time.monotonic() - started))
-        try:
-            return self._device_get(device, f"/wait?timeout={remaining!r}", remaining + 10, start_wait=0)
-        except GatewayRequestError as exc:
-            if exc.status == 504:
-                raise DeviceNotConnectedError(device=device, timeout=timeout) from exc
-            raise
+        path = f"/devices/{quote(device, safe='')}/wait?timeout={remaining!r}"
+        status, body = self.get(path, remaining + 10, start_wait=0)
+        if status == 504:
+            raise DeviceNotConnectedError(device=device, timeout=timeout)
+        if status == 502 and isinstance(body, dict) and isinstance(body.get("refusal"), dict):
+            refusal = refusal_from_dict(body["refusal"])
+            if refusal is not None:
+                raise refusal  # the device called during the wait and was refused
+        return self._device_info(status, body, path, device)
 
     def rejected(self) -> list[dict[str, Any]]:
         status, body = self.get("/rejected")

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
-from ..errors import CallHomeError, DeviceNotConnectedError, EndpointError
+from ..errors import REFUSAL_ERRORS, CallHomeError, DeviceNotConnectedError, EndpointError, refusal_to_dict
 from ..inventory import Device, Inventory, Transport
 from ..listener import format_peer
 from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
@@ -58,6 +58,8 @@ from .reload import DeviceEndpoints, ReloadPlan, plan_reload
 __all__ = ["Gateway", "run"]
 
 log = logging.getLogger(__name__)
+
+REFUSALS = tuple(REFUSAL_ERRORS.values())  # a device that called during a wait and was refused
 
 
 @dataclass
@@ -705,7 +707,7 @@ class Gateway:
                         record.local_sessions -= 1
                         if record.local_sessions == 0:
                             idle.set()
-                    if isinstance(exc, DeviceNotConnectedError):
+                    if isinstance(exc, (DeviceNotConnectedError, *REFUSALS)):
                         log.warning("device=%s event=local-session-failed reason=%s", device, exc)
                         local.close()
                         return
@@ -837,6 +839,10 @@ class Gateway:
                 await self.server.wait_for(path[1], timeout)
             except DeviceNotConnectedError as exc:
                 return json_response(504, {"error": str(exc), "device": path[1], "timeout": timeout})
+            except REFUSALS as exc:
+                # the device called during the wait and was refused: say why
+                body = {"error": str(exc), "device": path[1], "refusal": refusal_to_dict(exc)}
+                return json_response(502, body)
             return json_response(200, asdict(self.records[path[1]]))
         if path == ["rejected"]:
             return json_response(200, [_rejected_dict(r) for r in self.server.rejected])

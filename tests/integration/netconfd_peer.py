@@ -28,7 +28,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -413,3 +415,26 @@ def wait_rejected(server: Any, count: int = 1, timeout: float = 5.0) -> list[Any
     while len(server.rejected()) < count and time.monotonic() < deadline:
         time.sleep(0.02)
     return list(server.rejected())
+
+
+class InThread:
+    """``function(*args, **kwargs)`` running in a thread, e.g. a caller
+    waiting for a device while the test makes the device call."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._result: list[Any] = []
+        self._thread = threading.Thread(target=self._run, args=(function, args, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            self._result.append(function(*args, **kwargs))
+        except BaseException as exc:  # handed to the test by outcome()
+            self._result.append(exc)
+
+    def outcome(self, timeout: float) -> Any:
+        """What the function returned or raised (returned, not raised),
+        waiting up to ``timeout`` seconds; ``AssertionError`` if still running."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"still running after {timeout} s"
+        return self._result[0]

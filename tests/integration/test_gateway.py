@@ -22,10 +22,12 @@ import yaml
 from ncclient import manager
 from ncclient.transport.errors import TransportError as NcTransportError
 
+from callhome_transport.errors import AuthenticationFailedError
+from callhome_transport.gateway.client import GatewayClient
 from callhome_transport.gateway.client import UnixHTTPConnection as _UnixHTTPConnection
 
 from ..pki import DevicePKI
-from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port, nacm_group_config
+from .netconfd_peer import NACM_GROUP_FILTER, InThread, NetconfdDevice, ReverseRelay, free_port, nacm_group_config
 from .restconf_backend import Backend
 from .stunnel_peer import StunnelDevice, stunnel_available
 
@@ -510,6 +512,25 @@ def test_identified_device_with_wrong_credentials_is_auth_failed(tmp_path: Path,
     r1 = netconfd.inventory_entry(password="not-the-password")
     gw = GatewayProcess(tmp_path, {"devices": {"R1": r1}}, admission={"failures_before_block": 1000}).start()
     try:
+        # waiting for the device (control API, local NETCONF client) while it
+        # calls and is refused: both learn why at once, not after the deferral
+        waiter = InThread(GatewayClient(gw.run_dir).wait, "R1", timeout=60)
+        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        local.settimeout(30)
+        local.connect(str(gw.run_dir / "devices" / "R1" / "netconf.sock"))
+        started = time.monotonic()
+        with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
+            error = waiter.outcome(30)
+            assert local.recv(4096) == b""  # closed, well before the 15 s deferral
+            local.close()
+        assert time.monotonic() - started < 10
+        assert isinstance(error, AuthenticationFailedError), error
+        assert error.device == "R1" and error.fingerprint == netconfd.host_key_fingerprint
+        assert error.refused_at > 0
+        assert "event=local-session-failed reason=authentication as 'chtest' failed on device R1" in gw.log.read_text()
+        [rejected] = gw.get("/rejected")[1]  # type: ignore[misc]
+        assert rejected["fingerprint"] == netconfd.host_key_fingerprint
+        assert "authentication as 'chtest' failed" in rejected["detail"]
         with ReverseRelay(listener_port=gw.ssh_port, device_port=netconfd.ssh_port):
             deadline = time.monotonic() + 20
             record: dict[str, object] = {}
@@ -521,7 +542,8 @@ def test_identified_device_with_wrong_credentials_is_auth_failed(tmp_path: Path,
             assert record["state"] == "auth-failed", record
             assert "auth-failed" in str(record["last_reason"])
             waited = gw.cli("wait", "R1", "--timeout", "0.5")
-            assert waited.returncode == 2
+            assert waited.returncode == 1  # an error to act on, not a timeout
+            assert "authentication as 'chtest' failed on device R1" in waited.stderr
     finally:
         assert gw.stop() == 0
 

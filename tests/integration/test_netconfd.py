@@ -25,6 +25,7 @@ from callhome_transport import (
 
 from .netconfd_peer import (
     NACM_GROUP_FILTER,
+    InThread,
     NetconfdDevice,
     ReverseRelay,
     free_port,
@@ -142,10 +143,33 @@ def test_wrong_password_is_reported_as_auth_failed(netconfd: NetconfdDevice) -> 
         [rejected] = wait_rejected(server)
         assert rejected.reason == "auth-failed"
         assert rejected.device == "SN-0001"
-        with pytest.raises(callhome_transport.DeviceNotConnectedError):
+        # the entry says which key identified the device and what failed
+        assert rejected.fingerprint == netconfd.host_key_fingerprint
+        assert rejected.key_type == "ssh-ed25519"
+        assert "authentication as 'chtest' failed on device SN-0001" in rejected.detail
+        # a wait that ends with no connection reports the refusal, not "did not call home"
+        with pytest.raises(callhome_transport.AuthenticationFailedError) as info:
             server.netconf("SN-0001", timeout=0.2)
+        assert info.value.refused_at == rejected.at
     assert netconfd.auth_attempts() > before
     assert netconfd.log_has(r"Failed password for chtest from 127\.0\.0\.1")
+
+
+def test_refusal_during_the_wait_is_raised_at_once(netconfd: NetconfdDevice) -> None:
+    """netconf() waiting for a device that calls and is refused (wrong
+    password) raises that refusal when it happens, not a timeout later."""
+    inv = inventory(("SN-0001", netconfd), password="definitely-wrong")
+    with CallHomeServer(inv, listen_address="127.0.0.1", listen_port=0) as server:
+        waiter = InThread(server.netconf, "SN-0001", timeout=60)
+        started = time.monotonic()
+        with ReverseRelay(listener_port=server.listen_port, device_port=netconfd.ssh_port):
+            error = waiter.outcome(30)
+        assert time.monotonic() - started < 30
+        assert isinstance(error, callhome_transport.AuthenticationFailedError), error
+        assert error.device == "SN-0001"
+        assert error.fingerprint == netconfd.host_key_fingerprint
+        assert error.refused_at >= time.time() - 60
+        assert "was refused" in str(error) and "did not call home" not in str(error)
 
 
 def test_dead_device_detected_within_keepalive_window(

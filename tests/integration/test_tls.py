@@ -28,6 +28,7 @@ from callhome_transport import (
 from ..pki import DevicePKI
 from .netconfd_peer import (
     NACM_GROUP_FILTER,
+    InThread,
     NetconfdDevice,
     ReverseRelay,
     free_port,
@@ -262,3 +263,39 @@ def test_mixed_issuers_each_device_validated_against_its_own(
             ):
                 assert isinstance(groups(m), list)
         assert srv.rejected() == []
+
+
+@pytest.mark.parametrize(
+    ("serial", "awaited", "error", "match"),
+    [
+        ("SN-0005", "SN-0005", callhome_transport.RevokedCertificateError, "revoked on"),
+        ("impostor", "SN-0003", CertificateRejectedError, "does not lead to an issuer configured for device SN-0003"),
+    ],
+    ids=["revoked", "identifier-of-another-issuer"],
+)
+def test_refusal_of_the_awaited_device_ends_the_wait(
+    tmp_path: Path,
+    netconfd: NetconfdDevice,
+    pki: DevicePKI,
+    server: CallHomeServer,
+    serial: str,
+    awaited: str,
+    error: type[CertificateRejectedError],
+    match: str,
+) -> None:
+    """netconf() waiting for a device whose call is refused raises that
+    refusal, with its reason and time, not "did not call home within 60 s"."""
+    waiter = InThread(server.netconf, awaited, timeout=60)
+    started = time.monotonic()
+    with (
+        stunnel(tmp_path, netconfd, pki, serial) as device,
+        ReverseRelay(listener_port=server.tls_listen_port, device_port=device.port),
+    ):
+        raised = waiter.outcome(30)
+    assert time.monotonic() - started < 30
+    assert type(raised) is error, raised
+    assert raised.device == awaited
+    assert match in raised.reason
+    assert raised.refused_at >= time.time() - 60
+    [rejected] = server.rejected()
+    assert rejected.at == raised.refused_at and rejected.fingerprint == raised.fingerprint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -54,3 +55,41 @@ def test_families_say_whose_fault() -> None:
 def test_inventory_error_message_names_file_key_and_expectation() -> None:
     err = errors.InventoryError("/etc/callhome/inv.yml", "devices.SN-1.ssh.username", "a non-empty string")
     assert str(err) == "/etc/callhome/inv.yml: devices.SN-1.ssh.username: expected a non-empty string"
+
+
+REFUSALS = [
+    errors.AuthenticationFailedError(
+        device="SN-1", peer_address=PEER, username="admin", reason="denied", fingerprint="SHA256:abc", key_type="ed"
+    ),
+    errors.RevokedCertificateError(peer_address=PEER, reason="revoked on 2024-01-01", device="SN-3", serial="1F"),
+    errors.CertificateRejectedError(peer_address=PEER, reason="wrong issuer", device="SN-3"),
+    errors.DeviceBlockedError(device="SN-1", peer_address=PEER, seconds=42.0, fingerprint="SHA256:abc"),
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=lambda e: type(e).__name__)
+def test_a_refusal_reported_to_a_waiter_keeps_its_type_and_says_when(refusal: errors.CallHomeError) -> None:
+    raised = errors.refused_while_waiting(refusal, 1700000000.5)
+    assert type(raised) is type(refusal)
+    assert raised.refused_at == 1700000000.5  # type: ignore[attr-defined]
+    assert raised.device == refusal.device  # type: ignore[attr-defined]
+    assert str(raised).startswith(str(refusal))
+    assert "2023-11-14T22:13:20Z" in str(raised)
+    copy = pickle.loads(pickle.dumps(raised))
+    assert vars(copy) == vars(raised)
+    assert not hasattr(refusal, "refused_at")  # the stored refusal is not changed
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=lambda e: type(e).__name__)
+def test_a_refusal_crosses_the_gateway_as_json(refusal: errors.CallHomeError) -> None:
+    raised = errors.refused_while_waiting(refusal, 1700000000.5)
+    data = json.loads(json.dumps(errors.refusal_to_dict(raised)))
+    rebuilt = errors.refusal_from_dict(data)
+    assert type(rebuilt) is type(raised)
+    assert str(rebuilt) == str(raised)
+    assert vars(rebuilt) == vars(raised)
+
+
+def test_only_known_refusals_are_rebuilt_from_json() -> None:
+    assert errors.refusal_from_dict({"type": "InventoryError", "message": "x"}) is None
+    assert errors.refusal_from_dict({"type": "AuthenticationFailedError"}) is None
