@@ -59,6 +59,8 @@ bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_tls.py
 	$(PY) benchmarks/bench_restconf.py
 	$(PY) benchmarks/bench_gateway.py
+	$(PY) benchmarks/bench_local_client.py
+	$(PY) benchmarks/bench_idle_reconnects.py --minutes 5
 	$(PY) benchmarks/bench_storm.py --devices 1000
 	$(PY) benchmarks/bench_ansible.py
 	$(PY) benchmarks/bench_agent.py

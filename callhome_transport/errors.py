@@ -27,6 +27,7 @@ __all__ = [
     "AuthenticationFailedError",
     "CallHomeError",
     "CertificateRejectedError",
+    "ClientHelloError",
     "DeviceBlockedError",
     "DeviceDisconnectedError",
     "DeviceNotConnectedError",
@@ -36,6 +37,7 @@ __all__ = [
     "GatewayRequestError",
     "GatewayUnavailableError",
     "HandshakeTimeoutError",
+    "HelloTimeoutError",
     "HostKeyMismatchError",
     "InventoryError",
     "ListenerError",
@@ -420,6 +422,23 @@ class MalformedMessageError(TransportError):
         )
 
 
+class HelloTimeoutError(TransportError):
+    """The device accepted a NETCONF session (an SSH channel, a TLS
+    connection) but sent no ``<hello>`` within ``timeout`` seconds (RFC 6241
+    s8.1).  A device that does this to a second session while one is open
+    serves one session at a time."""
+
+    timeout: float
+
+    def __init__(self, *, device: str, peer_address: tuple[str, int] | None, timeout: float) -> None:
+        super().__init__(
+            f"device {device} accepted a NETCONF session but sent no hello within {timeout:g} s",
+            device=device,
+            peer_address=peer_address,
+            timeout=timeout,
+        )
+
+
 # --- device state -------------------------------------------------------------
 
 
@@ -484,6 +503,19 @@ class UnknownGatewayDeviceError(GatewayError):
             device=device,
             run_dir=run_dir,
         )
+
+
+class ClientHelloError(GatewayError):
+    """A local NETCONF client's ``<hello>`` could not be used on a session the
+    server had already greeted: none in time, not a hello, or base versions
+    that cannot use the framing the device and the server agreed on
+    (RFC 6242 s4.1).  The local client is disconnected."""
+
+    device: str
+    reason: str
+
+    def __init__(self, *, device: str, reason: str) -> None:
+        super().__init__(f"local NETCONF client of device {device} refused: {reason}", device=device, reason=reason)
 
 
 class GatewayRequestError(GatewayError):

@@ -56,6 +56,7 @@ from .yamlfile import read_yaml_file
 __all__ = [
     "BasicAuth",
     "Device",
+    "HoldPolicy",
     "HostKeyPin",
     "IdentifierField",
     "Inventory",
@@ -153,6 +154,16 @@ class IdentifierField(enum.Enum):
     URI = "uri"  # subjectAltName uniformResourceIdentifier
 
 
+class HoldPolicy(enum.Enum):
+    """Whether the call-home server keeps a greeted NETCONF session ready for
+    a device, so that a device which drops a connection with no NETCONF
+    session (libnetconf2: ~10 s over SSH, 60 s over TLS) keeps its call."""
+
+    AUTO = "auto"  # TLS: always; SSH: libssh (libnetconf2) servers, and devices seen dropping an idle call
+    ALWAYS = "always"
+    NEVER = "never"  # greet a session only when a caller asks for one
+
+
 class StaleCRLPolicy(enum.Enum):
     """What a CRL past its nextUpdate means."""
 
@@ -211,6 +222,7 @@ class Device:
     credentials: SSHCredentials | None = None
     tls: TLSIdentity | None = None
     http_auth: BasicAuth | None = None  # RESTCONF devices only
+    hold_session: HoldPolicy = HoldPolicy.AUTO  # NETCONF devices (ssh, tls)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _DEVICE_NAME.fullmatch(self.name):
@@ -368,7 +380,9 @@ class _Loader:
         version = top.get("version", INVENTORY_VERSION)
         if version != INVENTORY_VERSION:
             raise self.fail("version", f"{INVENTORY_VERSION}")
-        defaults = self.mapping(top.get("defaults"), "defaults", ("transport", "ssh", "tls", "restconf"))
+        defaults = self.mapping(
+            top.get("defaults"), "defaults", ("transport", "ssh", "tls", "restconf", "hold_session")
+        )
         devices = top.get("devices") or {}
         if not isinstance(devices, dict):
             raise self.fail("devices", f"a mapping of device name to settings, not {type(devices).__name__}")
@@ -378,7 +392,7 @@ class _Loader:
             key_path = f"devices.{name}"
             if not isinstance(name, str):
                 raise self.fail(key_path, "a device name (string)")
-            allowed = ("transport", "ssh", "tls", "restconf")
+            allowed = ("transport", "ssh", "tls", "restconf", "hold_session")
             device = self.device(name, _merge(defaults, self.mapping(entry, key_path, allowed)))
             inventory._add(device)
         return inventory
@@ -406,6 +420,10 @@ class _Loader:
         host_keys = self.host_keys(ssh.get("host_keys"), f"{key_path}.ssh.host_keys")
         credentials = self.credentials(ssh, f"{key_path}.ssh") if (ssh or transport is Transport.SSH) else None
         tls = self.tls(entry.get("tls"), f"{key_path}.tls") if entry.get("tls") is not None else None
+        try:
+            hold = HoldPolicy(entry.get("hold_session", HoldPolicy.AUTO.value))
+        except ValueError:
+            raise self.fail(f"{key_path}.hold_session", "one of auto, always, never") from None
         http_auth = None
         if entry.get("restconf") is not None:
             if transport is not Transport.RESTCONF:
@@ -421,6 +439,7 @@ class _Loader:
                 credentials=credentials,
                 tls=tls,
                 http_auth=http_auth,
+                hold_session=hold,
             )
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None

@@ -40,22 +40,18 @@ from ncclient.capabilities import Capabilities
 from ncclient.operations.rpc import RaiseMode
 from ncclient.transport.errors import SessionCloseError
 from ncclient.transport.errors import TransportError as NcTransportError
-from ncclient.transport.session import MSG_DELIM, NetconfBase, Session
+from ncclient.transport.session import MSG_DELIM, NetconfBase, NotificationHandler, Session
 
 from .errors import MalformedMessageError, MessageTooLargeError, TransportError
 from .framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
+from .hello import HELLO_SETTLE, Hello
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "StreamSession", "manager_over_socket"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HELLO_SETTLE", "StreamSession", "capabilities_for", "manager_over_socket"]
 
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
 
-# The first RPC leaves at least this long after our hello.  Measured here:
-# yuma123 netconfd 2.13 drops an RPC that it reads in the same buffer as the
-# client's hello (a device bug that stock ncclient's 100 ms send tick hides,
-# and that a client sending at once exposes when the device reads late).
-HELLO_SETTLE = 0.1
 _BASE_11 = "urn:ietf:params:netconf:base:1.1"
 
 
@@ -81,6 +77,13 @@ class _MessageReader:
             raise self._session.fail(MessageTooLargeError(device=device, limit=exc.limit)) from None
         except FramingError as exc:
             raise self._session.fail(MalformedMessageError(device=device, reason=f"framing: {exc}")) from None
+
+    def adopted(self, framing: Framing) -> None:
+        """The hellos were exchanged before this session existed (by the
+        call-home server): what arrives now is in ``framing``."""
+        self._hello_seen = True
+        if framing is not self._decoder.framing:
+            self._decoder.switch(framing)
 
     def release(self) -> None:
         """Drop a partly received message (the session closed)."""
@@ -152,6 +155,23 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         except Exception:
             self.close()
             raise
+
+    def adopt(self, sock: socket.socket, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
+        """Adopt ``sock``, a session whose hellos were already exchanged
+        (by the call-home server, ``hello_sent_at`` being ``time.monotonic()``
+        when ours left): take the device's session-id, capabilities and the
+        agreed framing as ncclient's ``_post_connect`` would have set them."""
+        sock.setblocking(True)
+        self._socket = sock
+        self._connected = True
+        self._id = hello.session_id
+        self._server_capabilities = Capabilities(list(hello.capabilities))
+        self._base = NetconfBase.BASE_11 if framing is Framing.CHUNKED else NetconfBase.BASE_10
+        self._hello_sent_at = hello_sent_at
+        self.parser.adopted(framing)
+        self.add_listener(NotificationHandler(self._notification_q))
+        self.start()
+        self.logger.info("adopted: session-id=%s, %s framing", self._id, framing.value)
 
     # -- ncclient's transport seam ---------------------------------------------------
 
@@ -237,6 +257,25 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         return self.device
 
 
+def _device_handler(
+    device_params: Mapping[str, Any] | None,
+    nc_params: Mapping[str, Any] | None,
+    errors_params: Mapping[str, Any] | None,
+) -> Any:
+    ignore_errors = dict(errors_params or {}).get("ignore_errors", [])
+    device_handler = nc_manager.make_device_handler(dict(device_params or {}), ignore_errors)
+    device_handler.add_additional_netconf_params(dict(nc_params or {}))
+    return device_handler
+
+
+def capabilities_for(
+    device_params: Mapping[str, Any] | None = None, nc_params: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
+    """The capabilities ncclient's hello lists for these parameters (what a
+    session greeted for such a caller must say)."""
+    return tuple(_device_handler(device_params, nc_params, None).get_capabilities())
+
+
 def manager_over_socket(
     sock: socket.socket,
     *,
@@ -250,9 +289,13 @@ def manager_over_socket(
     on_close: Callable[[], None] | None = None,
     hello_settle: float = HELLO_SETTLE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    greeted: tuple[Hello, Framing, float] | None = None,
 ) -> nc_manager.Manager:
-    """Build a standard ncclient ``Manager`` over ``sock`` (a NETCONF byte
-    stream with no hello exchanged yet).
+    """Build a standard ncclient ``Manager`` over ``sock``: a NETCONF byte
+    stream with no hello exchanged yet (ncclient does it, bounded by
+    ``hello_timeout``), or, with ``greeted`` = ``(device hello, framing,
+    time.monotonic() when our hello left)``, one whose hellos the call-home
+    server already exchanged.
 
     ``device_params``, ``manager_params``, ``nc_params`` and ``errors_params``
     mean what they mean for ``ncclient.manager.connect_ssh``; ``timeout`` is the
@@ -260,11 +303,8 @@ def manager_over_socket(
     ``max_message_size`` bounds one message from the device (bytes): a larger
     one closes the session with :class:`~callhome_transport.errors.MessageTooLargeError`.
     """
-    errors = dict(errors_params or {})
-    ignore_errors = errors.get("ignore_errors", [])
-    raise_mode = errors.get("raise_mode", RaiseMode.ALL)
-    device_handler = nc_manager.make_device_handler(dict(device_params or {}), ignore_errors)
-    device_handler.add_additional_netconf_params(dict(nc_params or {}))
+    device_handler = _device_handler(device_params, nc_params, errors_params)
+    raise_mode = dict(errors_params or {}).get("raise_mode", RaiseMode.ALL)
     session = StreamSession(
         device_handler,
         device=device,
@@ -272,6 +312,9 @@ def manager_over_socket(
         hello_settle=hello_settle,
         max_message_size=max_message_size,
     )
-    session.connect(sock, timeout=hello_timeout)
+    if greeted is None:
+        session.connect(sock, timeout=hello_timeout)
+    else:
+        session.adopt(sock, *greeted)
     params: dict[str, Any] = {"timeout": timeout, **dict(manager_params or {}), "raise_mode": raise_mode}
     return nc_manager.Manager(session, device_handler, **params)

@@ -15,7 +15,9 @@ from typing import cast
 
 import asyncssh
 
-__all__ = ["ChannelRelay", "open_subsystem_relay"]
+from .session import EarlyData
+
+__all__ = ["ChannelRelay", "open_channel_relay", "open_subsystem_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         self.bytes_to_device = 0
         self.bytes_from_device = 0
         # what the device sent before the local side was attached (its hello)
-        self._early: list[bytes] = []
+        self.early = EarlyData()
         self._early_eof = False
         self._local_full = False  # the local socket asked us to stop (its buffer is over its high-water mark)
         self._flushing = False
@@ -71,18 +73,22 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
             return
         self.bytes_from_device += len(data)
         if self.local is None:
-            self._early.append(data)
+            if not self.early.add(data) and self.channel is not None:
+                log.warning("closing a channel whose device sent %d bytes before it was used", len(self.early.buffer))
+                self.channel.close()
         elif not self.local.is_closing():
             self.local.write(data)
 
     def eof_received(self) -> bool:
         if self.local is None:
             self._early_eof = True
+            self.early.end()
         elif self.local.can_write_eof():
             self.local.write_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.early.end()
         if self.local is not None:
             self.local.close()
         if not self.closed.done():
@@ -100,13 +106,23 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
 
     def local_attached(self, transport: asyncio.Transport) -> None:
         self.local = transport
-        for data in self._early:
-            transport.write(data)
-        self._early.clear()
+        early = self.early.take()
+        if early:
+            transport.write(early)
         if self._early_eof and transport.can_write_eof():
             transport.write_eof()
         if self.closed.done():
             transport.close()
+
+    def write_to_device(self, data: bytes) -> None:
+        """Write to the channel before (or instead of) a local side: the
+        server's own hello."""
+        if self.channel is not None and not self.closed.done():
+            self.channel.write(data)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
 
     def to_channel(self, data: bytes) -> None:
         self.bytes_to_device += len(data)
@@ -154,6 +170,14 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         """Start relaying to ``sock`` (a connected stream socket)."""
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: _LocalSide(self), sock)
+
+
+async def open_channel_relay(conn: asyncssh.SSHClientConnection, subsystem: str = "netconf") -> ChannelRelay:
+    """Open a channel running ``subsystem`` on ``conn``, with no local side
+    yet: what the device sends is kept (:attr:`ChannelRelay.early`) until
+    :meth:`ChannelRelay.attach_local`."""
+    _, session = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)
+    return cast(ChannelRelay, session)
 
 
 async def open_subsystem_relay(

@@ -41,12 +41,14 @@ from .errors import (
     DeviceDisconnectedError,
     DeviceNotConnectedError,
     HandshakeTimeoutError,
+    HelloTimeoutError,
     RevokedCertificateError,
     TransportError,
     UnknownDeviceError,
     refused_while_waiting,
 )
-from .inventory import Inventory, Transport
+from .hello import DEFAULT_CLIENT_CAPABILITIES
+from .inventory import HoldPolicy, Inventory, Transport
 from .listener import (
     NETCONF_CH_SSH_PORT,
     NETCONF_CH_TLS_PORT,
@@ -56,16 +58,18 @@ from .listener import (
     format_peer,
 )
 from .metrics import Metrics
-from .netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
+from .netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
 from .preauth import PendingConnection, PreauthEnded
 from .relay import ChannelRelay
 from .restconf import CallHomeAdapter
+from .session import DeviceSession, DeviceTraits, SessionPool, SingleSession, TransportStream, greet_local
 from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 from .tls import (
     DirectTLSConnection,
     TLSClientConfig,
     TLSDeviceConnection,
     TLSTrust,
+    stream_pair,
     tls_handshake,
     tls_handshake_direct,
 )
@@ -189,6 +193,11 @@ def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
 
     metrics.gauge("callhome_connected_devices", "Devices connected now, by transport", connected)
     metrics.gauge(
+        "callhome_held_sessions",
+        "Devices with a greeted NETCONF session ready for their next caller",
+        lambda: {(): float(sum(server.session_held(name) for name in server.connected()))},
+    )
+    metrics.gauge(
         "callhome_pending_handshakes",
         "Handshakes in progress, by listener",
         lambda: {(("transport", kind),): float(len(startups)) for kind, startups in server.startups.items()},
@@ -213,6 +222,11 @@ class AsyncCallHomeServer:
     ``trust`` defaults to the inventory's pinned host keys; TLS devices are
     identified by the inventory's ``tls`` sections.  ``listen_port=None``
     disables the SSH listener.  Use ``async with`` or :meth:`start` / :meth:`close`.
+
+    Every NETCONF session it hands out has had its hello exchange done by the
+    server (bounded by ``hello_timeout``); for devices whose ``hold_session``
+    policy says so, one such session is kept ready per device
+    (:mod:`callhome_transport.session`).
     """
 
     def __init__(
@@ -231,8 +245,14 @@ class AsyncCallHomeServer:
         admission: AdmissionConfig | None = None,
         restconf_direct: bool = True,
         rejected_history: int = 256,
+        hello_timeout: float = 30.0,
     ) -> None:
+        if hello_timeout <= 0:
+            raise ValueError(f"hello_timeout must be > 0, not {hello_timeout}")
         self.inventory = inventory
+        self.hello_timeout = hello_timeout
+        self._traits: dict[str, DeviceTraits] = {}  # what each device taught us, across its calls
+        self._lending: set[asyncio.Task[None]] = set()
         self.admission = Admission(admission)
         # pending handshakes, per listener (a flood on one port leaves the others alone)
         self.startups: dict[str, Startups[PendingConnection]] = {}
@@ -345,7 +365,9 @@ class AsyncCallHomeServer:
         self._tls_pool.clear()
         for conn in conns:
             conn.close()
-        await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+        for task in list(self._lending):
+            task.cancel()
+        await asyncio.gather(*(c.wait_closed() for c in conns), *self._lending, return_exceptions=True)
         self._handshakes.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> AsyncCallHomeServer:
@@ -389,6 +411,7 @@ class AsyncCallHomeServer:
             raise RuntimeError("prepared for another server")
         self.inventory = prepared.inventory
         self._refusals.clear()  # refused with the old keys, certificates or credentials
+        self._traits = {name: traits for name, traits in self._traits.items() if name in prepared.inventory}
         self._trust = prepared.trust
         self._options = prepared.ssh_options
         for state, new in zip(self._tls_states, prepared.tls_states, strict=True):
@@ -602,6 +625,8 @@ class AsyncCallHomeServer:
             return
         if kind == Transport.RESTCONF.value:
             conn.transport_kind = Transport.RESTCONF  # a RESTCONF device, whichever TLS path carries it
+        elif not await self._tls_sessions(conn):
+            return
         pool = self._tls_pool.setdefault(conn.device, [])
         pool.append(conn)
         self._accepted(conn, peer)
@@ -618,6 +643,63 @@ class AsyncCallHomeServer:
             self._reject(peer, "handshake-timeout", "", "", None, detail=str(exc), transport=kind)
         else:
             self._reject(peer, "transport-error", "", "", None, detail=str(exc), transport=kind)
+
+    async def _tls_sessions(self, conn: AnyTLSConnection) -> bool:
+        """Give a NETCONF/TLS connection its one session (greeted now when the
+        device's policy holds one).  ``False`` if the connection is unusable."""
+        if isinstance(conn, DirectTLSConnection):
+            return True  # RESTCONF only
+        if isinstance(conn, StrictTLSConnection):
+            # tlslite-ng pumps the session to a socket in its own threads: our
+            # session reads the other end of that socket
+            try:
+                theirs = await conn.open_stream()
+                _, stream = await asyncio.get_running_loop().connect_accepted_socket(TransportStream, theirs)
+            except (OSError, CallHomeError) as exc:
+                conn.log.warning("cannot start the NETCONF session: %s", exc)
+                conn.close()
+                return False
+            conn.claimed = False  # its NETCONF session is still free
+        else:
+            stream = conn.stream
+        conn.sessions = SingleSession(
+            device=conn.device,
+            stream=stream,
+            hold=self._hold(conn),
+            hello_timeout=self.hello_timeout,
+            peer_address=conn.peer_address,
+            logger=conn.log,
+        )
+        conn.sessions.start()
+        return True
+
+    def _hold(self, conn: DeviceConnection) -> bool:
+        """Whether to keep a greeted NETCONF session ready for ``conn``'s device."""
+        device = self.inventory.get(conn.device)
+        policy = device.hold_session if device is not None else HoldPolicy.AUTO
+        if policy is not HoldPolicy.AUTO:
+            return policy is HoldPolicy.ALWAYS
+        if not isinstance(conn, SSHDeviceConnection):
+            return True  # the TLS connection carries that one session anyway (RFC 7589)
+        if conn.server_version.startswith(LIBSSH_BANNER):
+            return True  # libnetconf2 (netopeer2...) drops a call with no session within ~10 s
+        return self.traits(conn.device).drops_idle
+
+    def session_held(self, device: str) -> bool:
+        """Whether a greeted NETCONF session is ready for ``device``'s next caller."""
+        conn = self._connections.get(device)
+        if conn is not None and conn.sessions is not None and conn.sessions.ready is not None:
+            return True
+        return any(
+            c.sessions is not None and c.sessions.ready is not None
+            for c in self._tls_pool.get(device, [])
+            if not isinstance(c, DirectTLSConnection)
+        )
+
+    def traits(self, device: str) -> DeviceTraits:
+        """What ``device`` taught the server (one session at a time, drops an
+        idle call), kept across its calls."""
+        return self._traits.setdefault(device, DeviceTraits())
 
     async def _watch_tls(self, conn: AnyTLSConnection) -> None:
         reason = await conn.wait_closed()
@@ -697,6 +779,17 @@ class AsyncCallHomeServer:
 
     def _register(self, conn: SSHDeviceConnection) -> None:
         self._accepted(conn, conn.peer_address)
+        conn.sessions = SessionPool(
+            device=conn.device,
+            open_stream=conn.open_channel,
+            is_closed=lambda: conn.is_closed,
+            hold=self._hold(conn),
+            traits=self.traits(conn.device),
+            hello_timeout=self.hello_timeout,
+            peer_address=conn.peer_address,
+            logger=conn.log,
+        )
+        conn.sessions.start()
         old = self._connections.get(conn.device)
         self._connections[conn.device] = conn
         if old is not None and not old.is_closed:
@@ -716,6 +809,19 @@ class AsyncCallHomeServer:
 
     async def _watch(self, conn: SSHDeviceConnection) -> None:
         reason = await conn.wait_closed()
+        sessions = conn.sessions
+        if sessions is not None:
+            sessions.close()
+            lived = time.time() - conn.connected_at
+            traits = self.traits(conn.device)
+            idle_drop = not conn.closed_by_us and not sessions.hold and sessions.opened == 0
+            if idle_drop and lived < IDLE_DROP_WINDOW and not traits.drops_idle:
+                traits.drops_idle = True
+                conn.log.info(
+                    "the device closed its call after %.1f s with no NETCONF session open: "
+                    "holding one ready from its next call on (hold_session: auto)",
+                    lived,
+                )
         if self._connections.get(conn.device) is conn:
             del self._connections[conn.device]
             self._signal(conn.device)
@@ -740,7 +846,7 @@ class AsyncCallHomeServer:
         return live
 
     def _idle_tls(self, device: str) -> AnyTLSConnection | None:
-        return next((c for c in self._tls_pool.get(device, []) if not c.claimed and not c.is_closed), None)
+        return next((c for c in self._tls_pool.get(device, []) if not _claimed(c) and not c.is_closed), None)
 
     def _current(self, device: str) -> DeviceConnection | None:
         conn = self._connections.get(device)
@@ -793,23 +899,90 @@ class AsyncCallHomeServer:
         await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
         return bool(conns)
 
+    async def take_session(
+        self, device: str, timeout: float, *, capabilities: tuple[str, ...] = DEFAULT_CLIENT_CAPABILITIES
+    ) -> DeviceSession:
+        """Wait for ``device`` and take a NETCONF session on it whose hellos
+        are exchanged (``capabilities`` in ours): the held one, or one opened
+        and greeted now.  The caller lends it (:meth:`DeviceSession.lend`, or
+        :meth:`lend_to_local`) or closes it.
+
+        SSH: a ``netconf`` channel on the device's connection.  TLS: the
+        device's next unused call-home connection (one NETCONF session per
+        TLS connection, RFC 7589).  Raises what :meth:`wait_for` raises,
+        :class:`HelloTimeoutError` (the device accepted the session and never
+        answered its hello), :class:`TransportError`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_error: CallHomeError | None = None
+        while True:
+            try:
+                conn = await self.wait_for(device, max(0.0, deadline - loop.time()))
+            except DeviceNotConnectedError:
+                if last_error is not None:
+                    raise last_error from None
+                raise DeviceNotConnectedError(device=device, timeout=timeout) from None
+            remaining = max(0.1, deadline - loop.time())
+            if isinstance(conn, SSHDeviceConnection):
+                sessions: SessionPool | SingleSession | None = conn.sessions
+            elif isinstance(conn, DirectTLSConnection) or conn.transport_kind is Transport.RESTCONF:
+                raise TransportError(f"device {device} calls home over RESTCONF: no NETCONF session", device=device)
+            else:
+                sessions = conn.sessions
+            if sessions is None:  # pragma: no cover - every NETCONF connection gets one when accepted
+                raise TransportError(f"device {device}: connection {conn!r} carries no NETCONF session", device=device)
+            try:
+                return await sessions.take(remaining, capabilities)
+            except HelloTimeoutError:
+                raise
+            except CallHomeError as exc:
+                if not conn.is_closed or loop.time() >= deadline:
+                    raise
+                last_error = exc  # that connection ended: the device's next one, within the wait
+
+    async def lend_to_local(self, session: DeviceSession, local: socket.socket) -> None:
+        """Lend ``session`` to a local NETCONF client on ``local``: replay the
+        device's hello, answer the client's (never sent to the device), then
+        relay both ways.  Raises :class:`ClientHelloError` (the session and
+        ``local`` are closed then)."""
+        try:
+            rest = await greet_local(local, session, self.hello_timeout)
+            await session.lend(local, to_device=rest)
+        except BaseException:
+            session.close()
+            local.close()
+            raise
+
     async def open_netconf(
         self, device: str, timeout: float, local: socket.socket | None = None
     ) -> tuple[socket.socket, DeviceConnection]:
         """Wait for ``device`` and open a session on it; return the local end
-        of the relayed stream (for NETCONF: no hello exchanged yet).
+        of the relayed stream (``local`` when given, else a new blocking
+        socket) and the device's connection.
 
-        SSH: a new ``netconf`` channel on the device's connection.  TLS and
-        RESTCONF: the device's next unused call-home connection, which the
-        caller then owns (one NETCONF session per TLS connection, RFC 7589; an
-        HTTP/1.1 keep-alive connection for RESTCONF)."""
+        NETCONF devices: a session from :meth:`take_session`; the stream starts
+        with the device's hello, and the hello the caller writes is answered
+        by the server (:meth:`lend_to_local`, in the background), so to the
+        caller it is a fresh session.  RESTCONF devices: the next unused
+        call-home connection, an HTTP/1.1 keep-alive connection the caller owns."""
         conn = await self.wait_for(device, timeout)
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
-        if isinstance(conn, TLSDeviceConnection | StrictTLSConnection | DirectTLSConnection):
+        if isinstance(conn, DirectTLSConnection) or (
+            isinstance(conn, TLSDeviceConnection) and conn.transport_kind is Transport.RESTCONF
+        ):
             return await conn.open_stream(local), conn
-        sock, _relay = await conn.open_netconf(local)
-        return sock, conn
+        session = await self.take_session(device, timeout)
+        if local is not None:
+            ours, theirs = local, local
+        else:
+            ours, theirs = stream_pair()
+            theirs.setblocking(True)
+        task = asyncio.get_running_loop().create_task(self.lend_to_local(session, ours))
+        task.add_done_callback(_log_lend_failure)
+        self._lending.add(task)
+        task.add_done_callback(self._lending.discard)
+        return theirs, conn
 
     async def open_terminal(
         self,
@@ -857,6 +1030,7 @@ class CallHomeServer:
         restconf_listen_port: int | None = RESTCONF_CH_TLS_PORT,
         heartbeat: HeartbeatConfig | None = None,
         admission: AdmissionConfig | None = None,
+        hello_timeout: float = 30.0,
     ) -> None:
         self._engine = EventLoopThread()
         self._callback_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callhome-cb")
@@ -874,6 +1048,7 @@ class CallHomeServer:
                 restconf_listen_port=restconf_listen_port,
                 heartbeat=heartbeat,
                 admission=admission,
+                hello_timeout=hello_timeout,
             )
             await server.start()
             return server
@@ -933,40 +1108,49 @@ class CallHomeServer:
         NETCONF session per TLS connection).
 
         Waits up to ``timeout`` seconds for the device to call home if it has
-        not (deferral); raises :class:`DeviceNotConnectedError` after that.
-        ``timeout`` also bounds the hello exchange; ``rpc_timeout`` is the
-        Manager's RPC timeout.  Closing the Manager closes only its SSH channel
-        (the device stays connected), or the TLS connection.  A message from
-        the device over ``max_message_size`` bytes closes the session with
-        :class:`~callhome_transport.errors.MessageTooLargeError`.
+        not (deferral); raises :class:`DeviceNotConnectedError` after that, or
+        the refusal of the device if it called and was refused.  The server
+        exchanges hellos (bounded by ``hello_timeout``; a session held ready
+        for the device is used at once) and hands ncclient the device's;
+        ``rpc_timeout`` is the Manager's RPC timeout.  Closing the Manager
+        closes only its SSH channel (the device stays connected), or the TLS
+        connection.
+        A message from the device over ``max_message_size`` bytes closes the
+        session with :class:`~callhome_transport.errors.MessageTooLargeError`.
         """
         self._check_open()
-        started = time.monotonic()
-        sock, conn = self._engine.run(self._server.open_netconf(device, timeout))
-        remaining = max(1.0, timeout - (time.monotonic() - started))
+        capabilities = capabilities_for(device_params, nc_params)
+        session = self._engine.run(self._server.take_session(device, timeout, capabilities=capabilities))
+        ours, theirs = stream_pair()
         try:
+            self._engine.run(session.lend(ours, settle=0.0))  # StreamSession waits out HELLO_SETTLE itself
             return manager_over_socket(
-                sock,
+                theirs,
                 device=device,
                 timeout=rpc_timeout,
-                hello_timeout=remaining,
                 device_params=device_params,
                 manager_params=manager_params,
                 nc_params=nc_params,
                 errors_params=errors_params,
                 max_message_size=max_message_size,
+                greeted=(session.hello, session.framing, session.hello_sent_at),
             )
-        except CallHomeError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            self._engine.loop.call_soon_threadsafe(session.close)
+            ours.close()
+            theirs.close()
+            if isinstance(exc, CallHomeError) or not isinstance(exc, Exception):
+                raise
             raise TransportError(
-                f"NETCONF hello with device {device} failed: {exc}", device=device, peer_address=conn.peer_address
+                f"NETCONF session with device {device} failed: {exc}", device=device, peer_address=session.peer_address
             ) from exc
 
     def open_netconf_stream(self, device: str, timeout: float = 60) -> socket.socket:
-        """The raw NETCONF byte stream of a new session on ``device`` (waiting
-        for it to call home), as a connected blocking socket with no hello
-        exchanged: for NETCONF clients other than ncclient, or relays.  Closing
+        """The NETCONF byte stream of a new session on ``device`` (waiting for
+        it to call home), as a connected blocking socket: for NETCONF clients
+        other than ncclient, or relays.  It starts with the device's hello;
+        the server answers the hello you write (so it must offer the base
+        version the session uses; see :class:`ClientHelloError`).  Closing
         the socket ends the session."""
         self._check_open()
         sock, _conn = self._engine.run(self._server.open_netconf(device, timeout))
@@ -1014,6 +1198,16 @@ class CallHomeServer:
         self._check_open()
         return self._engine.run(self._server.disconnect(device))
 
+    def session_held(self, device: str) -> bool:
+        """Whether a greeted NETCONF session is ready for ``device``'s next
+        :meth:`netconf` (its ``hold_session`` policy keeps one)."""
+        self._check_open()
+
+        async def _held() -> bool:
+            return self._server.session_held(device)
+
+        return self._engine.run(_held())
+
     def rejected(self) -> list[RejectedAttempt]:
         """Recent refused attempts, oldest first (bounded)."""
         self._check_open()
@@ -1057,6 +1251,22 @@ class CallHomeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+LIBSSH_BANNER = "SSH-2.0-libssh"  # libnetconf2's SSH server (netopeer2 and the products built on it)
+IDLE_DROP_WINDOW = 120.0  # seconds: a device closing a call with no session sooner drops idle calls
+
+
+def _claimed(conn: AnyTLSConnection) -> bool:
+    """Whether ``conn``'s one session (NETCONF) or connection (RESTCONF) is taken."""
+    if isinstance(conn, DirectTLSConnection) or conn.sessions is None:
+        return conn.claimed
+    return conn.sessions.claimed
+
+
+def _log_lend_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s", task.exception())
 
 
 def _event(conn: DeviceConnection) -> DeviceConnected:

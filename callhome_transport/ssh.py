@@ -40,7 +40,8 @@ from .errors import (
 )
 from .inventory import SSHCredentials, Transport, fingerprint_of_blob
 from .listener import PeerAddress, format_peer
-from .relay import ChannelRelay, open_subsystem_relay
+from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
+from .session import SessionPool
 from .trust import Identity, PresentedKey, Trust
 
 __all__ = ["SSHClientConfig", "SSHDeviceConnection", "host_key_algorithms", "ssh_handshake"]
@@ -276,6 +277,9 @@ class SSHDeviceConnection:
         self.accepted_at = accepted_at  # time.monotonic() when the handshake began
         self.handshake_seconds = time.monotonic() - accepted_at  # accept -> authenticated
         self.log = logger
+        self.server_version = str(conn.get_extra_info("server_version") or "")  # the device's SSH banner
+        self.sessions: SessionPool | None = None  # the NETCONF sessions the server greets and lends
+        self.closed_by_us = False
         self._closed = asyncio.get_running_loop().create_future()
         client.on_lost = self._lost
         if client.lost_reason is not None:
@@ -312,6 +316,18 @@ class SSHDeviceConnection:
                 peer_address=self.peer_address,
             ) from exc
 
+    async def open_channel(self) -> ChannelRelay:
+        """Open a ``netconf`` subsystem channel with no local side yet (the
+        server greets it, then lends it)."""
+        try:
+            return await open_channel_relay(self.conn, "netconf")
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(
+                f"cannot open a netconf channel on device {self.device}: {exc}",
+                device=self.device,
+                peer_address=self.peer_address,
+            ) from exc
+
     async def open_terminal(
         self, local: socket.socket, *, term_type: str = "xterm", cols: int = 80, rows: int = 24
     ) -> ChannelRelay:
@@ -332,6 +348,9 @@ class SSHDeviceConnection:
         return relay
 
     def close(self) -> None:
+        self.closed_by_us = True
+        if self.sessions is not None:
+            self.sessions.close()
         self.conn.close()
 
     def __repr__(self) -> str:

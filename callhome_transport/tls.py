@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -57,6 +57,7 @@ from ._log import ContextAdapter
 from .errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
 from .inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
 from .listener import PeerAddress, format_peer
+from .session import SingleSession, TransportStream
 
 __all__ = [
     "DirectTLSConnection",
@@ -332,79 +333,6 @@ class TLSTrust:
                     )
 
 
-class _TLSStream(asyncio.Protocol):
-    """The device's TLS stream: buffers what arrives (the device's hello)
-    until a local socket is attached, then relays both ways."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.local: asyncio.Transport | None = None
-        self._early: list[bytes] = []
-        self._eof = False
-        self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.local is None:
-            self._early.append(data)
-        elif not self.local.is_closing():
-            self.local.write(data)
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        if self.local is not None:
-            self.local.close()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.local is not None:
-            self.local.close()
-        if not self.closed.done():
-            self.closed.set_result(str(exc) if exc else "closed")
-
-    def pause_writing(self) -> None:
-        if self.local is not None:
-            self.local.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.local is not None:
-            self.local.resume_reading()
-
-    def attach(self, local: asyncio.Transport) -> None:
-        self.local = local
-        for data in self._early:
-            local.write(data)
-        self._early.clear()
-        if self._eof or self.closed.done():
-            local.close()
-
-
-class _LocalEnd(asyncio.Protocol):
-    def __init__(self, stream: _TLSStream) -> None:
-        self._stream = stream
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._stream.attach(cast(asyncio.Transport, transport))
-
-    def data_received(self, data: bytes) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.write(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.close()
-
-    def pause_writing(self) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.resume_reading()
-
-
 class TLSDeviceConnection:
     """A verified, identified call-home TLS connection.
 
@@ -418,7 +346,7 @@ class TLSDeviceConnection:
     def __init__(
         self,
         *,
-        stream: _TLSStream,
+        stream: TransportStream,
         identified: TLSIdentified,
         peer_address: PeerAddress,
         conn_id: int,
@@ -426,7 +354,7 @@ class TLSDeviceConnection:
         accepted_at: float,
         tls_version: str,
     ) -> None:
-        self._stream = stream
+        self.stream = stream
         self.device = identified.device
         self.identified = identified
         self.fingerprint = identified.fingerprint
@@ -438,6 +366,7 @@ class TLSDeviceConnection:
         self.handshake_seconds = time.monotonic() - accepted_at
         self.tls_version = tls_version
         self.claimed = False
+        self.sessions: SingleSession | None = None  # NETCONF: its one session, greeted by the server
         stream.closed.add_done_callback(self._lost)
 
     def _lost(self, fut: asyncio.Future[str]) -> None:
@@ -446,14 +375,14 @@ class TLSDeviceConnection:
 
     @property
     def is_closed(self) -> bool:
-        return self._stream.closed.done()
+        return self.stream.closed.done()
 
     @property
     def close_reason(self) -> str | None:
-        return self._stream.closed.result() if self._stream.closed.done() else None
+        return self.stream.closed.result() if self.stream.closed.done() else None
 
     async def wait_closed(self) -> str:
-        return await asyncio.shield(self._stream.closed)
+        return await asyncio.shield(self.stream.closed)
 
     async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
         """Relay the device's stream to ``local`` (a connected stream socket)
@@ -472,13 +401,12 @@ class TLSDeviceConnection:
                 peer_address=self.peer_address,
             )
         self.claimed = True
-        loop = asyncio.get_running_loop()
         if local is not None:
-            await loop.connect_accepted_socket(lambda: _LocalEnd(self._stream), local)
+            await self.stream.attach_local(local)
             return local
         ours, theirs = stream_pair()
         try:
-            await loop.connect_accepted_socket(lambda: _LocalEnd(self._stream), ours)
+            await self.stream.attach_local(ours)
         except BaseException:
             ours.close()
             theirs.close()
@@ -487,8 +415,9 @@ class TLSDeviceConnection:
         return theirs
 
     def close(self) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.close()
+        if self.sessions is not None:
+            self.sessions.close()
+        self.stream.close()
 
     def __repr__(self) -> str:
         return f"<TLSDeviceConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
@@ -546,7 +475,7 @@ async def tls_handshake(
     try:
         transport, stream = await asyncio.wait_for(
             loop.create_connection(
-                _TLSStream,
+                TransportStream,
                 sock=sock,
                 ssl=context,
                 server_hostname="",

@@ -45,6 +45,7 @@ from ._log import ContextAdapter
 from .errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
 from .inventory import Transport
 from .listener import PeerAddress, format_peer
+from .session import SingleSession
 from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe, verify_path
 
 __all__ = [
@@ -143,6 +144,7 @@ class StrictTLSConnection:
         self.heartbeat = heartbeat
         self.heartbeats_answered = 0
         self.claimed = False
+        self.sessions: SingleSession | None = None  # its one NETCONF session, greeted by the server
         self._closed = threading.Event()
         self.close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -246,6 +248,8 @@ class StrictTLSConnection:
                 return
 
     def close(self) -> None:
+        if self.sessions is not None:
+            self.sessions.close()
         self._finish("closed")
 
     def __repr__(self) -> str:

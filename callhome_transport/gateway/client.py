@@ -7,12 +7,14 @@ gateway's run directory::
     client = GatewayClient("/run/callhome")
     client.wait("SN-0001", timeout=20)           # deferral: until it calls home
     mgr = client.netconf_manager("SN-0001")      # a standard ncclient Manager
+    mgr = connect("SN-0001", "/run/callhome")    # the same in one call
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -21,18 +23,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ncclient import NCClientError
 from ncclient import manager as nc_manager
 
 from ..errors import (
     DeviceNotConnectedError,
+    GatewayError,
     GatewayRequestError,
     GatewayUnavailableError,
+    TransportError,
     UnknownGatewayDeviceError,
     refusal_from_dict,
 )
 from ..netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 
-__all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection"]
+__all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection", "connect"]
 
 DEFAULT_RUN_DIR = "/run/callhome"
 
@@ -70,6 +75,9 @@ class DeviceInfo:
     local_sessions: int = 0
     last_reason: str | None = None
     one_session_at_a_time: bool = False
+    session_held: bool = False
+    last_session_error: str | None = None
+    last_session_error_at: float | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DeviceInfo:
@@ -268,12 +276,62 @@ class GatewayClient:
         hello_timeout = max(5.0, wait - (time.monotonic() - started)) if wait > 0 else timeout
         sock = self.connect_endpoint(device, "netconf", hello_timeout)
         sock.settimeout(None)
-        return manager_over_socket(
-            sock,
-            device=device,
-            timeout=timeout,
-            hello_timeout=hello_timeout,
-            device_params=device_params,
-            on_close=on_close,
-            max_message_size=max_message_size,
-        )
+        asked_at = time.time()
+        try:
+            return manager_over_socket(
+                sock,
+                device=device,
+                timeout=timeout,
+                hello_timeout=hello_timeout,
+                device_params=device_params,
+                on_close=on_close,
+                max_message_size=max_message_size,
+                hello_settle=0.0,  # the gateway answers our hello and keeps the device's settle itself
+            )
+        except (NCClientError, OSError) as exc:
+            # the gateway closed the session before or just after the hello:
+            # its record of the device says why
+            reason = self._session_error(device, asked_at) or str(exc) or type(exc).__name__
+            raise TransportError(
+                f"NETCONF session with device {device} through the gateway at {self.run_dir} failed: {reason}",
+                device=device,
+            ) from exc
+
+    def _session_error(self, device: str, since: float) -> str | None:
+        """Why the gateway's last local session with ``device`` failed, if
+        that happened at or after ``since`` (``time.time()``)."""
+        try:
+            info = self.device(device)
+        except GatewayError:
+            return None
+        at = info.last_session_error_at
+        return info.last_session_error if at is not None and at >= since - 1.0 else None
+
+
+def connect(
+    device: str,
+    run_dir: str | Path | None = None,
+    *,
+    wait: float = 0.0,
+    timeout: float = 30.0,
+    device_params: Mapping[str, Any] | None = None,
+) -> nc_manager.Manager:
+    """A standard ncclient ``Manager`` on a new NETCONF session with
+    ``device`` through the gateway whose run directory is ``run_dir``
+    (default: ``$CALLHOME_RUN_DIR``, else ``/run/callhome``)::
+
+        from callhome_transport import gateway
+
+        with gateway.connect("SN-0001") as m:
+            print(m.get_config(source="running"))
+
+    The fast path: requests are written at once, where
+    ``ncclient.manager.connect_uds`` on the same socket waits for ncclient's
+    100 ms send tick on every RPC.  ``wait``: seconds to wait for the device to
+    call home first (``0``: the gateway's ``deferral_timeout`` applies);
+    ``timeout``: the Manager's RPC timeout.  Raises
+    :class:`GatewayUnavailableError`, :class:`UnknownGatewayDeviceError`,
+    :class:`DeviceNotConnectedError` (or the refusal of the device), and
+    :class:`TransportError` with the gateway's reason when the session fails."""
+    directory = run_dir or os.environ.get("CALLHOME_RUN_DIR") or DEFAULT_RUN_DIR
+    return GatewayClient(directory).netconf_manager(device, wait=wait, timeout=timeout, device_params=device_params)

@@ -6,6 +6,7 @@
     run_dir: /run/callhome          # control.sock and devices/<name>/{netconf,restconf}.sock
     socket_mode: "0600"             # private by default
     deferral_timeout: 60            # a local client waits this long for its device to call
+    hello_timeout: 30               # a device answers a NETCONF hello within this, a local client too
     terminal: false                 # devices/<name>/terminal.sock: a shell on SSH devices (opt in)
     listen:
       addresses: null               # null = every address, IPv4 and IPv6; or a list
@@ -52,7 +53,18 @@ __all__ = ["AF_UNIX_PATH_MAX", "GatewayConfig"]
 # Linux unix(7): sun_path holds 108 bytes including the terminating NUL
 AF_UNIX_PATH_MAX = 107
 
-_TOP = ("inventory", "run_dir", "socket_mode", "deferral_timeout", "terminal", "listen", "tls", "ssh", "admission")
+_TOP = (
+    "inventory",
+    "run_dir",
+    "socket_mode",
+    "deferral_timeout",
+    "hello_timeout",
+    "terminal",
+    "listen",
+    "tls",
+    "ssh",
+    "admission",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +74,7 @@ class GatewayConfig:
     run_dir: Path
     socket_mode: int = 0o600
     deferral_timeout: float = 60.0
+    hello_timeout: float = 30.0
     terminal: bool = False  # remote terminal endpoints (call-home draft), opt in
     listen_addresses: list[str] | None = None
     ssh_port: int | None = NETCONF_CH_SSH_PORT
@@ -267,8 +280,12 @@ class _Parser:
         except ValueError as exc:
             raise self.fail("ssh", str(exc)) from None
         admission = self.admission(top.get("admission"))
+        hello_timeout = self.number(top.get("hello_timeout"), "hello_timeout", 30.0)
+        if hello_timeout <= 0:
+            raise self.fail("hello_timeout", "a number of seconds > 0")
         return GatewayConfig(
             source=self.path,
+            hello_timeout=hello_timeout,
             inventory_path=inventory,
             run_dir=run_dir,
             socket_mode=mode,

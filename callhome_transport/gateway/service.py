@@ -46,7 +46,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
-from ..errors import REFUSAL_ERRORS, CallHomeError, DeviceNotConnectedError, EndpointError, refusal_to_dict
+from ..errors import (
+    REFUSAL_ERRORS,
+    CallHomeError,
+    ClientHelloError,
+    DeviceNotConnectedError,
+    EndpointError,
+    refusal_to_dict,
+)
 from ..inventory import Device, Inventory, Transport
 from ..listener import format_peer
 from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
@@ -76,7 +83,10 @@ class DeviceRecord:
     reconnects: int = 0
     local_sessions: int = 0
     last_reason: str | None = None
-    one_session_at_a_time: bool = False  # the device refused a second channel once
+    one_session_at_a_time: bool = False  # a second session was refused (or never answered) while one was open
+    session_held: bool = False  # a greeted NETCONF session is ready for the next local client
+    last_session_error: str | None = None  # why the last local session failed (the client only saw a close)
+    last_session_error_at: float | None = None
 
 
 class _UnixEndpoint:
@@ -335,7 +345,6 @@ class Gateway:
         self.records: dict[str, DeviceRecord] = {}
         self._endpoints: dict[str, list[_UnixEndpoint]] = {}
         self._device_http: dict[str, _DeviceHTTP] = {}
-        self._idle_events: dict[str, asyncio.Event] = {}
         self._control: _UnixEndpoint | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -356,6 +365,7 @@ class Gateway:
             restconf_listen_port=c.restconf_port,
             tls_strict_listen_port=c.tls_strict_port,
             admission=c.admission,
+            hello_timeout=c.hello_timeout,
             restconf_direct=False,  # the gateway relays RESTCONF on its event loop
         )
         server.metrics.counter("callhome_local_sessions_total", "Local sessions opened on device endpoints")
@@ -539,7 +549,6 @@ class Gateway:
         retired = {name: self._endpoints.pop(name) for name in plan.retire if name in self._endpoints}
         for name in plan.removed + plan.replaced:
             self.records.pop(name, None)
-            self._idle_events.pop(name, None)
             http = self._device_http.pop(name, None)
             if http is not None and http.client is not None:
                 http.client.close()
@@ -676,74 +685,49 @@ class Gateway:
 
     def _netconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:
-            record = self.records.get(device)
-            idle = self._idle_events.setdefault(device, asyncio.Event())
-            deadline = asyncio.get_running_loop().time() + self.config.deferral_timeout
-            loop = asyncio.get_running_loop()
-            reserved = False
-            while True:
-                # a device that takes one NETCONF channel at a time: queue until the
-                # open session ends; the first waiter to wake reserves the device
-                # (local_sessions counts it at once) and the others queue again
-                while record is not None and record.one_session_at_a_time and record.local_sessions > 0:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        log.warning("device=%s event=local-session-failed reason=busy (one session at a time)", device)
-                        local.close()
-                        return
-                    idle.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(idle.wait(), remaining)
-                if record is not None and record.one_session_at_a_time:
-                    record.local_sessions += 1
-                    reserved = True
-                try:
-                    remaining = max(0.1, deadline - loop.time())
-                    _, conn = await self.server.open_netconf(device, remaining, local=local)
-                    break
-                except CallHomeError as exc:
-                    if reserved and record is not None:
-                        reserved = False
-                        record.local_sessions -= 1
-                        if record.local_sessions == 0:
-                            idle.set()
-                    if isinstance(exc, (DeviceNotConnectedError, *REFUSALS)):
-                        log.warning("device=%s event=local-session-failed reason=%s", device, exc)
-                        local.close()
-                        return
-                    if record is not None and record.one_session_at_a_time and loop.time() < deadline - 0.2:
-                        # the previous session's channel may not be closed on the
-                        # device yet: try again shortly, within the deferral
-                        await asyncio.sleep(0.2)
-                        continue
-                    busy = record is not None and record.local_sessions > 0 and record.transport == "ssh"
-                    if busy and record is not None and not record.one_session_at_a_time:
-                        record.one_session_at_a_time = True
-                        log.warning(
-                            "device=%s refused another NETCONF channel (%s): one local session at a time from now on",
-                            device,
-                            exc,
-                        )
-                        continue
-                    log.warning("device=%s event=local-session-failed reason=%s", device, exc)
-                    local.close()
-                    return
-            self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
-            if record is not None:
-                if not reserved:
-                    record.local_sessions += 1
-                record.last_seen = time.time()
-            log.info("device=%s peer=%s event=local-session-opened", device, format_peer(conn.peer_address))
+            # a greeted session: the held one, or one opened now (queued behind
+            # the open one on a one-session device), within the deferral
             try:
-                await _wait_socket_closed(local)
+                session = await self.server.take_session(device, self.config.deferral_timeout)
+            except CallHomeError as exc:
+                self._local_session_failed(device, exc)
+                local.close()
+                return
+            record = self.records.get(device)
+            if record is not None:
+                record.local_sessions += 1
+            try:
+                try:
+                    # the device's hello replayed, the client's answered here
+                    await self.server.lend_to_local(session, local)
+                except ClientHelloError as exc:
+                    self._local_session_failed(device, exc)
+                    return
+                self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
+                if record is not None:
+                    record.last_seen = time.time()
+                log.info(
+                    "device=%s peer=%s event=local-session-opened session-id=%s",
+                    device,
+                    format_peer(session.peer_address) if session.peer_address else "-",
+                    session.session_id,
+                )
+                await asyncio.shield(session.stream.closed)
+                log.info("device=%s event=local-session-closed session-id=%s", device, session.session_id)
             finally:
                 if record is not None:
                     record.local_sessions -= 1
-                    if record.local_sessions == 0:
-                        idle.set()
-                log.info("device=%s event=local-session-closed", device)
 
         return handle
+
+    def _local_session_failed(self, device: str, exc: CallHomeError) -> None:
+        """One line per failed local session, and the reason in the device's
+        record (a local client only sees its connection close)."""
+        log.warning("device=%s event=local-session-failed reason=%s", device, exc)
+        record = self.records.get(device)
+        if record is not None:
+            record.last_session_error = str(exc)
+            record.last_session_error_at = time.time()
 
     def _terminal_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:
@@ -806,6 +790,12 @@ class Gateway:
 
     # -- control API ------------------------------------------------------------------------
 
+    def _record(self, record: DeviceRecord) -> dict[str, Any]:
+        """A device's record with what the server knows now."""
+        record.one_session_at_a_time = self.server.traits(record.name).one_at_a_time
+        record.session_held = self.server.session_held(record.name)
+        return asdict(record)
+
     async def _control_connection(self, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=sock)
         await serve_http(reader, writer, self._control_request)
@@ -817,11 +807,13 @@ class Gateway:
         if request.method != "GET":
             return json_response(405, {"error": "only GET"})
         if path == ["devices"]:
-            return json_response(200, [asdict(r) for r in self.records.values()])
+            return json_response(200, [self._record(r) for r in self.records.values()])
         if len(path) == 2 and path[0] == "devices":
             record = self.records.get(path[1])
             return (
-                json_response(200, asdict(record)) if record else json_response(404, {"error": f"no device {path[1]}"})
+                json_response(200, self._record(record))
+                if record
+                else json_response(404, {"error": f"no device {path[1]}"})
             )
         if len(path) == 3 and path[0] == "devices" and path[2] == "wait":
             asked = query.get("timeout", ["60"])[0]
@@ -834,7 +826,7 @@ class Gateway:
             if self.records[path[1]].state == "connected":
                 # connected, even if its one session is in use (a TLS device's
                 # NETCONF session, a RESTCONF device's relay connection)
-                return json_response(200, asdict(self.records[path[1]]))
+                return json_response(200, self._record(self.records[path[1]]))
             try:
                 await self.server.wait_for(path[1], timeout)
             except DeviceNotConnectedError as exc:
@@ -843,7 +835,7 @@ class Gateway:
                 # the device called during the wait and was refused: say why
                 body = {"error": str(exc), "device": path[1], "refusal": refusal_to_dict(exc)}
                 return json_response(502, body)
-            return json_response(200, asdict(self.records[path[1]]))
+            return json_response(200, self._record(self.records[path[1]]))
         if path == ["rejected"]:
             return json_response(200, [_rejected_dict(r) for r in self.server.rejected])
         if path == ["blocked"]:

@@ -134,10 +134,12 @@ class _Protocol(asyncio.Protocol):
         self.http: h11.Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # TLS is up: start at once, before the first byte from the manager
+        # is delivered (a manager may send its hello right away)
         self.transport = cast(asyncio.Transport, transport)
+        self.start()
 
     def start(self) -> None:
-        """Called once TLS is up."""
         assert self.transport is not None
         if self.device.protocol == "netconf":
             self.netconf = NetconfServerSession(self.device.datastores)
@@ -227,7 +229,6 @@ class SimulatedTLSDevice:
             sock.close()
             raise
         self._proto = proto
-        proto.start()
 
     def restconf(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
         if target == "/.well-known/host-meta":

@@ -167,6 +167,7 @@ class NetconfdDevice:
         target: str = "candidate",
         name: str = "dev",
         max_sessions: int = 10,
+        subsystem_wrapper: str | None = None,
     ) -> None:
         self.dir = Path(workdir) / f"netconfd-{name}"
         self.listen_host = listen_host
@@ -179,6 +180,9 @@ class NetconfdDevice:
         self.authorized_keys = authorized_keys or []
         self.target = target
         self.max_sessions = max_sessions
+        # a shell script run as the netconf subsystem instead of netconf-subsystem;
+        # "{subsystem}" in it is the real command (e.g. to make a device that never answers)
+        self.subsystem_wrapper = subsystem_wrapper
         self.ssh_port = 0
         self.sshd_log = self.dir / "sshd.log"
         self.netconfd_log = self.dir / "netconfd.log"
@@ -230,6 +234,13 @@ class NetconfdDevice:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        subsystem = f"{SUBSYSTEM} --ncxserver-sockname={self.ssh_port}@{sock}"
+        if self.subsystem_wrapper is not None:
+            script = self._sock_dir / "subsystem.sh"  # run as the test user: not in pytest's root-only tmp
+            (self._sock_dir / "lock").touch(0o644)  # "{dir}/lock": for flock(1) in the wrapper
+            script.write_text("#!/bin/sh\n" + self.subsystem_wrapper.format(subsystem=subsystem, dir=self._sock_dir))
+            script.chmod(0o755)
+            subsystem = str(script)
         config = self.dir / "sshd_config"
         config.write_text(
             f"""Port {self.ssh_port}
@@ -246,7 +257,7 @@ LoginGraceTime 30
 MaxStartups 100
 MaxSessions {self.max_sessions}
 LogLevel DEBUG1
-Subsystem netconf {SUBSYSTEM} --ncxserver-sockname={self.ssh_port}@{sock}
+Subsystem netconf {subsystem}
 """
         )
         subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True, timeout=30)

@@ -154,10 +154,16 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 _NC = b'xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"'
-HELLO_10 = (
+# base:1.1 too: the gateway has agreed chunked framing with the device (RFC 6242 s4.1)
+CLIENT_HELLO = (
     b"<hello " + _NC + b"><capabilities><capability>urn:ietf:params:netconf:base:1.0</capability>"
-    b"</capabilities></hello>]]>]]>"
+    b"<capability>urn:ietf:params:netconf:base:1.1</capability></capabilities></hello>]]>]]>"
 )
+END_OF_CHUNKS = b"\n##\n"
+
+
+def _chunked(message: bytes) -> bytes:
+    return b"\n#%d\n%s%s" % (len(message), message, END_OF_CHUNKS)
 
 
 def slow_read_reply(path: Path, size: int, *, read_size: int = 16384, pause: float = 0.0002) -> int:
@@ -179,14 +185,14 @@ def slow_read_reply(path: Path, size: int, *, read_size: int = 16384, pause: flo
             _NC,
             stream_filter(size)[1].encode(),
         )
-        sock.sendall(HELLO_10 + rpc + EOM)
+        sock.sendall(CLIENT_HELLO + _chunked(rpc))
         tail = b""
-        while not tail.endswith(EOM):
+        while not tail.endswith(END_OF_CHUNKS):
             data = sock.recv(read_size)
             if not data:
                 raise ConnectionError(f"{path} closed after {received} bytes of the reply")
             received += len(data)
-            tail = (tail + data)[-len(EOM) :]
+            tail = (tail + data)[-len(END_OF_CHUNKS) :]
             time.sleep(pause)
-        sock.sendall(b'<rpc message-id="2" %s><close-session/></rpc>%s' % (_NC, EOM))
+        sock.sendall(_chunked(b'<rpc message-id="2" %s><close-session/></rpc>' % _NC))
     return received

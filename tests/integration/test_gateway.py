@@ -412,6 +412,7 @@ def test_source_blocked_after_failures(tmp_path: Path, netconfd: NetconfdDevice)
         ({"listen": {"ssh_port": 70000}}, "listen.ssh_port", "a port number"),
         ({"socket_mode": "rwx"}, "socket_mode", "an octal mode"),
         ({"colour": "blue"}, "colour", "one of the keys"),
+        ({"hello_timeout": 0}, "hello_timeout", "a number of seconds > 0"),
     ],
 )
 def test_config_errors_name_file_and_key(tmp_path: Path, config: dict[str, object], key: str, expected: str) -> None:
@@ -484,7 +485,7 @@ def test_device_refusing_a_second_channel_serves_one_session_at_a_time(tmp_path:
                 for waiter in waiters:
                     waiter.join(30)
                 assert len(results) == 2 and all(isinstance(r, list) for r in results), results
-            assert "one local session at a time" in gw.log.read_text()
+            assert gw.log.read_text().count("one session at a time from now on") == 1
         finally:
             assert gw.stop() == 0
 

@@ -4,11 +4,13 @@ from ``ln2_device/ln2_device.c``.  It dials the manager by itself and redials
 whenever a connection ends, as netopeer2 and libnetconf2-based products do
 (native behaviour: see libnetconf2_peer.py).
 
-The ``xfail(strict=True)`` tests state what issue 15 item 2 asks for (hold a
-ready NETCONF session per device, so an idle libnetconf2 device is never
-dropped and redialled); they fail today and must pass, and be unmarked, once
-that lands.  ``CALLHOME_LN2_IDLE_SECONDS`` sets their idle window (25 s by
-default; the issue's own check is 120 s: ``CALLHOME_LN2_IDLE_SECONDS=120``).
+The last tests are what issue 15 item 2 asks for: the server holds a greeted
+NETCONF session per device (``hold_session: auto`` recognises libnetconf2's
+libssh banner; every TLS device), so an idle libnetconf2 device is never
+dropped and redialled, and callers' sessions come and go on one connection.
+``CALLHOME_LN2_IDLE_SECONDS`` sets their idle window (25 s by default: more
+than two of libnetconf2's 10 s windows; ``benchmarks/bench_idle_reconnects.py
+--minutes 5`` is the long check).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from callhome_transport import CallHomeServer, Inventory, TLSClientConfig
+from callhome_transport import CallHomeServer, Inventory, TLSClientConfig, gateway
 from callhome_transport.gateway.client import GatewayClient
 
 from ..pki import DevicePKI
@@ -34,16 +36,6 @@ from .test_gateway import GatewayProcess
 pytestmark = pytest.mark.integration
 
 IDLE_SECONDS = float(os.environ.get("CALLHOME_LN2_IDLE_SECONDS", "25"))
-HELD_SESSION_PENDING = (
-    "issue 15 item 2 (a ready NETCONF session held per device) is not implemented: libnetconf2 drops a "
-    "call-home SSH connection that opens no netconf channel within 10 s (TLS: no <hello> within "
-    "hello_timeout) and dials again"
-)
-FIRST_SESSION_PENDING = (
-    "libnetconf2's call-home thread watches the first NETCONF session of a connection and dials a new "
-    "connection when it ends; a manager that lends that session to a caller gets a new connection per "
-    "caller (issue 15 item 2)"
-)
 
 
 @pytest.fixture
@@ -222,7 +214,6 @@ def test_native_drop_without_netconf_channel_then_redial(make_ln2: Callable[...,
 # -- what issue 15 item 2 asks for: no redial of a held device ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=HELD_SESSION_PENDING)
 @pytest.mark.timeout(IDLE_SECONDS + 60)
 def test_idle_device_held_by_the_library_is_not_redialled(make_ln2: Callable[..., Ln2Device]) -> None:
     device = make_ln2()
@@ -234,7 +225,6 @@ def test_idle_device_held_by_the_library_is_not_redialled(make_ln2: Callable[...
             assert groups(m) == []
 
 
-@pytest.mark.xfail(strict=True, reason=HELD_SESSION_PENDING)
 @pytest.mark.timeout(IDLE_SECONDS + 60)
 def test_idle_device_held_by_the_gateway_is_not_redialled(tmp_path: Path, make_ln2: Callable[..., Ln2Device]) -> None:
     device = make_ln2()
@@ -244,13 +234,18 @@ def test_idle_device_held_by_the_gateway_is_not_redialled(tmp_path: Path, make_l
         client = GatewayClient(gw.run_dir)
         client.wait("LN2", 15)
         no_reconnect_within(device, IDLE_SECONDS)
+        assert client.device("LN2").session_held
+        # two local sessions at once, edit-config + commit, on the one connection
+        with gateway.connect("LN2", gw.run_dir) as first, gateway.connect("LN2", gw.run_dir) as second:
+            edit_and_commit(first, "gw-held")
+            assert "gw-held" in groups(second)
         with client.netconf_manager("LN2") as m:
-            assert groups(m) == []
+            assert "gw-held" in groups(m)
+        assert device.dials() == 1
     finally:
         assert gw.stop() == 0, gw.log.read_text()[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason=HELD_SESSION_PENDING)
 @pytest.mark.timeout(IDLE_SECONDS + 60)
 def test_idle_tls_device_held_by_the_library_is_not_redialled(
     make_ln2: Callable[..., Ln2Device], pki: DevicePKI
@@ -261,9 +256,12 @@ def test_idle_tls_device_held_by_the_library_is_not_redialled(
         device.start(listener_port=server.tls_listen_port)
         server.wait_for("SN-0004", timeout=15)
         no_reconnect_within(device, IDLE_SECONDS)
+        assert server.session_held("SN-0004")
+        with server.netconf("SN-0004", timeout=5) as m:  # the held session: no new handshake
+            edit_and_commit(m, "tls-held")
+            assert device.dials() == 1  # (when it ends, the device calls again: RFC 7589)
 
 
-@pytest.mark.xfail(strict=True, reason=FIRST_SESSION_PENDING)
 def test_sessions_one_after_another_keep_one_connection(make_ln2: Callable[..., Ln2Device]) -> None:
     device = make_ln2()
     with CallHomeServer(ssh_inventory(device), listen_address="127.0.0.1", listen_port=0) as server:

@@ -126,6 +126,17 @@ def test_c4_strict_device_on_the_default_listener_is_refused(
     assert "must call the strict listener" in rejected.detail
 
 
+DEVICE_HELLO = (
+    b'<hello xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><capabilities>'
+    b"<capability>urn:ietf:params:netconf:base:1.0</capability></capabilities>"
+    b"<session-id>7</session-id></hello>]]>]]>"
+)
+CLIENT_HELLO = (
+    b'<hello xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><capabilities>'
+    b"<capability>urn:ietf:params:netconf:base:1.0</capability></capabilities></hello>]]>]]>"
+)
+
+
 def test_heartbeats_both_ways_with_a_heartbeat_capable_device(
     pki: DevicePKI, server: CallHomeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,9 +160,12 @@ def test_heartbeats_both_ways_with_a_heartbeat_capable_device(
             certChain=chain, privateKey=parsePEMKey(key.read_text(), private=True), reqCert=True, settings=settings
         )
         result["device_may_send"] = tls.heartbeat_can_send
-        tls.write(b"device-hello")
+        tls.write(DEVICE_HELLO)
         tls.send_heartbeat_request(b"ping-from-device", 16)
-        result["read"] = bytes(tls.read(max=100, min=1))  # processes our HeartbeatResponse on the way
+        read = b""
+        while b"manager-data" not in read:  # the server's hello, then what the client sent
+            read += bytes(tls.read(max=65536, min=1))  # processes our HeartbeatResponse on the way
+        result["read"] = read
         tls.close()
 
     thread = threading.Thread(target=device, daemon=True)
@@ -161,13 +175,18 @@ def test_heartbeats_both_ways_with_a_heartbeat_capable_device(
         assert event.heartbeat_negotiated is True
         stream = server.open_netconf_stream("SN-0003", timeout=5)
         stream.settimeout(5)
-        assert stream.recv(100) == b"device-hello"
+        replayed = b""
+        while not replayed.endswith(b"]]>]]>"):
+            replayed += stream.recv(65536)
+        assert b"<session-id>7</session-id>" in replayed  # the device's hello, replayed by the server
         threading.Event().wait(0.6)  # our own heartbeats (every 0.2 s) go out meanwhile
-        stream.sendall(b"manager-data")
+        stream.sendall(CLIENT_HELLO + b"manager-data")
         thread.join(10)
         stream.close()
     assert result["device_may_send"] is True  # we advertised peer_allowed_to_send
-    assert result["read"] == b"manager-data"
+    read = result["read"]
+    assert isinstance(read, bytes) and read.endswith(b"]]>]]>manager-data")  # our hello went out, the client's did not
+    assert b"<session-id>" not in read
     assert responses == [b"ping-from-device"]  # we answered the device's HeartbeatRequest
     assert "HeartbeatResponse received" in caplog.text  # the device answered ours
     assert os.environ.get("CALLHOME_NO_SUCH") is None

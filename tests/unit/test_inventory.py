@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from callhome_transport import Device, HostKeyPin, Inventory, InventoryError, SSHCredentials
+from callhome_transport import Device, HoldPolicy, HostKeyPin, Inventory, InventoryError, SSHCredentials
 from callhome_transport.inventory import fingerprint_of_blob
 
 
@@ -165,6 +165,13 @@ def write(tmp_path: Path, text: str) -> Path:
             "devices.R1.ssh.private_key",
             "an existing private key file",
         ),
+        (
+            "devices:\n  R1:\n    hold_session: sometimes\n    ssh:\n      host_keys: ['SHA256:"
+            + "A" * 43
+            + "']\n      username: u\n      password: p\n",
+            "devices.R1.hold_session",
+            "one of auto, always, never",
+        ),
     ],
 )
 def test_bad_inventory_names_file_key_path_and_expectation(
@@ -268,3 +275,22 @@ def test_an_empty_file_is_an_error_but_devices_empty_is_explicit(tmp_path: Path)
     assert Inventory.from_file(write(tmp_path, "devices: {}\n")).explicitly_empty
     assert not Inventory.from_file(write(tmp_path, "devices:\n")).explicitly_empty
     assert not Inventory.from_file(write(tmp_path, "version: 1\n")).explicitly_empty
+
+
+def test_hold_session_per_device_and_from_defaults(tmp_path: Path) -> None:
+    pin = "['SHA256:" + "A" * 43 + "']"
+    other = "['SHA256:" + "B" * 43 + "']"
+    text = (
+        "defaults:\n  hold_session: never\n  ssh: {username: u, password: p}\n"
+        f"devices:\n  R1:\n    ssh: {{host_keys: {pin}}}\n"
+        f"  R2:\n    hold_session: always\n    ssh: {{host_keys: {other}}}\n"
+    )
+    inventory = Inventory.from_file(write(tmp_path, text))
+    assert inventory["R1"].hold_session is HoldPolicy.NEVER
+    assert inventory["R2"].hold_session is HoldPolicy.ALWAYS
+    assert (
+        Device(
+            name="R3", host_keys=(HostKeyPin.parse(pin[2:-2]),), credentials=SSHCredentials(username="u", password="p")
+        ).hold_session
+        is HoldPolicy.AUTO
+    )
