@@ -42,11 +42,16 @@ __all__ = [
     "InventoryError",
     "ListenerError",
     "MalformedMessageError",
+    "MalformedPreambleError",
     "MessageTooLargeError",
+    "OutboundSSHKeyMismatchError",
+    "OutboundSSHRefusedError",
+    "PreambleHMACError",
     "RevokedCertificateError",
     "TransportError",
     "TrustError",
     "UnknownDeviceError",
+    "UnknownDeviceIDError",
     "UnknownGatewayDeviceError",
     "UnsupportedOptionError",
     "refusal_from_dict",
@@ -285,6 +290,78 @@ class CertificateRejectedError(TrustError):
 class RevokedCertificateError(CertificateRejectedError):
     """A certificate of the device's chain is on its issuer's CRL; the
     connection was closed at once (RFC 8071 C5)."""
+
+
+class OutboundSSHRefusedError(TrustError):
+    """A Junos outbound-ssh call was refused (docs/inventory.md, "Juniper
+    outbound-ssh"): its preamble was malformed or late, named no device, failed
+    the HMAC check, or the host key did not match the device it named.
+
+    ``reason`` is the refusal kind (as in ``rejected()`` and the metrics),
+    ``device_id`` the DEVICE-ID the device sent (``None`` if it sent none),
+    ``device`` the inventory device it named, ``fingerprint`` the host key
+    (from the HOST-KEY line or the SSH handshake) when known.  The shared
+    secret never appears in it.
+    """
+
+    reason: str
+    device_id: str | None
+    device: str | None
+    detail: str
+
+    _reason = "refused"
+
+    def __init__(
+        self,
+        *,
+        peer_address: tuple[str, int] | None,
+        detail: str,
+        device_id: str | None = None,
+        device: str | None = None,
+        fingerprint: str = "",
+        reason: str | None = None,
+    ) -> None:
+        reason = reason or self._reason
+        who = f" DEVICE-ID {device_id!r}" if device_id is not None else ""
+        super().__init__(
+            f"outbound-ssh call from {_peer(peer_address)}{who} refused ({reason}): {detail}",
+            peer_address=peer_address,
+            reason=reason,
+            device_id=device_id,
+            device=device,
+            fingerprint=fingerprint,
+            detail=detail,
+        )
+
+
+class MalformedPreambleError(OutboundSSHRefusedError):
+    """The outbound-ssh preamble was not ``MSG-ID: DEVICE-CONN-INFO``,
+    ``MSG-VER: V1``, ``DEVICE-ID: ...`` [``HOST-KEY: ...``, ``HMAC: ...``],
+    exceeded its bounds, or did not arrive in time (``reason``
+    ``preamble-timeout``)."""
+
+    _reason = "malformed-preamble"
+
+
+class UnknownDeviceIDError(OutboundSSHRefusedError):
+    """No device in the inventory has this outbound-ssh DEVICE-ID."""
+
+    _reason = "unknown-device-id"
+
+
+class PreambleHMACError(OutboundSSHRefusedError):
+    """A secret is configured for the device and the preamble's HMAC of its
+    HOST-KEY did not match it (or HOST-KEY/HMAC were missing)."""
+
+    _reason = "hmac-mismatch"
+
+
+class OutboundSSHKeyMismatchError(OutboundSSHRefusedError):
+    """The host key (on the HOST-KEY line or in the SSH handshake) is not
+    pinned for the device the DEVICE-ID named, or the two differ.  No
+    authentication was attempted."""
+
+    _reason = "host-key-mismatch"
 
 
 # --- transport --------------------------------------------------------------

@@ -60,6 +60,7 @@ __all__ = [
     "HostKeyPin",
     "IdentifierField",
     "Inventory",
+    "OutboundSSH",
     "SSHCredentials",
     "StaleCRLPolicy",
     "TLSIdentity",
@@ -70,6 +71,7 @@ __all__ = [
 INVENTORY_VERSION = 1
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")  # fullmatch: "R1\n" is not a name
 _FINGERPRINT = re.compile(r"^SHA256:([A-Za-z0-9+/]{43})=?$")
+_OUTBOUND_SSH_DEVICE_ID = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
 
 
 class Transport(enum.Enum):
@@ -213,6 +215,24 @@ class BasicAuth:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutboundSSH:
+    """How a Junos device calling with outbound-ssh names itself: the
+    ``device-id`` of its ``outbound-ssh client`` stanza and, when the stanza
+    has one, the shared ``secret`` that authenticates the HOST-KEY line of its
+    preamble (excluded from ``repr``).  The device is still identified by its
+    pinned host key: the DEVICE-ID only says which device's pins to check."""
+
+    device_id: str
+    secret: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _OUTBOUND_SSH_DEVICE_ID.match(self.device_id):
+            raise ValueError("an outbound_ssh.device_id of 1 to 255 visible ASCII characters (no spaces)")
+        if self.secret is not None and not self.secret:
+            raise ValueError("a non-empty outbound_ssh secret")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Device:
     """A device that may call home, named by identity."""
 
@@ -223,6 +243,7 @@ class Device:
     tls: TLSIdentity | None = None
     http_auth: BasicAuth | None = None  # RESTCONF devices only
     hold_session: HoldPolicy = HoldPolicy.AUTO  # NETCONF devices (ssh, tls)
+    outbound_ssh: OutboundSSH | None = None  # Junos outbound-ssh devices only
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _DEVICE_NAME.fullmatch(self.name):
@@ -234,6 +255,8 @@ class Device:
                 raise ValueError("credentials for an SSH device")
         elif self.tls is None:
             raise ValueError(f"a tls section for a {self.transport.value} device")
+        if self.outbound_ssh is not None and self.transport is not Transport.SSH:
+            raise ValueError("outbound_ssh only on a transport: ssh device")
 
     @property
     def fingerprints(self) -> frozenset[str]:
@@ -257,6 +280,7 @@ class Inventory:
         self._by_name: dict[str, Device] = {}
         self._by_fingerprint: dict[str, str] = {}
         self._by_tls_identifier: dict[tuple[IdentifierField, str], str] = {}
+        self._by_outbound_ssh_id: dict[str, str] = {}
         for device in devices:
             self._add(device)
 
@@ -284,6 +308,16 @@ class Inventory:
                     f"({tls.identifier_field.value}={tls.identifier})",
                 )
             self._by_tls_identifier[key] = device.name
+        if device.outbound_ssh is not None:
+            device_id = device.outbound_ssh.device_id
+            owner = self._by_outbound_ssh_id.get(device_id)
+            if owner is not None and owner != device.name:
+                raise InventoryError(
+                    self.source,
+                    f"devices.{device.name}.outbound_ssh.device_id",
+                    f"a device_id not already used by device {owner} ({device_id})",
+                )
+            self._by_outbound_ssh_id[device_id] = device.name
         self._by_name[device.name] = device
 
     # -- lookup ---------------------------------------------------------------
@@ -307,6 +341,11 @@ class Inventory:
     def device_for_fingerprint(self, fingerprint: str) -> Device | None:
         """The device whose pinned host keys include ``fingerprint``, or ``None``."""
         name = self._by_fingerprint.get(fingerprint)
+        return None if name is None else self._by_name[name]
+
+    def device_for_outbound_ssh_id(self, device_id: str) -> Device | None:
+        """The device whose Junos outbound-ssh ``device_id`` this is, or ``None``."""
+        name = self._by_outbound_ssh_id.get(device_id)
         return None if name is None else self._by_name[name]
 
     def device_for_tls_identifier(self, field: IdentifierField, value: str) -> Device | None:
@@ -392,7 +431,7 @@ class _Loader:
             key_path = f"devices.{name}"
             if not isinstance(name, str):
                 raise self.fail(key_path, "a device name (string)")
-            allowed = ("transport", "ssh", "tls", "restconf", "hold_session")
+            allowed = ("transport", "ssh", "tls", "restconf", "hold_session", "outbound_ssh")
             device = self.device(name, _merge(defaults, self.mapping(entry, key_path, allowed)))
             inventory._add(device)
         return inventory
@@ -431,6 +470,9 @@ class _Loader:
             auth = self.mapping(entry["restconf"], f"{key_path}.restconf", ("basic_auth",))
             if auth.get("basic_auth") is not None:
                 http_auth = self.basic_auth(auth["basic_auth"], f"{key_path}.restconf.basic_auth")
+        outbound_ssh = None
+        if "outbound_ssh" in entry:
+            outbound_ssh = self.outbound_ssh(name, entry["outbound_ssh"], f"{key_path}.outbound_ssh")
         try:
             return Device(
                 name=name,
@@ -440,6 +482,7 @@ class _Loader:
                 tls=tls,
                 http_auth=http_auth,
                 hold_session=hold,
+                outbound_ssh=outbound_ssh,
             )
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None
@@ -476,6 +519,19 @@ class _Loader:
                 stale_crl=stale,
                 c4_strict=c4_strict,
             )
+        except ValueError as exc:
+            raise self.fail(key_path, str(exc)) from None
+
+    def outbound_ssh(self, name: str, value: Any, key_path: str) -> OutboundSSH:
+        """``outbound_ssh: {device_id, secret | secret_env | secret_file}``;
+        ``device_id`` defaults to the device's name."""
+        section = self.mapping(value, key_path, ("device_id", "secret", "secret_env", "secret_file"))
+        raw_id = section.get("device_id", name)
+        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            raw_id = str(raw_id)  # YAML reads "device-id 1234" as a number
+        device_id = self.string(raw_id, f"{key_path}.device_id")
+        try:
+            return OutboundSSH(device_id=device_id, secret=self.password(section, key_path, "secret"))
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None
 
@@ -532,28 +588,28 @@ class _Loader:
                 raise self.fail(f"{key_path}[{index}]", str(exc)) from None
         return tuple(pins)
 
-    def password(self, section: dict[str, Any], key_path: str) -> str | None:
-        """The one of password / password_env / password_file given, resolved."""
-        given = [key for key in ("password", "password_env", "password_file") if key in section]
+    def password(self, section: dict[str, Any], key_path: str, kind: str = "password") -> str | None:
+        """The one of password / password_env / password_file given, resolved
+        (``kind`` names another secret with the same three forms)."""
+        inline, env, file = kind, f"{kind}_env", f"{kind}_file"
+        given = [key for key in (inline, env, file) if key in section]
         if len(given) > 1:
-            raise self.fail(
-                f"{key_path}.{given[1]}", f"only one of password, password_env, password_file (got {given[0]} too)"
-            )
-        if "password" in section:
-            return self.string(section["password"], f"{key_path}.password")
-        if "password_env" in section:
-            var = self.string(section["password_env"], f"{key_path}.password_env")
+            raise self.fail(f"{key_path}.{given[1]}", f"only one of {inline}, {env}, {file} (got {given[0]} too)")
+        if inline in section:
+            return self.string(section[inline], f"{key_path}.{inline}")
+        if env in section:
+            var = self.string(section[env], f"{key_path}.{env}")
             if var not in self.environ:
-                raise self.fail(f"{key_path}.password_env", f"environment variable {var} to be set")
+                raise self.fail(f"{key_path}.{env}", f"environment variable {var} to be set")
             return self.environ[var]
-        if "password_file" in section:
-            pw_path = self.path(section["password_file"], f"{key_path}.password_file")
+        if file in section:
+            pw_path = self.path(section[file], f"{key_path}.{file}")
             try:
                 return pw_path.read_text(encoding="utf-8").rstrip("\n")
             except UnicodeDecodeError:
                 raise self.fail(f"{key_path}.password_file", f"a UTF-8 text file ({pw_path})") from None
             except OSError as exc:
-                raise self.fail(f"{key_path}.password_file", f"a readable file ({exc.strerror}: {pw_path})") from exc
+                raise self.fail(f"{key_path}.{file}", f"a readable file ({exc.strerror}: {pw_path})") from exc
         return None
 
     def basic_auth(self, value: Any, key_path: str) -> BasicAuth:

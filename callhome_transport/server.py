@@ -42,6 +42,7 @@ from .errors import (
     DeviceNotConnectedError,
     HandshakeTimeoutError,
     HelloTimeoutError,
+    OutboundSSHRefusedError,
     RevokedCertificateError,
     TransportError,
     UnknownDeviceError,
@@ -59,6 +60,7 @@ from .listener import (
 )
 from .metrics import Metrics
 from .netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
+from .outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig, outbound_ssh_handshake
 from .preauth import PendingConnection, PreauthEnded
 from .relay import ChannelRelay
 from .restconf import CallHomeAdapter
@@ -114,6 +116,7 @@ class RejectedAttempt:
     device: str | None
     at: float
     detail: str = ""  # e.g. why a certificate was refused, with its subject, issuer and serial
+    device_id: str | None = None  # Junos outbound-ssh: the DEVICE-ID the device sent
 
 
 @dataclass
@@ -148,6 +151,11 @@ _PENALTY_OF = {
     "transport-error": FailureKind.GARBAGE,
     "auth-failed": FailureKind.AUTH_FAILED,
     "device-blocked": None,
+    # Junos outbound-ssh (outbound_ssh.py); malformed-preamble: GARBAGE, the default
+    "preamble-timeout": FailureKind.GRACE_TIMEOUT,
+    "unknown-device-id": FailureKind.UNKNOWN_KEY,
+    "hmac-mismatch": FailureKind.UNKNOWN_KEY,
+    "host-key-mismatch": FailureKind.UNKNOWN_KEY,
 }
 
 
@@ -221,7 +229,11 @@ class AsyncCallHomeServer:
 
     ``trust`` defaults to the inventory's pinned host keys; TLS devices are
     identified by the inventory's ``tls`` sections.  ``listen_port=None``
-    disables the SSH listener.  Use ``async with`` or :meth:`start` / :meth:`close`.
+    disables the SSH listener.  Junos devices with an ``outbound_ssh``
+    inventory section call ``outbound_ssh_listen_port`` (7804; the listener
+    runs when the inventory has such devices) with Juniper's outbound-ssh
+    preamble (:mod:`callhome_transport.outbound_ssh`).  Use ``async with`` or
+    :meth:`start` / :meth:`close`.
 
     Every NETCONF session it hands out has had its hello exchange done by the
     server (bounded by ``hello_timeout``); for devices whose ``hold_session``
@@ -246,6 +258,8 @@ class AsyncCallHomeServer:
         restconf_direct: bool = True,
         rejected_history: int = 256,
         hello_timeout: float = 30.0,
+        outbound_ssh_listen_port: int | None = JUNOS_OUTBOUND_SSH_PORT,
+        outbound_ssh: OutboundSSHConfig | None = None,
     ) -> None:
         if hello_timeout <= 0:
             raise ValueError(f"hello_timeout must be > 0, not {hello_timeout}")
@@ -297,6 +311,15 @@ class AsyncCallHomeServer:
                 self._tls_strict_listener = self._tls_listener_for(
                     strict_trust, tls, listen_address, tls_strict_listen_port, strict=True
                 )
+        # Junos outbound-ssh (outbound_ssh.py): started when some device has an outbound_ssh section
+        self.outbound_ssh_config = outbound_ssh or OutboundSSHConfig()
+        self._outbound_ssh_listener: Listener | None = None
+        if outbound_ssh_listen_port is not None and any(device.outbound_ssh for device in inventory):
+            self._outbound_ssh_listener = Listener(
+                self._on_accept_outbound_ssh, listen_address=listen_address, listen_port=outbound_ssh_listen_port
+            )
+            self._listeners.append(self._outbound_ssh_listener)
+            self.startups["outbound-ssh"] = Startups(self.admission.config.max_pending_handshakes)
         if not self._listeners:
             raise ValueError("nothing to listen on: give listen_port and/or tls")
         self._tls_pool: dict[str, list[AnyTLSConnection]] = {}
@@ -315,6 +338,13 @@ class AsyncCallHomeServer:
         if self._listener is None:
             raise RuntimeError("no SSH listener (listen_port=None)")
         return self._listener.listen_port
+
+    @property
+    def outbound_ssh_listen_port(self) -> int:
+        """The Junos outbound-ssh listener's bound port."""
+        if self._outbound_ssh_listener is None:
+            raise RuntimeError("no outbound-ssh listener (outbound_ssh_listen_port=None or no outbound_ssh device)")
+        return self._outbound_ssh_listener.listen_port
 
     @property
     def tls_listen_port(self) -> int:
@@ -508,23 +538,62 @@ class AsyncCallHomeServer:
             pending.finish()
             self.startups["ssh"].finished(pending)
 
-    async def _accept_ssh(self, sock: socket.socket, peer: PeerAddress, pending: PendingConnection) -> None:
-        banner = self.admission.config.banner_timeout
-        handshake = self.ssh_config.handshake_timeout
-        try:
-            if banner and banner < handshake:
-                await pending.ssh_banner(banner)
-            else:  # the handshake timeout is the shorter bound (it covers the banner too)
-                await pending.ssh_banner(handshake, "handshake-timeout")
-        except PreauthEnded as exc:
-            self._ended_early(pending, exc.reason, "ssh")
+    async def _on_accept_outbound_ssh(self, sock: socket.socket, peer: PeerAddress) -> None:
+        pending = self._admit(sock, peer, "outbound-ssh", tls=False)
+        if pending is None:
             return
-        trust = _AdmittedTrust(self._trust, self.admission)
+        try:
+            await self._accept_ssh(sock, peer, pending, outbound_ssh=True)
+        finally:
+            pending.finish()
+            self.startups["outbound-ssh"].finished(pending)
+
+    async def _accept_ssh(
+        self, sock: socket.socket, peer: PeerAddress, pending: PendingConnection, *, outbound_ssh: bool = False
+    ) -> None:
+        """RFC 8071 SSH, or (``outbound_ssh``) Junos outbound-ssh: its preamble, then SSH."""
+        handshake = self.ssh_config.handshake_timeout
+        # the first line (the SSH banner, or the preamble's MSG-ID line) within the shortest bound;
+        # the handshake timeout covers the banner too
+        bounds = [(handshake, "handshake-timeout")]
+        if self.admission.config.banner_timeout:
+            bounds.append((self.admission.config.banner_timeout, "banner-timeout"))
+        if outbound_ssh:
+            bounds.append((self.outbound_ssh_config.preamble_timeout, "preamble-timeout"))
+        first_line, reason = min(bounds, key=lambda bound: bound[0])
+        try:
+            await pending.ssh_banner(first_line, reason)
+        except PreauthEnded as exc:
+            self._ended_early(pending, exc.reason, "outbound-ssh" if outbound_ssh else "ssh")
+            return
         # handshake_timeout bounds accept -> authenticated, the wait for the banner included
         left = max(0.1, handshake - (time.monotonic() - pending.accepted_at))
         config = dataclasses.replace(self.ssh_config, handshake_timeout=left)
         try:
-            conn = await ssh_handshake(sock, peer, trust, config, self._options)
+            if outbound_ssh:
+                conn = await outbound_ssh_handshake(
+                    sock, peer, self.inventory, config, self.outbound_ssh_config, self._options
+                )
+            else:
+                trust = _AdmittedTrust(self._trust, self.admission)
+                conn = await ssh_handshake(sock, peer, trust, config, self._options)
+        except OutboundSSHRefusedError as exc:
+            # the error never carries the secret.  Like a certificate claiming a device's identity,
+            # a refusal naming a device (wrong HMAC, key mismatch) ends a wait for that device
+            log.warning("peer=%s %s", format_peer(peer), exc)
+            detail = f"DEVICE-ID {exc.device_id}: {exc.detail}" if exc.device_id is not None else exc.detail
+            self._reject(
+                peer,
+                exc.reason,
+                exc.fingerprint,
+                "",
+                exc.device,
+                detail,
+                transport="outbound-ssh",
+                error=exc,
+                device_id=exc.device_id,
+            )
+            return
         except DeviceBlockedError as exc:
             log.warning("device=%s peer=%s %s", exc.device, format_peer(peer), exc)
             self._reject(
@@ -728,6 +797,7 @@ class AsyncCallHomeServer:
         *,
         transport: str,
         error: CallHomeError | None = None,
+        device_id: str | None = None,
     ) -> None:
         """Record a refused attempt.  ``error``: the refusal of an identified
         device (authentication failed, certificate refused): a caller waiting
@@ -755,6 +825,7 @@ class AsyncCallHomeServer:
             device=device,
             at=time.time(),
             detail=detail,
+            device_id=device_id,
         )
         self.rejected.append(attempt)
         if device is not None and error is not None:
@@ -1011,7 +1082,8 @@ class CallHomeServer:
     ``listen_port`` defaults to 4334 (RFC 8071 s6; ``None`` disables SSH);
     with ``tls`` a TLS listener runs on ``tls_listen_port`` (4335), and a
     strict C4 one (heartbeat extension advertised, tlslite-ng) on
-    ``tls_strict_listen_port`` if given.
+    ``tls_strict_listen_port`` if given; Junos outbound-ssh devices (inventory
+    ``outbound_ssh``) on ``outbound_ssh_listen_port`` (7804).
     ``listen_address`` defaults to every interface, IPv4 and IPv6.  Use as a
     context manager, or call :meth:`close`.
     """
@@ -1031,6 +1103,8 @@ class CallHomeServer:
         heartbeat: HeartbeatConfig | None = None,
         admission: AdmissionConfig | None = None,
         hello_timeout: float = 30.0,
+        outbound_ssh_listen_port: int | None = JUNOS_OUTBOUND_SSH_PORT,
+        outbound_ssh: OutboundSSHConfig | None = None,
     ) -> None:
         self._engine = EventLoopThread()
         self._callback_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="callhome-cb")
@@ -1049,6 +1123,8 @@ class CallHomeServer:
                 heartbeat=heartbeat,
                 admission=admission,
                 hello_timeout=hello_timeout,
+                outbound_ssh_listen_port=outbound_ssh_listen_port,
+                outbound_ssh=outbound_ssh,
             )
             await server.start()
             return server
@@ -1079,6 +1155,11 @@ class CallHomeServer:
     def tls_strict_listen_port(self) -> int:
         """The strict C4 TLS listener's bound port."""
         return self._server.tls_strict_listen_port
+
+    @property
+    def outbound_ssh_listen_port(self) -> int:
+        """The Junos outbound-ssh listener's bound port."""
+        return self._server.outbound_ssh_listen_port
 
     @property
     def restconf_listen_port(self) -> int:

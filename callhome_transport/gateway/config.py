@@ -14,6 +14,8 @@
       tls_port: 4335
       restconf_port: 4336
       tls_strict_port: null         # strict RFC 8071 C4 listener (tlslite-ng)
+      outbound_ssh_port: 7804       # Junos outbound-ssh (no IANA port); runs with outbound_ssh devices
+    outbound_ssh: {preamble_timeout: 10}
     tls:                            # needed for TLS / RESTCONF devices
       certfile: pki/manager.pem
       keyfile: pki/manager.key
@@ -44,6 +46,7 @@ from ..admission import AdmissionConfig, FailureKind, Penalties
 from ..errors import InventoryError
 from ..inventory import Device, Inventory, Transport
 from ..listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+from ..outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
 from ..ssh import SSHClientConfig
 from ..tls import TLSClientConfig
 from ..yamlfile import read_yaml_file
@@ -64,6 +67,7 @@ _TOP = (
     "tls",
     "ssh",
     "admission",
+    "outbound_ssh",
 )
 
 
@@ -81,6 +85,8 @@ class GatewayConfig:
     tls_port: int | None = NETCONF_CH_TLS_PORT
     restconf_port: int | None = RESTCONF_CH_TLS_PORT
     tls_strict_port: int | None = None
+    outbound_ssh_port: int | None = JUNOS_OUTBOUND_SSH_PORT
+    outbound_ssh: OutboundSSHConfig = field(default_factory=OutboundSSHConfig)
     tls: TLSClientConfig | None = None
     ssh: SSHClientConfig = field(default_factory=SSHClientConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
@@ -248,7 +254,9 @@ class _Parser:
         if not 0 <= mode <= 0o777:
             raise self.fail("socket_mode", "an octal mode such as '0600'")
         listen = self.section(
-            top.get("listen"), "listen", ("addresses", "ssh_port", "tls_port", "restconf_port", "tls_strict_port")
+            top.get("listen"),
+            "listen",
+            ("addresses", "ssh_port", "tls_port", "restconf_port", "tls_strict_port", "outbound_ssh_port"),
         )
         addresses = listen.get("addresses")
         if addresses is not None and (
@@ -283,6 +291,13 @@ class _Parser:
         hello_timeout = self.number(top.get("hello_timeout"), "hello_timeout", 30.0)
         if hello_timeout <= 0:
             raise self.fail("hello_timeout", "a number of seconds > 0")
+        outbound = self.section(top.get("outbound_ssh"), "outbound_ssh", ("preamble_timeout",))
+        try:
+            outbound_ssh = OutboundSSHConfig(
+                preamble_timeout=self.number(outbound.get("preamble_timeout"), "outbound_ssh.preamble_timeout", 10.0)
+            )
+        except ValueError as exc:
+            raise self.fail("outbound_ssh.preamble_timeout", str(exc)) from None
         return GatewayConfig(
             source=self.path,
             hello_timeout=hello_timeout,
@@ -298,6 +313,10 @@ class _Parser:
                 listen.get("restconf_port", "default"), "listen.restconf_port", RESTCONF_CH_TLS_PORT
             ),
             tls_strict_port=self.port(listen.get("tls_strict_port"), "listen.tls_strict_port", None),
+            outbound_ssh_port=self.port(
+                listen.get("outbound_ssh_port", "default"), "listen.outbound_ssh_port", JUNOS_OUTBOUND_SSH_PORT
+            ),
+            outbound_ssh=outbound_ssh,
             tls=tls,
             ssh=ssh,
             admission=admission,

@@ -366,6 +366,8 @@ class Gateway:
             tls_strict_listen_port=c.tls_strict_port,
             admission=c.admission,
             hello_timeout=c.hello_timeout,
+            outbound_ssh_listen_port=c.outbound_ssh_port,
+            outbound_ssh=c.outbound_ssh,
             restconf_direct=False,  # the gateway relays RESTCONF on its event loop
         )
         server.metrics.counter("callhome_local_sessions_total", "Local sessions opened on device endpoints")
