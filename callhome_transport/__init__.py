@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         ListenerError,
         MalformedMessageError,
         MessageTooLargeError,
+        OutboundSSHRefusedError,
         RevokedCertificateError,
         TransportError,
         TrustError,
@@ -44,12 +45,14 @@ if TYPE_CHECKING:
         HostKeyPin,
         IdentifierField,
         Inventory,
+        OutboundSSH,
         SSHCredentials,
         StaleCRLPolicy,
         TLSIdentity,
         Transport,
     )
     from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+    from .outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
     from .restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
     from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
     from .ssh import SSHClientConfig
@@ -82,6 +85,7 @@ _LAZY = {
     "ListenerError": "errors",
     "MalformedMessageError": "errors",
     "MessageTooLargeError": "errors",
+    "OutboundSSHRefusedError": "errors",
     "RevokedCertificateError": "errors",
     "TransportError": "errors",
     "TrustError": "errors",
@@ -93,6 +97,7 @@ _LAZY = {
     "HostKeyPin": "inventory",
     "IdentifierField": "inventory",
     "Inventory": "inventory",
+    "OutboundSSH": "inventory",
     "SSHCredentials": "inventory",
     "StaleCRLPolicy": "inventory",
     "TLSIdentity": "inventory",
@@ -100,6 +105,8 @@ _LAZY = {
     "NETCONF_CH_SSH_PORT": "listener",
     "NETCONF_CH_TLS_PORT": "listener",
     "RESTCONF_CH_TLS_PORT": "listener",
+    "JUNOS_OUTBOUND_SSH_PORT": "outbound_ssh",
+    "OutboundSSHConfig": "outbound_ssh",
     "CallHomeAdapter": "restconf",
     "DeviceNotConnected": "restconf",
     "RestconfClient": "restconf",
@@ -144,9 +151,13 @@ __all__ = [
     "IdentifierField",
     "Inventory",
     "InventoryError",
+    "JUNOS_OUTBOUND_SSH_PORT",
     "ListenerError",
     "MalformedMessageError",
     "MessageTooLargeError",
+    "OutboundSSH",
+    "OutboundSSHConfig",
+    "OutboundSSHRefusedError",
     "Penalties",
     "RejectedAttempt",
     "RestconfClient",

@@ -330,7 +330,11 @@ def identify_caller(preamble: Preamble, inventory: Inventory, peer: PeerAddress)
         )
 
     if device is None or device.outbound_ssh is None:
-        raise refused(UnknownDeviceIDError, "no device has this outbound_ssh.device_id in the inventory")
+        raise refused(
+            UnknownDeviceIDError,
+            "no device has this outbound_ssh.device_id in the inventory "
+            "(set devices.<name>.outbound_ssh.device_id to onboard it)",
+        )
     secret = device.outbound_ssh.secret
     if secret is not None:
         if preamble.host_key is None or preamble.hmac is None:
