@@ -446,6 +446,11 @@ class AsyncCallHomeServer:
         self._options = prepared.ssh_options
         for state, new in zip(self._tls_states, prepared.tls_states, strict=True):
             state.trust, state.context = new.trust, new.context
+        if self._outbound_ssh_listener is None and any(device.outbound_ssh for device in prepared.inventory):
+            log.warning(
+                "the inventory now has Junos outbound-ssh devices but no outbound-ssh listener runs "
+                "(it starts with the server when the inventory has such devices): restart to accept them"
+            )
 
     def _ssh_options(self, inventory: Inventory, trust: Trust) -> asyncssh.SSHClientConnectionOptions:
         """asyncssh options offering the host key algorithms of every key

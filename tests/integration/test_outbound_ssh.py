@@ -228,3 +228,18 @@ def test_junos_device_through_the_gateway_netconf_sock(
             time.sleep(0.05)
     assert [(r["reason"], r["device_id"]) for r in rejected] == [("unknown-device-id", "mx-nope")]  # type: ignore[index, union-attr]
     assert SECRET not in gateway.log.read_text()
+
+
+def test_listener_runs_only_with_outbound_ssh_devices_and_a_reload_says_so(
+    netconfd: NetconfdDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    with server_for({"R-A": netconfd.inventory_entry()}) as server:
+        with pytest.raises(RuntimeError, match="no outbound-ssh listener"):
+            server.outbound_ssh_listen_port  # noqa: B018
+        junos_inventory = Inventory.from_dict({"devices": {"MX-A": junos_entry(netconfd, "mx-a")}})
+        server._engine.run(_replace(server, junos_inventory))
+    assert "no outbound-ssh listener runs" in caplog.text
+
+
+async def _replace(server: CallHomeServer, inventory: Inventory) -> None:
+    server.aio.replace_inventory(inventory)
