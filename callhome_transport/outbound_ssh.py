@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -43,9 +44,8 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import asyncssh
 
 from .errors import (
     MalformedPreambleError,
@@ -57,8 +57,8 @@ from .errors import (
 )
 from .inventory import Device, Inventory, fingerprint_of_blob
 from .listener import PeerAddress, format_peer
-from .ssh import SSHClientConfig, SSHDeviceConnection, ssh_handshake
-from .trust import Identity, PresentedKey
+from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
+from .trust import Identity, PresentedKey, Trust
 
 __all__ = [
     "JUNOS_OUTBOUND_SSH_PORT",
@@ -372,25 +372,6 @@ class _NamedDeviceTrust:
         return Identity(device=self.device.name, credentials=self.device.credentials, fingerprint=presented.fingerprint)
 
 
-_HOST_KEY_ALGORITHMS = {
-    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
-}
-
-
-def _host_key_algorithms(device: Device) -> list[str] | None:
-    """Offer only the algorithms of the device's pinned keys, so that a
-    device with several host keys presents a pinned one; ``None`` when a pin
-    is a bare fingerprint (its algorithm is unknown)."""
-    if any(not pin.key_type for pin in device.host_keys):
-        return None
-    algorithms: list[str] = []
-    for pin in device.host_keys:
-        for algorithm in _HOST_KEY_ALGORITHMS.get(pin.key_type, (pin.key_type,)):
-            if algorithm not in algorithms:
-                algorithms.append(algorithm)
-    return algorithms
-
-
 # -- I/O ------------------------------------------------------------------------
 
 
@@ -410,14 +391,17 @@ async def _readable(sock: socket.socket) -> None:
         loop.remove_reader(fd)
 
 
-async def read_preamble(sock: socket.socket, peer: PeerAddress, timeout: float) -> Preamble:
+async def read_preamble(
+    sock: socket.socket, peer: PeerAddress, timeout: float, reported_timeout: float | None = None
+) -> Preamble:
     """Read the initiation sequence from ``sock`` (non-blocking), taking
     exactly its bytes off the socket: it peeks, lets the parser say how much
     is preamble, and receives only that, so the SSH version string stays in
     the socket for the SSH client.
 
     Raises :class:`MalformedPreambleError` (reason ``preamble-timeout`` when
-    ``timeout`` seconds pass first)."""
+    ``timeout`` seconds pass first; the message names ``reported_timeout``,
+    default ``timeout``: the bound counted from the accept)."""
     parser = PreambleParser()
     try:
         async with asyncio.timeout(timeout):
@@ -438,7 +422,7 @@ async def read_preamble(sock: socket.socket, peer: PeerAddress, timeout: float) 
             peer_address=peer,
             device_id=parser.device_id,
             reason="preamble-timeout",
-            detail=f"no complete preamble within {timeout:g} s",
+            detail=f"no complete preamble within {reported_timeout or timeout:g} s",
         ) from None
     except OSError as exc:
         raise MalformedPreambleError(
@@ -459,19 +443,28 @@ async def outbound_ssh_handshake(
     inventory: Inventory,
     ssh_config: SSHClientConfig,
     config: OutboundSSHConfig,
-    options: asyncssh.SSHClientConnectionOptions | None = None,
+    *,
+    accepted_at: float | None = None,
+    guard: Callable[[Trust], Trust] | None = None,
 ) -> SSHDeviceConnection:
     """Accept one Junos outbound-ssh call: read and check the preamble, then
     run the SSH client role (RFC 8071 C3-C7) trusting only the keys pinned for
     the device the DEVICE-ID named.
 
-    Raises the :class:`~callhome_transport.errors.OutboundSSHRefusedError`
-    family, or what :func:`~callhome_transport.ssh.ssh_handshake` raises once
-    the device is identified.  ``sock`` is closed on failure.
+    ``accepted_at`` (``time.monotonic()`` of the TCP accept; default: now)
+    starts both bounds: ``config.preamble_timeout`` for the preamble, and
+    ``ssh_config.handshake_timeout`` for the whole, preamble included.
+    ``guard`` wraps the trust of the SSH handshake (the server refuses blocked
+    devices there).  Raises the
+    :class:`~callhome_transport.errors.OutboundSSHRefusedError` family, or
+    what :func:`~callhome_transport.ssh.ssh_handshake` raises once the device
+    is identified.  ``sock`` is closed on failure.
     """
-    accepted_at = time.monotonic()
+    if accepted_at is None:
+        accepted_at = time.monotonic()
     try:
-        preamble = await read_preamble(sock, peer, config.preamble_timeout)
+        preamble_left = config.preamble_timeout - (time.monotonic() - accepted_at)
+        preamble = await read_preamble(sock, peer, max(0.001, preamble_left), config.preamble_timeout)
         device = identify_caller(preamble, inventory, peer)
     except BaseException:
         sock.close()
@@ -485,13 +478,15 @@ async def outbound_ssh_handshake(
     )
     if preamble.hmac is not None and device.outbound_ssh is not None and device.outbound_ssh.secret is None:
         log.debug("peer=%s device %s sent an HMAC; no secret is configured to check it", format_peer(peer), device.name)
-    algorithms = _host_key_algorithms(device)
-    base = options or ssh_config.options()
-    if algorithms is not None:
-        base = asyncssh.SSHClientConnectionOptions(options=base, server_host_key_algs=algorithms)
-    trust = _NamedDeviceTrust(device, preamble.host_key_fingerprint)
+    # the device is known before key exchange: offer only its pinned keys' algorithms, so a
+    # Junos device (RSA, ECDSA and ed25519 host keys) presents a key pinned for it
+    options = ssh_config.options(host_key_algorithms(pin.key_type for pin in device.host_keys))
+    trust: Trust = _NamedDeviceTrust(device, preamble.host_key_fingerprint)
+    if guard is not None:
+        trust = guard(trust)
+    left = max(0.1, ssh_config.handshake_timeout - (time.monotonic() - accepted_at))
     try:
-        conn = await ssh_handshake(sock, peer, trust, ssh_config, base)
+        conn = await ssh_handshake(sock, peer, trust, dataclasses.replace(ssh_config, handshake_timeout=left), options)
     except UnknownDeviceError as exc:
         expected = preamble.host_key_fingerprint or ", ".join(sorted(device.fingerprints))
         raise OutboundSSHKeyMismatchError(

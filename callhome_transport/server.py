@@ -577,7 +577,13 @@ class AsyncCallHomeServer:
         try:
             if outbound_ssh:
                 conn = await outbound_ssh_handshake(
-                    sock, peer, self.inventory, config, self.outbound_ssh_config, self._options
+                    sock,
+                    peer,
+                    self.inventory,
+                    config,
+                    self.outbound_ssh_config,
+                    accepted_at=pending.accepted_at,
+                    guard=lambda trust: _AdmittedTrust(trust, self.admission),
                 )
             else:
                 trust = _AdmittedTrust(self._trust, self.admission)

@@ -49,11 +49,16 @@ def junos(
     *,
     secret: str | None = SECRET,
     host_key_of: NetconfdDevice | None = None,
+    host_key_kind: str | None = None,
     colon_form: bool = False,
 ) -> JunosOutboundSSH:
     """A Junos device calling ``port`` with ``sshd`` behind it; with a secret
-    it sends a HOST-KEY line: sshd's own key, or ``host_key_of``'s."""
-    host_key = (host_key_of or sshd).host_key_public_line if secret is not None else None
+    it sends a HOST-KEY line: sshd's own (ed25519) key, or ``host_key_of``'s,
+    or its key of ``host_key_kind`` (rsa, ecdsa)."""
+    host_key = None
+    if secret is not None:
+        keys_of = host_key_of or sshd
+        host_key = keys_of.host_keys[host_key_kind].public_line if host_key_kind else keys_of.host_key_public_line
     return JunosOutboundSSH(
         manager_port=port,
         sshd_port=sshd.ssh_port,
@@ -90,6 +95,21 @@ def test_preamble_with_secret_and_colon_form_then_netconf(netconfd: NetconfdDevi
             server.netconf("MX-A", timeout=15) as m,
         ):
             assert has_group_filter_answer(m)
+        assert server.rejected() == []
+
+
+def test_a_device_pinned_by_its_rsa_key_presents_it(netconfd: NetconfdDevice, device_b: NetconfdDevice) -> None:
+    """The sshd has RSA, ECDSA and ed25519 keys; the inventory also pins an
+    ed25519 key (device B), so the offer made to unknown callers starts with
+    ssh-ed25519.  Once the DEVICE-ID names A, only A's RSA algorithms are
+    offered and its sshd presents the RSA key."""
+    rsa = netconfd.host_keys["rsa"]
+    entry = junos_entry(netconfd, "mx-a", SECRET)
+    entry["ssh"]["host_keys"] = [rsa.public_line]
+    with server_for({"MX-A": entry, "R-B": device_b.inventory_entry()}) as server:
+        with junos(server.outbound_ssh_listen_port, netconfd, host_key_kind="rsa"):
+            event = server.wait_for("MX-A", 15)
+        assert event.fingerprint == rsa.fingerprint
         assert server.rejected() == []
 
 

@@ -39,7 +39,6 @@ from callhome_transport.outbound_ssh import (
     Preamble,
     PreambleFormatError,
     PreambleParser,
-    _host_key_algorithms,
     identify_caller,
     preamble_hmac,
     read_preamble,
@@ -277,15 +276,6 @@ def test_identification_by_device_id_checks_hmac_and_host_key_line(keys: list[as
         identify_caller(parsed(wire("mx-a", b_key)), inv, PEER)
     assert mismatch.value.fingerprint == keys[1].get_fingerprint("sha256")
     assert mismatch.value.device == "MX-A"
-
-
-def test_offered_host_key_algorithms_follow_the_pins(keys: list[asyncssh.SSHKey]) -> None:
-    rsa = " ".join(asyncssh.generate_private_key("ssh-rsa", key_size=1024).export_public_key().decode().split()[:2])
-    creds = SSHCredentials(username="u", password="p")
-    both = Device(name="D", host_keys=(HostKeyPin.parse(key_text(keys[0])), HostKeyPin.parse(rsa)), credentials=creds)
-    assert _host_key_algorithms(both) == ["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
-    bare = Device(name="D", host_keys=(HostKeyPin.parse(keys[0].get_fingerprint("sha256")),), credentials=creds)
-    assert _host_key_algorithms(bare) is None
 
 
 # -- the socket reader ------------------------------------------------------------------
