@@ -184,19 +184,21 @@ def test_garbage_overlong_silent_and_rfc8071_callers_are_refused_quickly(
         assert refused_within(b"A" * 5000) < 0.5  # no line end: refused at 4096 bytes
         assert refused_within(b"MSG-ID: DEVICE-CONN-INFO\r\nMSG-VER: V1\r\nDEVICE-ID: mx-zz\r\n" + b"S") < 0.5
         assert 0.9 < refused_within(b"MSG-ID: DEVICE-CONN-INFO\r\n") < 3  # silent: the preamble timeout
+        assert 0.9 < refused_within(b"") < 3  # silent from the start (its startup slot, then the same bound)
         # an RFC 8071 device dialling the outbound-ssh port by mistake
         with ReverseRelay(listener_port=port, device_port=netconfd.ssh_port):
-            attempts = wait_rejected(server, 5)
+            attempts = wait_rejected(server, 6)
         reasons = [(a.reason, a.device_id) for a in attempts]
         assert reasons == [
             ("malformed-preamble", None),
             ("malformed-preamble", None),
             ("unknown-device-id", "mx-zz"),
             ("preamble-timeout", None),
+            ("preamble-timeout", None),
             ("malformed-preamble", None),
         ]
         assert "longer than 4096 bytes" in attempts[1].detail
-        assert "RFC 8071 device calling the outbound-ssh port" in attempts[4].detail
+        assert "RFC 8071 device calling the outbound-ssh port" in attempts[5].detail
         assert server.connected() == []
 
 
