@@ -613,7 +613,14 @@ class GatewayRequestError(GatewayError):
 # DeviceNotConnectedError.  By name, so the gateway's clients rebuild them.
 REFUSAL_ERRORS: dict[str, type[CallHomeError]] = {
     cls.__name__: cls
-    for cls in (AuthenticationFailedError, CertificateRejectedError, RevokedCertificateError, DeviceBlockedError)
+    for cls in (
+        AuthenticationFailedError,
+        CertificateRejectedError,
+        RevokedCertificateError,
+        DeviceBlockedError,
+        PreambleHMACError,  # Junos outbound-ssh refusals that name a device
+        OutboundSSHKeyMismatchError,
+    )
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from callhome_transport import CallHomeServer, Inventory
+from callhome_transport.errors import PreambleHMACError
 from callhome_transport.outbound_ssh import OutboundSSHConfig
 
 from .junos_peer import JunosOutboundSSH
@@ -117,10 +118,14 @@ def test_wrong_hmac_is_refused_before_ssh(netconfd: NetconfdDevice, caplog: pyte
     before = netconfd.auth_attempts()
     with server_for({"MX-A": junos_entry(netconfd, "mx-a", SECRET)}) as server:
         with junos(server.outbound_ssh_listen_port, netconfd, secret="not-the-secret") as device:
+            # a caller waiting for MX-A gets the refusal, not "did not call home" (issue 15 item 11)
+            with pytest.raises(PreambleHMACError) as refused:
+                server.netconf("MX-A", timeout=5)
+            assert refused.value.device == "MX-A" and refused.value.refused_at > 0  # type: ignore[attr-defined]
             (attempt,) = wait_rejected(server)
             assert device.wait(10) == 0  # the manager hung up; the device script ended
         assert attempt.reason == "hmac-mismatch"
-        assert attempt.device_id == "mx-a" and attempt.device is None  # a DEVICE-ID is a claim, not an identity
+        assert attempt.device_id == "mx-a" and attempt.device == "MX-A"  # the device the DEVICE-ID named
         assert attempt.fingerprint == netconfd.host_key_fingerprint  # from the HOST-KEY line
         assert server.connected() == []
         metrics = server.aio.metrics
@@ -241,14 +246,22 @@ def test_junos_device_through_the_gateway_netconf_sock(
         status, record = gateway.get("/devices/MX-A")
         assert status == 200 and record["state"] == "connected"  # type: ignore[index]
         assert record["identity"] == netconfd.host_key_fingerprint  # type: ignore[index]
+    # a wrong secret: a local client waiting for MX-A learns why it is refused
+    with junos(port, netconfd, secret="not-the-secret"):
+        status, body = gateway.get("/devices/MX-A/wait?timeout=5")
+    assert status == 502 and body["refusal"]["type"] == "PreambleHMACError"  # type: ignore[index]
+    assert body["refusal"]["device_id"] == "mx-a"  # type: ignore[index]
     with junos(port, netconfd, "mx-nope", secret=None):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             _, rejected = gateway.get("/rejected")
-            if rejected:
+            if len(rejected) == 2:  # type: ignore[arg-type]
                 break
             time.sleep(0.05)
-    assert [(r["reason"], r["device_id"]) for r in rejected] == [("unknown-device-id", "mx-nope")]  # type: ignore[index, union-attr]
+    assert [(r["reason"], r["device_id"]) for r in rejected] == [  # type: ignore[index, union-attr]
+        ("hmac-mismatch", "mx-a"),
+        ("unknown-device-id", "mx-nope"),
+    ]
     assert SECRET not in gateway.log.read_text()
 
 
