@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callhome_transport import CallHomeServer, Device, HostKeyPin, Inventory, SSHCredentials  # noqa: E402
-from callhome_transport.netconf import manager_over_socket  # noqa: E402
+from callhome_transport.integrations.netconf import manager_over_socket  # noqa: E402
 from tests.integration.netconfd_peer import NACM, NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay  # noqa: E402
 from tests.integration.test_gateway import GatewayProcess  # noqa: E402
 

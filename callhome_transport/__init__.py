@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .admission import AdmissionConfig, Penalties
-    from .compat import call_home, call_home_tls
     from .errors import (
         AuthenticationFailedError,
         CallHomeError,
@@ -38,7 +36,7 @@ if TYPE_CHECKING:
         UnknownDeviceError,
         UnsupportedOptionError,
     )
-    from .inventory import (
+    from .identity.inventory import (
         BasicAuth,
         Device,
         HoldPolicy,
@@ -51,13 +49,15 @@ if TYPE_CHECKING:
         TLSIdentity,
         Transport,
     )
-    from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
-    from .outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
-    from .restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
+    from .integrations.compat import call_home, call_home_tls
+    from .integrations.restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
     from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
-    from .ssh import SSHClientConfig
-    from .tls import TLSClientConfig
-    from .tls_strict import HeartbeatConfig
+    from .server.admission import AdmissionConfig, Penalties
+    from .transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+    from .transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
+    from .transports.ssh import SSHClientConfig
+    from .transports.tls import TLSClientConfig
+    from .transports.tls_strict import HeartbeatConfig
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -67,10 +67,10 @@ __version__ = "0.1.0"
 # Ansible plugins import callhome_transport.gateway.client in every task's
 # worker) does not pay for asyncssh, the TLS stacks and requests.
 _LAZY = {
-    "AdmissionConfig": "admission",
-    "Penalties": "admission",
-    "call_home": "compat",
-    "call_home_tls": "compat",
+    "AdmissionConfig": "server.admission",
+    "Penalties": "server.admission",
+    "call_home": "integrations.compat",
+    "call_home_tls": "integrations.compat",
     "AuthenticationFailedError": "errors",
     "CallHomeError": "errors",
     "CertificateRejectedError": "errors",
@@ -91,33 +91,33 @@ _LAZY = {
     "TrustError": "errors",
     "UnknownDeviceError": "errors",
     "UnsupportedOptionError": "errors",
-    "BasicAuth": "inventory",
-    "Device": "inventory",
-    "HoldPolicy": "inventory",
-    "HostKeyPin": "inventory",
-    "IdentifierField": "inventory",
-    "Inventory": "inventory",
-    "OutboundSSH": "inventory",
-    "SSHCredentials": "inventory",
-    "StaleCRLPolicy": "inventory",
-    "TLSIdentity": "inventory",
-    "Transport": "inventory",
-    "NETCONF_CH_SSH_PORT": "listener",
-    "NETCONF_CH_TLS_PORT": "listener",
-    "RESTCONF_CH_TLS_PORT": "listener",
-    "JUNOS_OUTBOUND_SSH_PORT": "outbound_ssh",
-    "OutboundSSHConfig": "outbound_ssh",
-    "CallHomeAdapter": "restconf",
-    "DeviceNotConnected": "restconf",
-    "RestconfClient": "restconf",
-    "RestconfError": "restconf",
+    "BasicAuth": "identity.inventory",
+    "Device": "identity.inventory",
+    "HoldPolicy": "identity.inventory",
+    "HostKeyPin": "identity.inventory",
+    "IdentifierField": "identity.inventory",
+    "Inventory": "identity.inventory",
+    "OutboundSSH": "identity.inventory",
+    "SSHCredentials": "identity.inventory",
+    "StaleCRLPolicy": "identity.inventory",
+    "TLSIdentity": "identity.inventory",
+    "Transport": "identity.inventory",
+    "NETCONF_CH_SSH_PORT": "transports.listener",
+    "NETCONF_CH_TLS_PORT": "transports.listener",
+    "RESTCONF_CH_TLS_PORT": "transports.listener",
+    "JUNOS_OUTBOUND_SSH_PORT": "transports.outbound_ssh",
+    "OutboundSSHConfig": "transports.outbound_ssh",
+    "CallHomeAdapter": "integrations.restconf",
+    "DeviceNotConnected": "integrations.restconf",
+    "RestconfClient": "integrations.restconf",
+    "RestconfError": "integrations.restconf",
     "AsyncCallHomeServer": "server",
     "CallHomeServer": "server",
     "DeviceConnected": "server",
     "RejectedAttempt": "server",
-    "SSHClientConfig": "ssh",
-    "TLSClientConfig": "tls",
-    "HeartbeatConfig": "tls_strict",
+    "SSHClientConfig": "transports.ssh",
+    "TLSClientConfig": "transports.tls",
+    "HeartbeatConfig": "transports.tls_strict",
 }
 
 

@@ -35,7 +35,7 @@ from ..errors import (
     UnknownGatewayDeviceError,
     refusal_from_dict,
 )
-from ..netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
+from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 
 __all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection", "connect"]
 
@@ -261,7 +261,7 @@ class GatewayClient:
         own deferral applies). ``timeout`` is the Manager's RPC timeout.
 
         Unlike ``ncclient.manager.connect_uds`` the session has no 100 ms send
-        tick (see :mod:`callhome_transport.netconf`). ``on_close`` runs once
+        tick (see :mod:`callhome_transport.integrations.netconf`). ``on_close`` runs once
         when the session ends, whichever side ended it.  A message from the
         device over ``max_message_size`` bytes closes the session with
         :class:`~callhome_transport.errors.MessageTooLargeError`."""

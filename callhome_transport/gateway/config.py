@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..admission import AdmissionConfig, FailureKind, Penalties
 from ..errors import InventoryError
-from ..inventory import Device, Inventory, Transport
-from ..listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
-from ..outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
-from ..ssh import SSHClientConfig
-from ..tls import TLSClientConfig
+from ..identity.inventory import Device, Inventory, Transport
+from ..server.admission import AdmissionConfig, FailureKind, Penalties
+from ..transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
+from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
+from ..transports.ssh import SSHClientConfig
+from ..transports.tls import TLSClientConfig
 from ..yamlfile import read_yaml_file
 
 __all__ = ["AF_UNIX_PATH_MAX", "GatewayConfig"]

@@ -54,9 +54,9 @@ from ..errors import (
     EndpointError,
     refusal_to_dict,
 )
-from ..inventory import Device, Inventory, Transport
-from ..listener import format_peer
+from ..identity.inventory import Device, Inventory, Transport
 from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
+from ..transports.listener import format_peer
 from .config import GatewayConfig
 from .http import HTTPClient, Request, Response, json_response, serve_http
 from .readiness import remove_ready_file, sd_notify, write_ready_file

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from ..framing import FrameDecoder, Framing, FramingError, encode
+from ..protocol.framing import FrameDecoder, Framing, FramingError, encode
 
 __all__ = ["Datastores", "NetconfServerSession", "default_config"]
 

@@ -16,7 +16,7 @@ import yaml
 
 from callhome_transport import CallHomeServer, Inventory
 from callhome_transport.errors import PreambleHMACError
-from callhome_transport.outbound_ssh import OutboundSSHConfig
+from callhome_transport.transports.outbound_ssh import OutboundSSHConfig
 
 from .junos_peer import JunosOutboundSSH
 from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port, wait_rejected

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from callhome_transport import CallHomeServer, Inventory, TLSClientConfig
-from callhome_transport.tls_strict import HeartbeatConfig, strict_available
+from callhome_transport.transports.tls_strict import HeartbeatConfig, strict_available
 
 from ..pki import DevicePKI
 from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, wait_rejected
@@ -169,7 +169,7 @@ def test_heartbeats_both_ways_with_a_heartbeat_capable_device(
         tls.close()
 
     thread = threading.Thread(target=device, daemon=True)
-    with caplog.at_level(logging.DEBUG, logger="callhome_transport.tls_strict"):
+    with caplog.at_level(logging.DEBUG, logger="callhome_transport.transports.tls_strict"):
         thread.start()
         event = server.wait_for("SN-0003", timeout=10)
         assert event.heartbeat_negotiated is True

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from callhome_transport.admission import Admission, AdmissionConfig, FailureKind, Penalties, Startups
 from callhome_transport.metrics import Metrics
+from callhome_transport.server.admission import Admission, AdmissionConfig, FailureKind, Penalties, Startups
 
 
 class Clock:

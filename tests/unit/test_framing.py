@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callhome_transport.framing import EOM, FrameDecoder, Framing, FramingError, MessageSizeExceeded, encode
+from callhome_transport.protocol.framing import EOM, FrameDecoder, Framing, FramingError, MessageSizeExceeded, encode
 
 messages = st.lists(st.binary(min_size=1, max_size=300).filter(lambda b: EOM not in b), min_size=1, max_size=5)
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ncclient import manager
 
-from callhome_transport.framing import EOM, Framing
-from callhome_transport.hello import (
+from callhome_transport.protocol.framing import EOM, Framing
+from callhome_transport.protocol.hello import (
     BASE_10,
     BASE_11,
     DEFAULT_CLIENT_CAPABILITIES,

@@ -32,7 +32,7 @@ def test_public_names_still_resolve() -> None:
 def test_heartbeat_config_is_importable_from_the_package_as_the_docs_show() -> None:
     # failed before: ImportError (docs/certificates.md uses it with the other names)
     from callhome_transport import HeartbeatConfig
-    from callhome_transport.tls_strict import HeartbeatConfig as Defined
+    from callhome_transport.transports.tls_strict import HeartbeatConfig as Defined
 
     assert HeartbeatConfig is Defined
     assert HeartbeatConfig(interval=30, missed_max=3).missed_max == 3

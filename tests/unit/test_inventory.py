@@ -8,7 +8,7 @@ import asyncssh
 import pytest
 
 from callhome_transport import Device, HoldPolicy, HostKeyPin, Inventory, InventoryError, SSHCredentials
-from callhome_transport.inventory import fingerprint_of_blob
+from callhome_transport.identity.inventory import fingerprint_of_blob
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from callhome_transport import ListenerError
-from callhome_transport.listener import Listener, PeerAddress, format_peer
+from callhome_transport.transports.listener import Listener, PeerAddress, format_peer
 
 
 def has_ipv6() -> bool:

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from callhome_transport.errors import MalformedMessageError
-from callhome_transport.framing import EOM, FrameDecoder, Framing, encode
-from callhome_transport.netconf import manager_over_socket
+from callhome_transport.integrations.netconf import manager_over_socket
+from callhome_transport.protocol.framing import EOM, FrameDecoder, Framing, encode
 from callhome_transport.sim.datastore import Datastores, NetconfServerSession
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from callhome_transport import errors
 from callhome_transport.gateway.config import GatewayConfig
-from callhome_transport.inventory import (
+from callhome_transport.identity.inventory import (
     Device,
     HostKeyPin,
     Inventory,
@@ -31,7 +31,7 @@ from callhome_transport.inventory import (
     TLSIdentity,
     Transport,
 )
-from callhome_transport.outbound_ssh import (
+from callhome_transport.transports.outbound_ssh import (
     JUNOS_OUTBOUND_SSH_PORT,
     MAX_PREAMBLE_LINE,
     MAX_PREAMBLE_LINES,

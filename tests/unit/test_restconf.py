@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from callhome_transport import CallHomeError, Device, Inventory, TLSIdentity, Transport
-from callhome_transport.restconf import (
+from callhome_transport.integrations.restconf import (
     CallHomeAdapter,
     RestconfClient,
     _root_from_host_meta,

@@ -1,4 +1,4 @@
-"""Greeted and held NETCONF sessions (callhome_transport.session) over an
+"""Greeted and held NETCONF sessions (callhome_transport.protocol.session) over an
 in-memory device stream: our own seam, so a stand-in device is fine here; the
 real devices are in tests/integration/test_held_sessions.py."""
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from callhome_transport.errors import ClientHelloError, HelloTimeoutError, TransportError
-from callhome_transport.framing import EOM, Framing
-from callhome_transport.hello import BASE_10, BASE_11, encode_hello
-from callhome_transport.session import (
+from callhome_transport.protocol.framing import EOM, Framing
+from callhome_transport.protocol.hello import BASE_10, BASE_11, encode_hello
+from callhome_transport.protocol.session import (
     DeviceSession,
     DeviceTraits,
     EarlyData,

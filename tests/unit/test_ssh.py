@@ -7,7 +7,12 @@ import inspect
 import asyncssh
 import pytest
 
-from callhome_transport.ssh import OPENSSH_HOST_KEY_ALGORITHMS, SSHClientConfig, _bind_username, host_key_algorithms
+from callhome_transport.transports.ssh import (
+    OPENSSH_HOST_KEY_ALGORITHMS,
+    SSHClientConfig,
+    _bind_username,
+    host_key_algorithms,
+)
 
 
 def test_asyncssh_reads_the_username_from_the_attribute_we_set() -> None:

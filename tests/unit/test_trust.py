@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from callhome_transport import Device, HostKeyPin, Inventory, SSHCredentials
-from callhome_transport.trust import AcceptAnyKey, InventoryTrust, PinnedKeyTrust, PresentedKey
+from callhome_transport.identity.trust import AcceptAnyKey, InventoryTrust, PinnedKeyTrust, PresentedKey
 
 FP1 = "SHA256:" + "1" * 43
 FP2 = "SHA256:" + "2" * 43

@@ -7,7 +7,7 @@ import re
 import pytest
 from lxml import etree
 
-from callhome_transport.framing import EOM, FrameDecoder, Framing, encode
+from callhome_transport.protocol.framing import EOM, FrameDecoder, Framing, encode
 from callhome_transport.sim.datastore import Datastores, NetconfServerSession
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"

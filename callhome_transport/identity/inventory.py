@@ -50,8 +50,8 @@ from typing import Any
 
 from cryptography import x509
 
-from .errors import InventoryError
-from .yamlfile import read_yaml_file
+from ..errors import InventoryError
+from ..yamlfile import read_yaml_file
 
 __all__ = [
     "BasicAuth",

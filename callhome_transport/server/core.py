@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from ncclient.manager import Manager
 
-from .admission import Admission, AdmissionConfig, FailureKind, Startups
-from .engine import EventLoopThread
-from .errors import (
+from ..engine import EventLoopThread
+from ..errors import (
     AuthenticationFailedError,
     CallHomeError,
     CertificateRejectedError,
@@ -48,9 +47,14 @@ from .errors import (
     UnknownDeviceError,
     refused_while_waiting,
 )
-from .hello import DEFAULT_CLIENT_CAPABILITIES
-from .inventory import HoldPolicy, Inventory, Transport
-from .listener import (
+from ..identity.inventory import HoldPolicy, Inventory, Transport
+from ..identity.trust import Identity, InventoryTrust, PresentedKey, Trust
+from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
+from ..integrations.restconf import CallHomeAdapter
+from ..metrics import Metrics
+from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES
+from ..protocol.session import DeviceSession, DeviceTraits, SessionPool, SingleSession, TransportStream, greet_local
+from ..transports.listener import (
     NETCONF_CH_SSH_PORT,
     NETCONF_CH_TLS_PORT,
     RESTCONF_CH_TLS_PORT,
@@ -58,15 +62,10 @@ from .listener import (
     PeerAddress,
     format_peer,
 )
-from .metrics import Metrics
-from .netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
-from .outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig, outbound_ssh_handshake
-from .preauth import PendingConnection, PreauthEnded
-from .relay import ChannelRelay
-from .restconf import CallHomeAdapter
-from .session import DeviceSession, DeviceTraits, SessionPool, SingleSession, TransportStream, greet_local
-from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
-from .tls import (
+from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig, outbound_ssh_handshake
+from ..transports.relay import ChannelRelay
+from ..transports.ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
+from ..transports.tls import (
     DirectTLSConnection,
     TLSClientConfig,
     TLSDeviceConnection,
@@ -75,8 +74,14 @@ from .tls import (
     tls_handshake,
     tls_handshake_direct,
 )
-from .tls_strict import HeartbeatConfig, StrictTLSConnection, strict_client_credentials, strict_tls_handshake
-from .trust import Identity, InventoryTrust, PresentedKey, Trust
+from ..transports.tls_strict import (
+    HeartbeatConfig,
+    StrictTLSConnection,
+    strict_client_credentials,
+    strict_tls_handshake,
+)
+from .admission import Admission, AdmissionConfig, FailureKind, Startups
+from .preauth import PendingConnection, PreauthEnded
 
 if TYPE_CHECKING:
     import asyncssh
@@ -232,13 +237,13 @@ class AsyncCallHomeServer:
     disables the SSH listener.  Junos devices with an ``outbound_ssh``
     inventory section call ``outbound_ssh_listen_port`` (7804; the listener
     runs when the inventory has such devices) with Juniper's outbound-ssh
-    preamble (:mod:`callhome_transport.outbound_ssh`).  Use ``async with`` or
+    preamble (:mod:`callhome_transport.transports.outbound_ssh`).  Use ``async with`` or
     :meth:`start` / :meth:`close`.
 
     Every NETCONF session it hands out has had its hello exchange done by the
     server (bounded by ``hello_timeout``); for devices whose ``hold_session``
     policy says so, one such session is kept ready per device
-    (:mod:`callhome_transport.session`).
+    (:mod:`callhome_transport.protocol.session`).
     """
 
     def __init__(
@@ -1255,7 +1260,7 @@ class CallHomeServer:
 
         A request for a device that has not called waits up to
         ``wait_timeout`` seconds, then raises
-        :class:`~callhome_transport.restconf.DeviceNotConnected` (a
+        :class:`~callhome_transport.integrations.restconf.DeviceNotConnected` (a
         ``requests.exceptions.ConnectionError``)."""
         self._check_open()
 

@@ -5,7 +5,7 @@ used for ``<hello>``) and chunked (base:1.1, ``\\n#<len>\\n<data>...\\n##\\n``).
 :class:`FrameDecoder` takes bytes as they arrive, in any split, and returns
 the complete messages; it owns no socket, clock or thread, so it is tested one
 byte at a time.  The simulated device uses it for what it receives, and
-:class:`~callhome_transport.netconf.StreamSession` for what devices send to
+:class:`~callhome_transport.integrations.netconf.StreamSession` for what devices send to
 ncclient: a message larger than ``max_message_size`` is refused while it
 arrives, before it is held whole in memory.
 """

@@ -41,8 +41,8 @@ from requests.exceptions import HTTPError, InvalidURL
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from .errors import CallHomeError, DeviceNotConnectedError
-from .inventory import Device, Inventory, Transport
+from ..errors import CallHomeError, DeviceNotConnectedError
+from ..identity.inventory import Device, Inventory, Transport
 
 __all__ = [
     "YANG_DATA_JSON",

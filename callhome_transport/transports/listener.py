@@ -14,7 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import ListenerError
+from ..errors import ListenerError
 
 __all__ = [
     "NETCONF_CH_SSH_PORT",

@@ -44,8 +44,8 @@ from typing import Any
 import asyncssh
 from ncclient.manager import Manager
 
-from .engine import EventLoopThread
-from .errors import (
+from ..engine import EventLoopThread
+from ..errors import (
     CallHomeError,
     DeviceNotConnectedError,
     HostKeyMismatchError,
@@ -53,7 +53,7 @@ from .errors import (
     UnknownDeviceError,
     UnsupportedOptionError,
 )
-from .inventory import (
+from ..identity.inventory import (
     Device,
     HostKeyPin,
     IdentifierField,
@@ -64,11 +64,11 @@ from .inventory import (
     Transport,
     fingerprint_of_blob,
 )
-from .listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
+from ..identity.trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
+from ..transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
+from ..transports.ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
+from ..transports.tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
-from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
-from .tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
-from .trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
 
 __all__ = ["call_home", "call_home_tls"]
 

@@ -41,11 +41,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.verification import VerificationError
 
-from ._log import ContextAdapter
-from .errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
-from .inventory import Transport
+from .._log import ContextAdapter
+from ..errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
+from ..identity.inventory import Transport
+from ..protocol.session import SingleSession
 from .listener import PeerAddress, format_peer
-from .session import SingleSession
 from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe, verify_path
 
 __all__ = [
@@ -305,7 +305,7 @@ async def strict_tls_handshake(
     config: TLSClientConfig,
     heartbeat: HeartbeatConfig | None = None,
 ) -> StrictTLSConnection:
-    """The C4-strict twin of :func:`~callhome_transport.tls.tls_handshake`."""
+    """The C4-strict twin of :func:`~callhome_transport.transports.tls.tls_handshake`."""
     if not HAS_TLSLITE:
         sock.close()
         raise TransportError("strict C4 mode needs tlslite-ng (pip install callhome-transport[strict-tls])")

@@ -1,6 +1,6 @@
 """The unauthenticated start of a call-home connection: whether the device
 has sent its first bytes yet, and ending a connection early (RFC 8071 s5:
-the listener is the attack surface; see :mod:`callhome_transport.admission`).
+the listener is the attack surface; see :mod:`callhome_transport.server.admission`).
 
 In call home the device is the SSH or TLS *server*:
 
@@ -30,7 +30,7 @@ import struct
 import sys
 import time
 
-from .listener import PeerAddress
+from ..transports.listener import PeerAddress
 
 __all__ = ["PendingConnection", "PreauthEnded", "ssh_banner_complete"]
 

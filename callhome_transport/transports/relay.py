@@ -15,7 +15,7 @@ from typing import cast
 
 import asyncssh
 
-from .session import EarlyData
+from ..protocol.session import EarlyData
 
 __all__ = ["ChannelRelay", "open_channel_relay", "open_subsystem_relay"]
 

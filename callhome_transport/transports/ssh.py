@@ -4,7 +4,7 @@
 accepted.  The order is RFC 8071 s5's:
 
 1. key exchange; the device presents its host key;
-2. ``validate_host_public_key`` asks the :class:`~callhome_transport.trust.Trust`
+2. ``validate_host_public_key`` asks the :class:`~callhome_transport.identity.trust.Trust`
    which device owns that key; an unknown key ends the connection here, before
    any authentication request is sent (C5);
 3. only then are that device's username and password or key chosen (C7);
@@ -30,19 +30,19 @@ from typing import Any, cast
 import asyncssh
 from asyncssh.public_key import get_public_key_algs
 
-from ._log import ContextAdapter
-from .errors import (
+from .._log import ContextAdapter
+from ..errors import (
     AuthenticationFailedError,
     CallHomeError,
     HandshakeTimeoutError,
     TransportError,
     UnknownDeviceError,
 )
-from .inventory import SSHCredentials, Transport, fingerprint_of_blob
+from ..identity.inventory import SSHCredentials, Transport, fingerprint_of_blob
+from ..identity.trust import Identity, PresentedKey, Trust
+from ..protocol.session import SessionPool
 from .listener import PeerAddress, format_peer
 from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
-from .session import SessionPool
-from .trust import Identity, PresentedKey, Trust
 
 __all__ = ["SSHClientConfig", "SSHDeviceConnection", "host_key_algorithms", "ssh_handshake"]
 

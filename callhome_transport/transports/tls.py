@@ -53,11 +53,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from ._log import ContextAdapter
-from .errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
-from .inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
+from .._log import ContextAdapter
+from ..errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
+from ..identity.inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
+from ..protocol.session import SingleSession, TransportStream
 from .listener import PeerAddress, format_peer
-from .session import SingleSession, TransportStream
 
 __all__ = [
     "DirectTLSConnection",

@@ -33,14 +33,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
-from ._log import ContextAdapter
-from .errors import (
+from .._log import ContextAdapter
+from ..errors import (
     CallHomeError,
     ClientHelloError,
     DeviceDisconnectedError,
     HelloTimeoutError,
     TransportError,
 )
+from ..transports.listener import PeerAddress
 from .framing import Framing
 from .hello import (
     DEFAULT_CLIENT_CAPABILITIES,
@@ -53,7 +54,6 @@ from .hello import (
     negotiate,
     parse_hello,
 )
-from .listener import PeerAddress
 
 __all__ = [
     "DeviceSession",

@@ -13,7 +13,7 @@ straight to the socket from the calling thread instead, under a lock; the
 session thread only reads.  The Manager is the stock class.
 
 What the device sends is framed by our sans-I/O
-:class:`~callhome_transport.framing.FrameDecoder` instead of ncclient's
+:class:`~callhome_transport.protocol.framing.FrameDecoder` instead of ncclient's
 parser, which holds a whole message however large it grows (a 2 GiB reply
 took a caller to 4.3 GB, benchmarks/bench_memory.py) and lets a
 byte that is not UTF-8 escape as a bare ``UnicodeDecodeError``.  A message
@@ -42,9 +42,9 @@ from ncclient.transport.errors import SessionCloseError
 from ncclient.transport.errors import TransportError as NcTransportError
 from ncclient.transport.session import MSG_DELIM, NetconfBase, NotificationHandler, Session
 
-from .errors import MalformedMessageError, MessageTooLargeError, TransportError
-from .framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
-from .hello import HELLO_SETTLE, Hello
+from ..errors import MalformedMessageError, MessageTooLargeError, TransportError
+from ..protocol.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
+from ..protocol.hello import HELLO_SETTLE, Hello
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HELLO_SETTLE", "StreamSession", "capabilities_for", "manager_over_socket"]
 

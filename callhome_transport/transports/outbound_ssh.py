@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import (
+from ..errors import (
     MalformedPreambleError,
     OutboundSSHKeyMismatchError,
     OutboundSSHRefusedError,
@@ -55,10 +55,10 @@ from .errors import (
     UnknownDeviceError,
     UnknownDeviceIDError,
 )
-from .inventory import Device, Inventory, fingerprint_of_blob
+from ..identity.inventory import Device, Inventory, fingerprint_of_blob
+from ..identity.trust import Identity, PresentedKey, Trust
 from .listener import PeerAddress, format_peer
 from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
-from .trust import Identity, PresentedKey, Trust
 
 __all__ = [
     "JUNOS_OUTBOUND_SSH_PORT",
@@ -457,7 +457,7 @@ async def outbound_ssh_handshake(
     ``guard`` wraps the trust of the SSH handshake (the server refuses blocked
     devices there).  Raises the
     :class:`~callhome_transport.errors.OutboundSSHRefusedError` family, or
-    what :func:`~callhome_transport.ssh.ssh_handshake` raises once the device
+    what :func:`~callhome_transport.transports.ssh.ssh_handshake` raises once the device
     is identified.  ``sock`` is closed on failure.
     """
     if accepted_at is None:

@@ -1,0 +1,1 @@
+"""NETCONF itself, over any transport: framing, hellos, greeted sessions held per device."""
