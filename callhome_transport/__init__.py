@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from .addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
     from .errors import (
         AuthenticationFailedError,
         CallHomeError,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from .integrations.restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
     from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
     from .server.admission import AdmissionConfig, Penalties
-    from .transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
     from .transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
     from .transports.ssh import SSHClientConfig
     from .transports.tls import TLSClientConfig
@@ -102,9 +102,9 @@ _LAZY = {
     "StaleCRLPolicy": "identity.inventory",
     "TLSIdentity": "identity.inventory",
     "Transport": "identity.inventory",
-    "NETCONF_CH_SSH_PORT": "transports.listener",
-    "NETCONF_CH_TLS_PORT": "transports.listener",
-    "RESTCONF_CH_TLS_PORT": "transports.listener",
+    "NETCONF_CH_SSH_PORT": "addresses",
+    "NETCONF_CH_TLS_PORT": "addresses",
+    "RESTCONF_CH_TLS_PORT": "addresses",
     "JUNOS_OUTBOUND_SSH_PORT": "transports.outbound_ssh",
     "OutboundSSHConfig": "transports.outbound_ssh",
     "CallHomeAdapter": "integrations.restconf",

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from .errors import CallHomeError, DeviceNotConnectedError
 from .gateway.client import DEFAULT_RUN_DIR, GatewayClient
-from .transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 
 
 def _when(ts: float | None) -> str:

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from ..errors import InventoryError
 from ..identity.inventory import Device, Inventory, Transport
 from ..server.admission import AdmissionConfig, FailureKind, Penalties
-from ..transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
 from ..transports.ssh import SSHClientConfig
 from ..transports.tls import TLSClientConfig

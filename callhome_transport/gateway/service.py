@@ -46,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 
+from ..addresses import format_peer
 from ..errors import (
     REFUSAL_ERRORS,
     CallHomeError,
@@ -56,7 +57,6 @@ from ..errors import (
 )
 from ..identity.inventory import Device, Inventory, Transport
 from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
-from ..transports.listener import format_peer
 from .config import GatewayConfig
 from .http import HTTPClient, Request, Response, json_response, serve_http
 from .readiness import remove_ready_file, sd_notify, write_ready_file

@@ -44,6 +44,7 @@ from typing import Any
 import asyncssh
 from ncclient.manager import Manager
 
+from ..addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, PeerAddress, format_peer
 from ..engine import EventLoopThread
 from ..errors import (
     CallHomeError,
@@ -65,7 +66,7 @@ from ..identity.inventory import (
     fingerprint_of_blob,
 )
 from ..identity.trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
-from ..transports.listener import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, Listener, PeerAddress, format_peer
+from ..transports.listener import Listener
 from ..transports.ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 from ..transports.tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
 from .netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 from .._log import ContextAdapter
+from ..addresses import PeerAddress
 from ..errors import (
     CallHomeError,
     ClientHelloError,
@@ -41,7 +42,6 @@ from ..errors import (
     HelloTimeoutError,
     TransportError,
 )
-from ..transports.listener import PeerAddress
 from .framing import Framing
 from .hello import (
     DEFAULT_CLIENT_CAPABILITIES,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ncclient.manager import Manager
 
+from ..addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT, PeerAddress, format_peer
 from ..engine import EventLoopThread
 from ..errors import (
     AuthenticationFailedError,
@@ -54,14 +55,7 @@ from ..integrations.restconf import CallHomeAdapter
 from ..metrics import Metrics
 from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES
 from ..protocol.session import DeviceSession, DeviceTraits, SessionPool, SingleSession, TransportStream, greet_local
-from ..transports.listener import (
-    NETCONF_CH_SSH_PORT,
-    NETCONF_CH_TLS_PORT,
-    RESTCONF_CH_TLS_PORT,
-    Listener,
-    PeerAddress,
-    format_peer,
-)
+from ..transports.listener import Listener
 from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig, outbound_ssh_handshake
 from ..transports.relay import ChannelRelay
 from ..transports.ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake

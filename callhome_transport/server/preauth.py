@@ -30,7 +30,7 @@ import struct
 import sys
 import time
 
-from ..transports.listener import PeerAddress
+from ..addresses import PeerAddress
 
 __all__ = ["PendingConnection", "PreauthEnded", "ssh_banner_complete"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 
 import asyncssh
 
+from ..addresses import NETCONF_CH_SSH_PORT
 from ..identity.inventory import fingerprint_of_blob
-from ..transports.listener import NETCONF_CH_SSH_PORT
 from .datastore import Datastores, NetconfServerSession
 
 __all__ = ["SimulatedDevice"]

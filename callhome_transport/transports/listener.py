@@ -14,22 +14,11 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ..addresses import NETCONF_CH_SSH_PORT, PeerAddress, format_peer
 from ..errors import ListenerError
 
-__all__ = [
-    "NETCONF_CH_SSH_PORT",
-    "NETCONF_CH_TLS_PORT",
-    "RESTCONF_CH_TLS_PORT",
-    "Listener",
-    "PeerAddress",
-    "format_peer",
-]
+__all__ = ["Listener"]
 
-NETCONF_CH_SSH_PORT = 4334  # RFC 8071 s6: netconf-ch-ssh
-NETCONF_CH_TLS_PORT = 4335  # RFC 8071 s6: netconf-ch-tls
-RESTCONF_CH_TLS_PORT = 4336  # RFC 8071 s6: restconf-ch-tls
-
-PeerAddress = tuple[str, int]
 AcceptHandler = Callable[[socket.socket, PeerAddress], Awaitable[None]]
 
 log = logging.getLogger(__name__)
@@ -38,14 +27,6 @@ log = logging.getLogger(__name__)
 # descriptor storm does not turn into a busy loop.
 _ACCEPT_BACKOFF = 0.1
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-
-def format_peer(peer: PeerAddress | None) -> str:
-    """``127.0.0.1:53122`` or ``[::1]:53122``."""
-    if peer is None:
-        return "-"
-    host, port = peer
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..addresses import PeerAddress, format_peer
 from ..errors import (
     MalformedPreambleError,
     OutboundSSHKeyMismatchError,
@@ -57,7 +58,6 @@ from ..errors import (
 )
 from ..identity.inventory import Device, Inventory, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
-from .listener import PeerAddress, format_peer
 from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 
 __all__ = [

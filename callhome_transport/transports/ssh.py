@@ -31,6 +31,7 @@ import asyncssh
 from asyncssh.public_key import get_public_key_algs
 
 from .._log import ContextAdapter
+from ..addresses import PeerAddress, format_peer
 from ..errors import (
     AuthenticationFailedError,
     CallHomeError,
@@ -41,7 +42,6 @@ from ..errors import (
 from ..identity.inventory import SSHCredentials, Transport, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
 from ..protocol.session import SessionPool
-from .listener import PeerAddress, format_peer
 from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
 
 __all__ = ["SSHClientConfig", "SSHDeviceConnection", "host_key_algorithms", "ssh_handshake"]

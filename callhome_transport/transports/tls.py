@@ -54,10 +54,10 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from .._log import ContextAdapter
+from ..addresses import PeerAddress, format_peer
 from ..errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
 from ..identity.inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
 from ..protocol.session import SingleSession, TransportStream
-from .listener import PeerAddress, format_peer
 
 __all__ = [
     "DirectTLSConnection",

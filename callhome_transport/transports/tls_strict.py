@@ -42,10 +42,10 @@ from cryptography import x509
 from cryptography.x509.verification import VerificationError
 
 from .._log import ContextAdapter
+from ..addresses import PeerAddress, format_peer
 from ..errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
 from ..identity.inventory import Transport
 from ..protocol.session import SingleSession
-from .listener import PeerAddress, format_peer
 from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe, verify_path
 
 __all__ = [

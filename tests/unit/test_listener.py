@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from callhome_transport import ListenerError
-from callhome_transport.transports.listener import Listener, PeerAddress, format_peer
+from callhome_transport.addresses import PeerAddress, format_peer
+from callhome_transport.transports.listener import Listener
 
 
 def has_ipv6() -> bool:
