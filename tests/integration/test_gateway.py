@@ -4,13 +4,16 @@ calling home through socat: netconfd behind sshd (SSH), stunnel + netconfd
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +40,10 @@ pytestmark = pytest.mark.integration
 class GatewayProcess:
     def __init__(self, workdir: Path, inventory: dict[str, object], **config: object) -> None:
         self.dir = workdir
-        self.run_dir = workdir / "run"
+        # a short run directory: socket paths must fit AF_UNIX (107 bytes), and
+        # pytest's tmp paths (longer under pytest-xdist) leave little room
+        self.run_dir = Path(tempfile.mkdtemp(prefix="chgw-"))
+        atexit.register(shutil.rmtree, self.run_dir, True)
         self.inventory_path = workdir / "devices.yml"
         self.inventory_path.write_text(yaml.safe_dump(inventory))
         self.ssh_port, self.tls_port, self.restconf_port = free_port(), free_port(), free_port()
