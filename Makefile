@@ -47,11 +47,16 @@ typecheck: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(VENV)/bin/pytest -q tests/unit
 
+# The suite waits on real peers far more than it computes: test files run in
+# parallel (one file's tests stay together in one worker, so its peers and
+# fixtures are shared as written).  TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 4
+
 integration: $(VENV)/.installed-test system-packages
-	$(VENV)/bin/pytest -q tests/integration
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/integration
 
 test: $(VENV)/.installed-test system-packages lint typecheck ansible-lint ansible-sanity
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
 
 bench: $(VENV)/.installed-test system-packages
