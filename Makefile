@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint typecheck unit integration bench system-packages clean collections ansible-lint ansible-sanity ansible-units
+.PHONY: demo test lint typecheck unit integration bench system-packages clean collections ansible-lint ansible-sanity ansible-units molecule
 
 $(VENV)/.installed: pyproject.toml
 	scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -23,13 +23,17 @@ collections: $(VENV)/.installed-test
 	scripts/install-ansible-collections.sh $(PY) $(VENV)/collections
 
 ansible-lint: $(VENV)/.installed-test
-	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(VENV)/collections $(VENV)/bin/ansible-lint --nocolor examples/
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/$(VENV)/collections $(VENV)/bin/ansible-lint --nocolor examples/ roles/ extensions/
 
 ansible-sanity: $(VENV)/.installed-test
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test sanity
 
 ansible-units: $(VENV)/.installed-test
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
+
+# the roles' molecule scenarios (extensions/molecule/): hosts are network namespaces
+molecule: $(VENV)/.installed-test system-packages
+	scripts/molecule.sh $(VENV)
 
 demo: $(VENV)/.installed
 	$(PY) -m callhome_transport.demo
@@ -58,6 +62,7 @@ integration: $(VENV)/.installed-test system-packages
 test: $(VENV)/.installed-test system-packages lint typecheck ansible-lint ansible-sanity
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
+	scripts/molecule.sh $(VENV)
 
 bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_ssh.py

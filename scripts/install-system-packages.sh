@@ -6,11 +6,14 @@
 #   tests compile (tests/integration/ln2_device/), plus libssh-dev and libssl-dev:
 #   libnetconf2-dev 2.0's <nc_server.h> includes libssh's and OpenSSL's headers
 #   without depending on their -dev packages;
-#   libyang2-tools (yanglint: the agent's call-home fixtures against the real schema).
+#   libyang2-tools (yanglint: the agent's call-home fixtures and the roles'
+#   rendered payloads against the real schema);
+#   for the roles' molecule scenarios: iproute2 (network namespaces), nftables
+#   (the NAT router), python3-venv (the roles' virtualenvs).
 # Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
 # host and crash netconfd on <get>.
 set -eu
-PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools"
+PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools iproute2 nftables python3-venv"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -1,0 +1,129 @@
+"""The roles' interfaces: meta/argument_specs.yml documents every public
+variable with the default defaults/main.yml gives it, the role uses no
+undocumented public variable, docs/roles.md shows the same tables, and the
+hardened systemd units the roles render pass ``systemd-analyze verify``."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .roles_doc import ROLES_DIR, roles, variables_table
+
+REPO = Path(__file__).resolve().parents[2]
+TYPES = {"str": str, "path": str, "int": int, "bool": bool, "list": list, "dict": dict}
+
+
+def _spec(role: str) -> dict[str, Any]:
+    data = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())
+    return dict(data["argument_specs"]["main"]["options"])
+
+
+def _defaults(role: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text()) or {})
+
+
+def test_there_are_roles() -> None:
+    assert "gateway" in roles()
+
+
+@pytest.mark.parametrize("role", roles())
+def test_defaults_agree_with_argument_specs(role: str) -> None:
+    spec, defaults = _spec(role), _defaults(role)
+    assert sorted(spec) == sorted(defaults), "defaults/main.yml and meta/argument_specs.yml name different variables"
+    for name, option in spec.items():
+        assert name.startswith(f"{role}_"), f"{name}: public variables carry the role's prefix"
+        assert option.get("description"), f"{name}: no description"
+        assert option.get("default") == defaults[name], f"{name}: argument_specs default differs from defaults/main.yml"
+        value = defaults[name]
+        if value is not None:
+            assert isinstance(value, TYPES[option.get("type", "str")]), f"{name}: default is not a {option['type']}"
+            if option.get("choices"):
+                assert value in option["choices"], f"{name}: default not among the choices"
+        if option.get("type") == "list":
+            assert option.get("elements"), f"{name}: a list without elements type"
+
+
+@pytest.mark.parametrize("role", roles())
+def test_the_role_uses_only_documented_variables(role: str) -> None:
+    """A public variable the tasks read but the spec does not list is a typo or a hole in the docs;
+    an internal one must be defined in vars/main.yml, registered or set."""
+    spec = set(_spec(role))
+    internal_defined = set(yaml.safe_load((ROLES_DIR / role / "vars" / "main.yml").read_text()) or {})
+    text = ""
+    for path in sorted((ROLES_DIR / role).rglob("*")):
+        if path.is_file() and path.suffix in (".yml", ".j2") and path.parent.name != "meta":
+            text += re.sub(r"^\s*tags:.*$", "", path.read_text(), flags=re.M)  # tags are not variables
+    internal_defined |= set(re.findall(rf"register:\s*(_{role}_\w+)", text))
+    internal_defined |= set(re.findall(rf"^\s+(_{role}_\w+):", text, re.M))  # set_fact keys, task vars
+    used_public = set(re.findall(rf"(?<![\w.])({role}_\w+)", text))
+    used_internal = set(re.findall(rf"(?<![\w.])(_{role}_\w+)", text))
+    assert used_public - spec == set(), "public variables used but not in meta/argument_specs.yml"
+    assert used_internal - internal_defined == set(), "internal variables used but never defined"
+
+
+@pytest.mark.parametrize("role", roles())
+def test_docs_show_the_argument_specs(role: str) -> None:
+    doc = (REPO / "docs" / "roles.md").read_text()
+    begin, end = f"<!-- BEGIN {role} variables -->\n", f"<!-- END {role} variables -->"
+    assert begin in doc and end in doc, f"docs/roles.md has no {role} variables table"
+    shown = doc.split(begin, 1)[1].split(end, 1)[0]
+    assert shown == variables_table(role), "docs/roles.md is stale: python -m tests.roles.roles_doc --write"
+
+
+def _render(template: Path, dest: Path, role: str, **extra: str) -> str:
+    """Render one of a role's templates with its defaults, as the role would."""
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": [str(ROLES_DIR / role / "defaults" / "main.yml")],
+            "tasks": [{"ansible.builtin.template": {"src": str(template), "dest": str(dest), "mode": "0644"}}],
+        }
+    ]
+    playbook = dest.with_suffix(".play.yml")
+    playbook.write_text(yaml.safe_dump(play))
+    args = [str(Path(sys.prefix) / "bin" / "ansible-playbook"), str(playbook)]
+    for key, value in extra.items():
+        args += ["-e", f"{key}={value}"]
+    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    return dest.read_text()
+
+
+HARDENING = (
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "CapabilityBoundingSet=\n",
+    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+)
+UNITS = {"gateway": ("callhome-gateway.service.j2", "callhome-gateway.service")}
+
+
+@pytest.mark.parametrize("role", sorted(UNITS))
+def test_systemd_unit_is_hardened_and_verifies(role: str, tmp_path: Path) -> None:
+    template, name = UNITS[role]
+    unit = tmp_path / name
+    # the virtualenv must exist for systemd-analyze: this test's own has bin/callhome
+    text = _render(ROLES_DIR / role / "templates" / template, unit, role, **{f"{role}_virtualenv": sys.prefix})
+    for line in HARDENING:
+        assert line in text, f"{line!r} missing from the unit"
+    assert re.search(r"^User=callhome$", text, re.M)
+    assert re.search(r"^RuntimeDirectory=callhome$", text, re.M)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed: the unit was checked only for its directives")
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], check=False, capture_output=True, text=True, timeout=60
+    )
+    # systemd-analyze reports unknown or bad settings on stderr and still exits 0
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
