@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -29,25 +30,35 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _default(option: dict[str, object]) -> str:
+def _default(option: dict[str, Any]) -> str:
     if "default" not in option:
-        return "(unset)"
+        return "" if option.get("required") else "(unset)"
     return "`" + json.dumps(option["default"]) + "`"
 
 
-def variables_table(role: str) -> str:
-    spec = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"]["options"]
-    rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
+def _rows(options: dict[str, Any], prefix: str) -> list[str]:
+    rows = []
     for name, option in options.items():
         kind = str(option.get("type", "str"))
         if option.get("elements"):
             kind += f" of {option['elements']}"
         if option.get("choices"):
             kind += ": " + " \\| ".join(str(c) for c in option["choices"])
+        if option.get("required"):
+            kind += ", required"
         description = option["description"]
         text = " ".join(description) if isinstance(description, list) else description
-        rows.append(f"| `{name}` | {kind} | {_default(option)} | {_cell(text)} |")
+        path = prefix + name
+        rows.append(f"| `{path}` | {kind} | {_default(option)} | {_cell(text)} |")
+        if option.get("options"):  # suboptions: list elements get [] in their path
+            rows += _rows(option["options"], path + ("[]." if option.get("type") == "list" else "."))
+    return rows
+
+
+def variables_table(role: str) -> str:
+    spec = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |", *_rows(options, "")]
     return "\n".join(rows) + "\n"
 
 

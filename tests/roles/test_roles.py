@@ -85,7 +85,12 @@ def _render(template: Path, dest: Path, role: str, **extra: str) -> str:
             "hosts": "localhost",
             "connection": "local",
             "gather_facts": False,
-            "vars_files": [str(ROLES_DIR / role / "defaults" / "main.yml")],
+            "vars_files": [
+                str(ROLES_DIR / role / "defaults" / "main.yml"),
+                str(ROLES_DIR / role / "vars" / "main.yml"),
+            ],
+            # the role's internal values may read role_path
+            "vars": {"role_path": str(ROLES_DIR / role)},
             "tasks": [{"ansible.builtin.template": {"src": str(template), "dest": str(dest), "mode": "0644"}}],
         }
     ]
@@ -106,19 +111,24 @@ HARDENING = (
     "CapabilityBoundingSet=\n",
     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
 )
-UNITS = {"gateway": ("callhome-gateway.service.j2", "callhome-gateway.service")}
+UNITS = {
+    "gateway": ("callhome-gateway.service.j2", "callhome-gateway.service", "callhome"),
+    "callhome_agent": ("callhome-agent.service.j2", "callhome-agent.service", "callhome-agent"),
+}
 
 
 @pytest.mark.parametrize("role", sorted(UNITS))
 def test_systemd_unit_is_hardened_and_verifies(role: str, tmp_path: Path) -> None:
-    template, name = UNITS[role]
+    template, name, user = UNITS[role]
     unit = tmp_path / name
     # the virtualenv must exist for systemd-analyze: this test's own has bin/callhome
     text = _render(ROLES_DIR / role / "templates" / template, unit, role, **{f"{role}_virtualenv": sys.prefix})
     for line in HARDENING:
         assert line in text, f"{line!r} missing from the unit"
-    assert re.search(r"^User=callhome$", text, re.M)
-    assert re.search(r"^RuntimeDirectory=callhome$", text, re.M)
+    assert re.search(rf"^User={user}$", text, re.M)
+    if role == "gateway":
+        assert re.search(r"^RuntimeDirectory=callhome$", text, re.M)
+        assert re.search(r"^Type=notify$", text, re.M)
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not installed: the unit was checked only for its directives")
@@ -127,3 +137,27 @@ def test_systemd_unit_is_hardened_and_verifies(role: str, tmp_path: Path) -> Non
     )
     # systemd-analyze reports unknown or bad settings on stderr and still exits 0
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+
+
+# netconf_server_callhome variables that say how to apply the model to a device, not what it is
+APPLY_ONLY = {
+    "netconf_server_callhome_state",
+    "netconf_server_callhome_target",
+    "netconf_server_callhome_lock",
+    "netconf_server_callhome_yang_dir",
+    "netconf_server_callhome_yanglint",
+    "netconf_server_callhome_yang_keystore",
+    "netconf_server_callhome_verify",
+}
+
+
+def test_the_agent_takes_the_same_call_home_variables_as_native_devices() -> None:
+    """Moving a device between callhome_agent and netconf_server_callhome is one
+    variable: the agent reads every model variable of netconf_server_callhome
+    (with that role's defaults and argument spec), and nothing else of it."""
+    native = _spec("netconf_server_callhome")
+    agent_vars = yaml.safe_load((ROLES_DIR / "callhome_agent" / "vars" / "main.yml").read_text())
+    assert set(agent_vars["_callhome_agent_model"]) == set(native) - APPLY_ONLY
+    text = "".join(p.read_text() for p in (ROLES_DIR / "callhome_agent").rglob("*.yml"))
+    assert set(re.findall(r"(?<![\w.])(netconf_server_callhome_\w+)", text)) <= set(native)
+    assert "validate_argument_spec" in (ROLES_DIR / "callhome_agent" / "tasks" / "preflight.yml").read_text()
