@@ -562,13 +562,15 @@ class CallHome(object):
             name = item.get("name")
             if map_type == "specified" and not name:
                 checker.fail(where + ".name", "the NETCONF username (map_type specified)")
+            if map_type != "specified" and name:
+                checker.fail(where + ".name", "no name with map_type %s (the name comes from the certificate)" % map_type)
             maps.append(
                 entry(
                     "cert-to-name",
                     leaf("id", checker.integer(item.get("id"), where + ".id", 1, 4294967295, default=i + 1)),
                     leaf("fingerprint", fingerprint),
                     leaf("map-type", Identity("ietf-x509-cert-to-name", NS_CERT_TO_NAME, map_type, "x509c2n")),
-                    leaf("name", name if name else ""),
+                    leaf("name", name if map_type == "specified" else None),  # when map-type = specified
                 )
             )
         return maps

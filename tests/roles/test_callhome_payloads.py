@@ -80,7 +80,10 @@ TLS = {
     "certificate": "tls-cert",
     "client_ca_certificates": [MANAGER_CA],
     "client_certificates": [MANAGER_CERT],
-    "cert_to_name": [{"certificate": MANAGER_CERT, "map_type": "specified", "name": "netconf"}],
+    "cert_to_name": [
+        {"certificate": MANAGER_CERT, "map_type": "specified", "name": "netconf"},
+        {"fingerprint": "04:" + ":".join(["ab"] * 32), "map_type": "common-name"},
+    ],
 }
 
 # variable sets the roles' users write; every one must be valid for every revision
@@ -296,6 +299,13 @@ def test_a_reference_to_a_missing_key_is_refused(model: Any, tmp_path: Path) -> 
             SSH,
             dict(TLS, cert_to_name=[{"map_type": "san-any"}]),
             "tls_cert_to_name[0]: expected a fingerprint or certificate (mandatory in 2019-07-02)",
+        ),
+        (
+            [{"name": "m", "transport": "tls", "endpoints": [{"name": "a", "address": "x"}]}],
+            "2023-12-28",
+            SSH,
+            dict(TLS, cert_to_name=[{"map_type": "common-name", "name": "netconf"}]),
+            "tls_cert_to_name[0].name: expected no name with map_type common-name",
         ),
         (
             [{"name": "m", "endpoints": [{"name": "a", "address": "x"}]}],
