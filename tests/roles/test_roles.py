@@ -19,6 +19,8 @@ from .roles_doc import ROLES_DIR, roles, variables_table
 
 REPO = Path(__file__).resolve().parents[2]
 TYPES = {"str": str, "path": str, "int": int, "bool": bool, "list": list, "dict": dict}
+# public variables that describe the host, not one role: the same name (and spec) in every role that reads them
+SHARED = {"callhome_service_manager": ("gateway", "callhome_agent")}
 
 
 def _spec(role: str) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def test_defaults_agree_with_argument_specs(role: str) -> None:
     spec, defaults = _spec(role), _defaults(role)
     assert sorted(spec) == sorted(defaults), "defaults/main.yml and meta/argument_specs.yml name different variables"
     for name, option in spec.items():
-        assert name.startswith(f"{role}_"), f"{name}: public variables carry the role's prefix"
+        assert name.startswith(f"{role}_") or role in SHARED.get(name, ()), f"{name}: variables carry the role's prefix"
         assert option.get("description"), f"{name}: no description"
         assert option.get("default") == defaults[name], f"{name}: argument_specs default differs from defaults/main.yml"
         value = defaults[name]
@@ -49,6 +51,17 @@ def test_defaults_agree_with_argument_specs(role: str) -> None:
                 assert value in option["choices"], f"{name}: default not among the choices"
         if option.get("type") == "list":
             assert option.get("elements"), f"{name}: a list without elements type"
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_shared_variables_have_one_spec(name: str) -> None:
+    """callhome_service_manager is one setting of a host: every role that reads it
+    documents it with the same type, choices and default."""
+    specs = [_spec(role)[name] for role in SHARED[name]]
+    for spec in specs:
+        assert {k: spec.get(k) for k in ("type", "choices", "default")} == {
+            k: specs[0].get(k) for k in ("type", "choices", "default")
+        }
 
 
 @pytest.mark.parametrize("role", roles())
@@ -64,6 +77,7 @@ def test_the_role_uses_only_documented_variables(role: str) -> None:
     internal_defined |= set(re.findall(rf"register:\s*(_{role}_\w+)", text))
     internal_defined |= set(re.findall(rf"^\s+(_{role}_\w+):", text, re.M))  # set_fact keys, task vars
     used_public = set(re.findall(rf"(?<![\w.])({role}_\w+)", text))
+    used_public |= {name for name in SHARED if re.search(rf"(?<![\w.]){name}\b", text)}
     used_internal = set(re.findall(rf"(?<![\w.])(_{role}_\w+)", text))
     assert used_public - spec == set(), "public variables used but not in meta/argument_specs.yml"
     assert used_internal - internal_defined == set(), "internal variables used but never defined"
