@@ -17,7 +17,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.callhome.network.plugins.filter.gateway_inventory import FilterModule
-from callhome_transport.inventory import Inventory, Transport
+from callhome_transport import Inventory, Transport
 from callhome_transport.sim.tls_device import SimPKI
 
 gateway_inventory = FilterModule().filters()["gateway_inventory"]
