@@ -28,6 +28,7 @@ from . import __version__
 from .addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from .errors import CallHomeError, DeviceNotConnectedError
 from .gateway.client import DEFAULT_RUN_DIR, GatewayClient
+from .status import TABLE_COLUMNS, DeviceInfo
 
 
 def _when(ts: float | None) -> str:
@@ -43,23 +44,16 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _devices_table(records: list[dict[str, Any]]) -> str:
-    rows = [
-        [
-            r["name"],
-            r["transport"],
-            r["state"],
-            r["peer_address"] or "-",
-            _when(r["connected_since"]),
-            str(r["reconnects"]),
-            str(r["local_sessions"]),
-            r["identity"] or "-",
-        ]
-        for r in records
-    ]
-    return _table(
-        rows, ["DEVICE", "TRANSPORT", "STATE", "PEER", "CONNECTED SINCE", "RECONNECTS", "SESSIONS", "IDENTITY"]
-    )
+def _cell(info: DeviceInfo, name: str) -> str:
+    value = getattr(info, name)
+    if name == "connected_since":
+        return _when(value)
+    return "-" if value is None else str(value)
+
+
+def _devices_table(infos: list[DeviceInfo]) -> str:
+    rows = [[_cell(info, name) for _, name in TABLE_COLUMNS] for info in infos]
+    return _table(rows, [header for header, _ in TABLE_COLUMNS])
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -76,14 +70,14 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    records = [d.as_dict() for d in _client(args).devices()]
-    print(json.dumps(records, indent=2) if args.json else _devices_table(records))
+    infos = _client(args).devices()
+    print(json.dumps([d.as_dict() for d in infos], indent=2) if args.json else _devices_table(infos))
     return 0
 
 
 def _cmd_device(args: argparse.Namespace) -> int:
-    record = _client(args).device(args.name).as_dict()
-    print(json.dumps(record, indent=2) if args.json else _devices_table([record]))
+    info = _client(args).device(args.name)
+    print(json.dumps(info.as_dict(), indent=2) if args.json else _devices_table([info]))
     return 0
 
 

@@ -10,15 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-__all__ = ["EventLoopThread"]
+__all__ = ["EventLoopThread", "takes_arguments_of"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def takes_arguments_of(
+    target: Callable[P, object],
+) -> Callable[[Callable[..., None]], Callable[Concatenate[Any, P], None]]:
+    """For a synchronous facade's ``__init__(self, *args, **kwargs)`` that
+    hands its arguments to ``target`` as they are: type checkers, ``help()``
+    and ``inspect.signature`` see ``target``'s parameters, so the facade
+    never restates (and never drifts from) the signature it forwards to."""
+
+    def decorate(init: Callable[..., None]) -> Callable[Concatenate[Any, P], None]:
+        params = list(inspect.signature(target).parameters.values())
+        self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        init.__signature__ = inspect.Signature([self_param, *params])  # type: ignore[attr-defined]
+        return init
+
+    return decorate
 
 
 class EventLoopThread:

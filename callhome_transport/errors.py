@@ -47,6 +47,7 @@ __all__ = [
     "OutboundSSHKeyMismatchError",
     "OutboundSSHRefusedError",
     "PreambleHMACError",
+    "RestconfDiscoveryError",
     "RevokedCertificateError",
     "TransportError",
     "TrustError",
@@ -442,6 +443,15 @@ class DeviceBlockedError(TransportError):
             fingerprint=fingerprint,
             key_type=key_type,
         )
+
+
+class RestconfDiscoveryError(TransportError):
+    """The device's ``/.well-known/host-meta`` names no RESTCONF root (RFC 8040 s3.1)."""
+
+    reason: str
+
+    def __init__(self, *, device: str, reason: str) -> None:
+        super().__init__(f"RESTCONF root of device {device}: {reason}", device=device, reason=reason)
 
 
 class HandshakeTimeoutError(TransportError):

@@ -18,7 +18,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +35,7 @@ from ..errors import (
     refusal_from_dict,
 )
 from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
+from ..status import DeviceInfo
 
 __all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection", "connect"]
 
@@ -58,38 +58,6 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeviceInfo:
-    """One device as the gateway's registry sees it (``GET /devices/NAME``)."""
-
-    name: str
-    transport: str
-    state: str
-    peer_address: str | None = None
-    identity: str | None = None
-    connected_since: float | None = None
-    last_seen: float | None = None
-    reconnects: int = 0
-    local_sessions: int = 0
-    last_reason: str | None = None
-    one_session_at_a_time: bool = False
-    session_held: bool = False
-    last_session_error: str | None = None
-    last_session_error_at: float | None = None
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DeviceInfo:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @property
-    def connected(self) -> bool:
-        return self.state == "connected"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # how often a client looks again for a gateway that is starting

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -42,23 +42,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import h11
 
 from ..addresses import format_peer
 from ..errors import (
-    REFUSAL_ERRORS,
     CallHomeError,
     ClientHelloError,
     DeviceNotConnectedError,
     EndpointError,
-    refusal_to_dict,
 )
 from ..identity.inventory import Device, Inventory, Transport
-from ..server import AsyncCallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
+from ..server import AsyncCallHomeServer, DeviceConnected, DeviceDisconnected, PreparedInventory, RejectedAttempt
+from ..status import DeviceInfo
+from . import control
 from .config import GatewayConfig
-from .http import HTTPClient, Request, Response, json_response, serve_http
+from .control import seconds
+from .http import HTTPClient, Request, Response, serve_http
 from .readiness import remove_ready_file, sd_notify, write_ready_file
 from .reload import DeviceEndpoints, ReloadPlan, plan_reload
 
@@ -66,27 +66,14 @@ __all__ = ["Gateway", "run"]
 
 log = logging.getLogger(__name__)
 
-REFUSALS = tuple(REFUSAL_ERRORS.values())  # a device that called during a wait and was refused
-
 
 @dataclass
-class DeviceRecord:
-    """What the gateway knows of one device (the control API's answer)."""
+class _LocalUse:
+    """What the gateway adds to a device's registry status: its local sessions."""
 
-    name: str
-    transport: str
-    state: str = "never-connected"  # connected, disconnected, rejected, auth-failed
-    peer_address: str | None = None
-    identity: str | None = None  # SHA256 fingerprint, or certificate subject
-    connected_since: float | None = None
-    last_seen: float | None = None
-    reconnects: int = 0
-    local_sessions: int = 0
-    last_reason: str | None = None
-    one_session_at_a_time: bool = False  # a second session was refused (or never answered) while one was open
-    session_held: bool = False  # a greeted NETCONF session is ready for the next local client
-    last_session_error: str | None = None  # why the last local session failed (the client only saw a close)
-    last_session_error_at: float | None = None
+    sessions: int = 0
+    last_error: str | None = None  # why the last local session failed (the client only saw a close)
+    last_error_at: float | None = None
 
 
 class _UnixEndpoint:
@@ -243,9 +230,7 @@ class _DeviceHTTP:
         except BaseException:
             self.lock.release()
             raise
-        record = self.gateway.records.get(self.device)
-        if record is not None:
-            record.last_seen = time.time()
+        self.gateway.touch(self.device)
         finished = False
 
         async def stream() -> AsyncIterator[bytes]:
@@ -278,21 +263,6 @@ class _DeviceHTTP:
                 self.lock.release()
 
         return Response(status, headers, stream=stream(), done=done)
-
-
-WAIT_TIMEOUT_MAX = 86400.0  # seconds: the most GET /devices/<name>/wait?timeout= may ask (a day)
-
-
-def seconds(text: str | None) -> float | None:
-    """``text`` as a finite number of seconds, or None (absent, not a
-    number, NaN or infinite)."""
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 LATE_AFTER = 0.05  # seconds: a request that waited longer for the device was deferred
@@ -342,7 +312,7 @@ class Gateway:
         self.config = config
         self.ready_file = ready_file
         self.inventory: Inventory = config.load_inventory()
-        self.records: dict[str, DeviceRecord] = {}
+        self.local: dict[str, _LocalUse] = {}  # the devices served, in inventory order
         self._endpoints: dict[str, list[_UnixEndpoint]] = {}
         self._device_http: dict[str, _DeviceHTTP] = {}
         self._control: _UnixEndpoint | None = None
@@ -375,11 +345,10 @@ class Gateway:
         server.metrics.gauge(
             "callhome_local_sessions",
             "Local sessions open now",
-            lambda: {(): float(sum(r.local_sessions for r in self.records.values()))},
+            lambda: {(): float(sum(use.sessions for use in self.local.values()))},
         )
-        server.add_connect_callback(self._on_connect)
-        server.add_disconnect_callback(self._on_disconnect)
-        server.add_reject_callback(self._on_reject)
+        server.registry.on_connected(self._on_connect)
+        server.registry.on_disconnected(self._on_disconnect)
         return server
 
     # -- lifecycle ------------------------------------------------------------------
@@ -550,7 +519,8 @@ class Gateway:
         self.inventory = new
         retired = {name: self._endpoints.pop(name) for name in plan.retire if name in self._endpoints}
         for name in plan.removed + plan.replaced:
-            self.records.pop(name, None)
+            self.local.pop(name, None)
+            self.server.registry.forget(name)
             http = self._device_http.pop(name, None)
             if http is not None and http.client is not None:
                 http.client.close()
@@ -624,10 +594,10 @@ class Gateway:
         return endpoints
 
     def _serve(self, device: Device, endpoints: list[_UnixEndpoint]) -> None:
-        """Publish ``device``'s endpoints and give it a registry record."""
+        """Publish ``device``'s endpoints and count its local sessions."""
         for endpoint in endpoints:
             endpoint.publish()
-        self.records[device.name] = DeviceRecord(name=device.name, transport=device.transport.value)
+        self.local[device.name] = _LocalUse()
         if device.transport is Transport.RESTCONF:
             self._device_http[device.name] = _DeviceHTTP(self, device.name)
         self._endpoints[device.name] = endpoints
@@ -642,46 +612,28 @@ class Gateway:
             shutil.rmtree(self.config.run_dir / "devices" / name, ignore_errors=True)
 
     def _on_connect(self, event: DeviceConnected) -> None:
-        record = self.records.get(event.device)
-        if record is None:
+        if event.device not in self.local:
             return
-        if record.state == "connected" or record.connected_since is not None:
-            record.reconnects += 1
-        record.state = "connected"
-        record.peer_address = format_peer(event.peer_address)
-        record.identity = event.certificate_subject or event.fingerprint
-        record.connected_since = event.connected_at
-        record.last_seen = event.connected_at
-        record.last_reason = None
+        status = self.server.registry.status(event.device)
         log.info(
             "device=%s peer=%s transport=%s event=connected identity=%s handshake=%.3fs",
             event.device,
-            record.peer_address,
+            status.peer_address,
             event.transport.value,
-            record.identity,
+            status.identity,
             event.handshake_seconds,
         )
 
-    def _on_reject(self, attempt: RejectedAttempt) -> None:
-        """An identified device was refused (authentication failed, revoked
-        certificate...): the registry says so, unless a live session of it
-        is still up."""
-        record = self.records.get(attempt.device) if attempt.device else None
-        if record is None or record.state == "connected":
+    def _on_disconnect(self, event: DeviceDisconnected) -> None:
+        if event.device not in self.local or not event.state_changed:
             return
-        record.state = "auth-failed" if attempt.reason == "auth-failed" else "rejected"
-        record.last_reason = f"{attempt.reason}: {attempt.detail}" if attempt.detail else attempt.reason
-        record.last_seen = attempt.at
+        transport = self.inventory[event.device].transport.value if event.device in self.inventory else "-"
+        log.info("device=%s transport=%s event=disconnected reason=%s", event.device, transport, event.reason)
 
-    def _on_disconnect(self, device: str, reason: str) -> None:
-        record = self.records.get(device)
-        if record is None or reason == "handed over":
-            return
-        if device in self.server.connected():
-            return  # another connection of the device is still up
-        record.state = "disconnected"
-        record.last_reason = reason
-        log.info("device=%s transport=%s event=disconnected reason=%s", device, record.transport, reason)
+    def touch(self, device: str) -> None:
+        """A local client used ``device``."""
+        if device in self.local:
+            self.server.registry.status(device).last_seen = time.time()
 
     # -- local endpoints ------------------------------------------------------------------
 
@@ -695,9 +647,9 @@ class Gateway:
                 self._local_session_failed(device, exc)
                 local.close()
                 return
-            record = self.records.get(device)
-            if record is not None:
-                record.local_sessions += 1
+            use = self.local.get(device)
+            if use is not None:
+                use.sessions += 1
             try:
                 try:
                     # the device's hello replayed, the client's answered here
@@ -706,8 +658,7 @@ class Gateway:
                     self._local_session_failed(device, exc)
                     return
                 self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
-                if record is not None:
-                    record.last_seen = time.time()
+                self.touch(device)
                 log.info(
                     "device=%s peer=%s event=local-session-opened session-id=%s",
                     device,
@@ -717,8 +668,8 @@ class Gateway:
                 await asyncio.shield(session.stream.closed)
                 log.info("device=%s event=local-session-closed session-id=%s", device, session.session_id)
             finally:
-                if record is not None:
-                    record.local_sessions -= 1
+                if use is not None:
+                    use.sessions -= 1
 
         return handle
 
@@ -726,10 +677,10 @@ class Gateway:
         """One line per failed local session, and the reason in the device's
         record (a local client only sees its connection close)."""
         log.warning("device=%s event=local-session-failed reason=%s", device, exc)
-        record = self.records.get(device)
-        if record is not None:
-            record.last_session_error = str(exc)
-            record.last_session_error_at = time.time()
+        use = self.local.get(device)
+        if use is not None:
+            use.last_error = str(exc)
+            use.last_error_at = time.time()
 
     def _terminal_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:
@@ -762,13 +713,13 @@ class Gateway:
                 local.close()
                 return
             if term.rest:
-                relay.to_channel(term.rest)  # what the client sent with (or instead of) the preamble
+                relay.from_local(term.rest)  # what the client sent with (or instead of) the preamble
             self.server.metrics.inc("callhome_local_sessions_total", endpoint="terminal")
             log.info(
                 "device=%s peer=%s event=terminal-opened term=%s", device, format_peer(conn.peer_address), term.type
             )
             try:
-                await _wait_socket_closed(local)
+                await asyncio.shield(relay.closed)  # the relay closes when either side does
             finally:
                 log.info("device=%s event=terminal-closed", device)
 
@@ -777,86 +728,64 @@ class Gateway:
     def _restconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:
             reader, writer = await asyncio.open_connection(sock=local)
-            record = self.records.get(device)
+            use = self.local.get(device)
             self.server.metrics.inc("callhome_local_sessions_total", endpoint="restconf")
-            if record is not None:
-                record.local_sessions += 1
+            if use is not None:
+                use.sessions += 1
             try:
                 http = self._device_http[device]
                 await serve_http(reader, writer, http.relay)
             finally:
-                if record is not None:
-                    record.local_sessions -= 1
+                if use is not None:
+                    use.sessions -= 1
 
         return handle
 
     # -- control API ------------------------------------------------------------------------
 
-    def _record(self, record: DeviceRecord) -> dict[str, Any]:
-        """A device's record with what the server knows now."""
-        record.one_session_at_a_time = self.server.traits(record.name).one_at_a_time
-        record.session_held = self.server.session_held(record.name)
-        return asdict(record)
+    def record(self, name: str) -> DeviceInfo | None:
+        """``name``'s record (the control API's answer), if the gateway serves it."""
+        use = self.local.get(name)
+        if use is None:
+            return None
+        device = self.inventory.get(name)
+        return DeviceInfo.of(
+            self.server.registry.status(name),
+            name=name,
+            transport=device.transport.value if device is not None else "-",
+            local_sessions=use.sessions,
+            one_session_at_a_time=self.server.traits(name).one_at_a_time,
+            session_held=self.server.session_held(name),
+            last_session_error=use.last_error,
+            last_session_error_at=use.last_error_at,
+        )
 
     async def _control_connection(self, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=sock)
-        await serve_http(reader, writer, self._control_request)
+        await serve_http(reader, writer, functools.partial(control.handle, self))
 
-    async def _control_request(self, request: Request) -> Response:
-        parts = urlsplit(request.target)
-        path = [p for p in parts.path.split("/") if p]
-        query = parse_qs(parts.query)
-        if request.method != "GET":
-            return json_response(405, {"error": "only GET"})
-        if path == ["devices"]:
-            return json_response(200, [self._record(r) for r in self.records.values()])
-        if len(path) == 2 and path[0] == "devices":
-            record = self.records.get(path[1])
-            return (
-                json_response(200, self._record(record))
-                if record
-                else json_response(404, {"error": f"no device {path[1]}"})
-            )
-        if len(path) == 3 and path[0] == "devices" and path[2] == "wait":
-            asked = query.get("timeout", ["60"])[0]
-            timeout = seconds(asked)
-            if timeout is None or not 0 <= timeout <= WAIT_TIMEOUT_MAX:
-                error = f"timeout must be a number of seconds from 0 to {WAIT_TIMEOUT_MAX:g}"
-                return json_response(400, {"error": error, "timeout": asked})
-            if path[1] not in self.records:
-                return json_response(404, {"error": f"no device {path[1]}"})
-            if self.records[path[1]].state == "connected":
-                # connected, even if its one session is in use (a TLS device's
-                # NETCONF session, a RESTCONF device's relay connection)
-                return json_response(200, self._record(self.records[path[1]]))
-            try:
-                await self.server.wait_for(path[1], timeout)
-            except DeviceNotConnectedError as exc:
-                return json_response(504, {"error": str(exc), "device": path[1], "timeout": timeout})
-            except REFUSALS as exc:
-                # the device called during the wait and was refused: say why
-                body = {"error": str(exc), "device": path[1], "refusal": refusal_to_dict(exc)}
-                return json_response(502, body)
-            return json_response(200, self._record(self.records[path[1]]))
-        if path == ["rejected"]:
-            return json_response(200, [_rejected_dict(r) for r in self.server.rejected])
-        if path == ["blocked"]:
-            return json_response(200, self.server.admission.blocked())
-        if path == ["metrics"]:
-            return Response(200, [("Content-Type", "text/plain; version=0.0.4")], self.server.metrics.render().encode())
-        return json_response(404, {"error": f"no such resource {parts.path}"})
+    # -- what the control API reads (control.ControlView) ----------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self.local)
+
+    async def wait_for(self, name: str, timeout: float) -> None:
+        await self.server.wait_for(name, timeout)
+
+    def rejected(self) -> list[dict[str, Any]]:
+        return [_rejected_dict(r) for r in self.server.rejected]
+
+    def blocked(self) -> Any:
+        return self.server.admission.blocked()
+
+    def metrics(self) -> str:
+        return self.server.metrics.render()
 
 
-def _rejected_dict(r: Any) -> dict[str, Any]:
+def _rejected_dict(r: RejectedAttempt) -> dict[str, Any]:
     data = asdict(r)
     data["peer_address"] = format_peer(r.peer_address)
     return data
-
-
-async def _wait_socket_closed(sock: socket.socket) -> None:
-    """Wait until the relay closed ``sock`` (the relay owns its I/O)."""
-    while sock.fileno() != -1:
-        await asyncio.sleep(0.2)
 
 
 def run(config: GatewayConfig, *, ready_file: Path | None = None) -> None:

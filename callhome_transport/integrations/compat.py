@@ -37,7 +37,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,12 @@ from ..identity.inventory import (
     Transport,
     fingerprint_of_blob,
 )
+from ..identity.tls_trust import TLSTrust
 from ..identity.trust import AcceptAnyKey, Identity, PinnedKeyTrust, PresentedKey, Trust
+from ..transports.contract import DeviceConnection
 from ..transports.listener import Listener
-from ..transports.ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
-from ..transports.tls import TLSClientConfig, TLSDeviceConnection, TLSTrust, tls_handshake
+from ..transports.ssh import SSHClientConfig, host_key_algorithms, ssh_handshake
+from ..transports.tls import TLSClientConfig, tls_handshake
 from .netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 
 __all__ = ["call_home", "call_home_tls"]
@@ -262,7 +264,7 @@ def call_home(
         trust = AcceptAnyKey(device, credentials)
 
     engine = _shared_engine()
-    sock, conn = engine.run(_accept_one(host, port, trust, ssh_config, accept_wait, refusal))
+    sock, conn = engine.run(_accept_one(host, port, _ssh_handshake(trust, ssh_config, refusal), accept_wait))
 
     def _release() -> None:
         engine.loop.call_soon_threadsafe(conn.close)
@@ -295,27 +297,20 @@ def call_home(
 async def _accept_one(
     host: str | None,
     port: int,
-    trust: Trust,
-    config: SSHClientConfig,
+    handshake: Callable[[socket.socket, PeerAddress], Awaitable[DeviceConnection]],
     accept_timeout: float,
-    refusal: Callable[[UnknownDeviceError, PeerAddress], CallHomeError],
-) -> tuple[socket.socket, SSHDeviceConnection]:
-    """Listen until one device is authenticated, then stop listening.
-    ``refusal`` turns a refused host key into the error to log and raise
-    (there is no inventory: the pin or known_hosts was consulted)."""
+) -> tuple[socket.socket, DeviceConnection]:
+    """Listen until one device is identified and authenticated by
+    ``handshake`` (which raises the refusal to log), then stop listening;
+    return the device's NETCONF stream and its connection.  A refused device
+    does not end the wait; the last refusal is raised if no device comes."""
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[SSHDeviceConnection] = loop.create_future()
+    done: asyncio.Future[DeviceConnection] = loop.create_future()
     last_error: list[CallHomeError] = []
 
     async def _handle(sock: socket.socket, peer: PeerAddress) -> None:
-        options = config.options(host_key_algorithms(_trusted_key_types(trust, peer)))
         try:
-            conn = await ssh_handshake(sock, peer, trust, config, options)
-        except UnknownDeviceError as exc:
-            error = refusal(exc, peer)
-            log.warning("peer=%s %s", format_peer(peer), error)
-            last_error.append(error)
-            return
+            conn = await handshake(sock, peer)
         except CallHomeError as exc:
             log.warning("peer=%s %s", format_peer(peer), exc)
             last_error.append(exc)
@@ -338,11 +333,27 @@ async def _accept_one(
     finally:
         await _close_listener_keeping(listener, done)
     try:
-        sock, _relay = await conn.open_netconf()
+        return await conn.open_stream(), conn
     except BaseException:
         conn.close()
         raise
-    return sock, conn
+
+
+def _ssh_handshake(
+    trust: Trust, config: SSHClientConfig, refusal: Callable[[UnknownDeviceError, PeerAddress], CallHomeError]
+) -> Callable[[socket.socket, PeerAddress], Awaitable[DeviceConnection]]:
+    """The SSH handshake of :func:`call_home`: ``refusal`` turns a refused host
+    key into the error to log and raise (there is no inventory: the pin or
+    known_hosts was consulted)."""
+
+    async def handshake(sock: socket.socket, peer: PeerAddress) -> DeviceConnection:
+        options = config.options(host_key_algorithms(_trusted_key_types(trust, peer)))
+        try:
+            return await ssh_handshake(sock, peer, trust, config, options)
+        except UnknownDeviceError as exc:
+            raise refusal(exc, peer) from exc
+
+    return handshake
 
 
 async def _close_listener_keeping(listener: Listener, done: asyncio.Future[Any]) -> None:
@@ -423,7 +434,8 @@ def call_home_tls(
     context = config.context(trust.anchors())
     accept_wait = base if accept_timeout is None else float(accept_timeout)
     engine = _shared_engine()
-    sock, conn = engine.run(_accept_one_tls(host, port, trust, config, context, accept_wait))
+    handshake = functools.partial(tls_handshake, trust=trust, config=config, context=context)
+    sock, conn = engine.run(_accept_one(host, port, handshake, accept_wait))
     try:
         return manager_over_socket(
             sock,
@@ -449,42 +461,3 @@ def call_home_tls(
 def _safe_name(identifier: str) -> str:
     name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in identifier).lstrip(".")
     return name[:128] or "call-home-device"
-
-
-async def _accept_one_tls(
-    host: str | None,
-    port: int,
-    trust: TLSTrust,
-    config: TLSClientConfig,
-    context: Any,
-    accept_timeout: float,
-) -> tuple[socket.socket, TLSDeviceConnection]:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[TLSDeviceConnection] = loop.create_future()
-    last_error: list[CallHomeError] = []
-
-    async def _handle(sock: socket.socket, peer: PeerAddress) -> None:
-        try:
-            conn = await tls_handshake(sock, peer, trust, config, context)
-        except CallHomeError as exc:
-            log.warning("peer=%s %s", format_peer(peer), exc)
-            last_error.append(exc)
-            return
-        if done.done():
-            conn.close()
-        else:
-            done.set_result(conn)
-
-    listener = Listener(_handle, listen_address=host, listen_port=port)
-    await listener.start()
-    try:
-        conn = await asyncio.wait_for(asyncio.shield(done), accept_timeout)
-    except TimeoutError:
-        if last_error:
-            raise last_error[-1] from None
-        raise DeviceNotConnectedError(
-            device=f"any device on port {listener.listen_port}", timeout=accept_timeout
-        ) from None
-    finally:
-        await _close_listener_keeping(listener, done)
-    return await conn.open_stream(), conn

@@ -235,12 +235,28 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         self.logger.debug("received message (%d characters)", len(raw))
         Session._dispatch_message(self, raw)
 
+    def run(self) -> None:
+        """ncclient's reader loop; the socket is closed when it ends."""
+        try:
+            Session.run(self)
+        finally:
+            self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close()  # idempotent
+
     def close(self) -> None:
+        """End the session: shut the socket down, so that the reader thread's
+        ``select`` wakes, reads the end and exits (it closes the socket then).
+        Closing the descriptor under that ``select`` instead would leave the
+        thread polling a dead descriptor every 100 ms for ever."""
         self._closing.set()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
-            self._socket.close()
+            if not self.is_alive() or threading.current_thread() is self:
+                self._close_socket()  # no reader (not started, or ended), or the reader itself
         self._connected = False
         # drop whatever part of a message was buffered: neither a Manager kept
         # after close nor the error's traceback may keep it alive

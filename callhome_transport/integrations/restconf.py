@@ -41,7 +41,7 @@ from requests.exceptions import HTTPError, InvalidURL
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from ..errors import CallHomeError, DeviceNotConnectedError
+from ..errors import CallHomeError, DeviceNotConnectedError, RestconfDiscoveryError
 from ..identity.inventory import Device, Inventory, Transport
 
 __all__ = [
@@ -67,17 +67,27 @@ class StreamOpener(Protocol):
     def __call__(self, device: str, timeout: float) -> socket.socket: ...
 
 
-class DeviceNotConnected(RequestsConnectionError):
+class DeviceNotConnected(RequestsConnectionError, DeviceNotConnectedError):
     """The device did not call home within the adapter's ``wait_timeout``.
 
     A ``requests.exceptions.ConnectionError``, so code that handles requests'
-    errors handles it; ``device`` and ``timeout`` say which and how long.
+    errors handles it, and a :class:`DeviceNotConnectedError`; ``device`` and
+    ``timeout`` say which and how long.  It pickles (without the request).
     """
 
     def __init__(self, device: str, timeout: float, *, request: Any = None) -> None:
-        super().__init__(f"RESTCONF device {device} did not call home within {timeout:g} s", request=request)
+        message = f"RESTCONF device {device} did not call home within {timeout:g} s"
+        RequestsConnectionError.__init__(self, message, request=request)
+        self.message = message
+        self._attrs = {"device": device, "timeout": timeout}
         self.device = device
         self.timeout = timeout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DeviceNotConnected, (self.device, self.timeout))
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class CallHomeHTTPConnection(HTTPConnection):
@@ -238,20 +248,20 @@ class CallHomeAdapter(HTTPAdapter):
         if root is None:
             response = session.get(f"https://{device}/.well-known/host-meta", headers={"Accept": "application/xrd+xml"})
             response.raise_for_status()
-            root = _root_from_host_meta(response.text)
+            root = _root_from_host_meta(response.text, device=device)
             self._roots[device] = root
         return root
 
 
-def _root_from_host_meta(text: str) -> str:
+def _root_from_host_meta(text: str, *, device: str = "-") -> str:
     try:
         doc = ET.fromstring(text)
     except ET.ParseError as exc:
-        raise CallHomeError(f"host-meta is not XML: {exc}") from exc
+        raise RestconfDiscoveryError(device=device, reason=f"host-meta is not XML: {exc}") from exc
     for link in doc.iter(f"{{{_XRD_NS}}}Link"):
         if link.get("rel") == "restconf" and link.get("href"):
             return str(link.get("href")).rstrip("/")
-    raise CallHomeError("host-meta has no <Link rel='restconf'>")
+    raise RestconfDiscoveryError(device=device, reason="host-meta has no <Link rel='restconf'>")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -265,11 +275,13 @@ class RestconfErrorInfo:
     error_app_tag: str | None = None
 
 
-class RestconfError(HTTPError):
+class RestconfError(HTTPError, CallHomeError):
     """An HTTP error whose body is an RFC 8040 ``ietf-restconf:errors``.
 
     ``errors`` lists every entry; ``error_tag``, ``error_path`` and
     ``error_message`` are the first one's; ``status_code`` the HTTP status.
+    A ``requests`` ``HTTPError`` and a :class:`CallHomeError`; it pickles
+    (without the response).
     """
 
     def __init__(self, status_code: int, errors: list[RestconfErrorInfo], *, response: Any = None) -> None:
@@ -279,12 +291,20 @@ class RestconfError(HTTPError):
             + (f" at {first.error_path}" if first.error_path else "")
             + (f": {first.error_message}" if first.error_message else "")
         )
-        super().__init__(message, response=response)
+        HTTPError.__init__(self, message, response=response)
+        self.message = message
+        self._attrs = {"status_code": status_code, "errors": errors}
         self.status_code = status_code
         self.errors = errors
         self.error_tag = first.error_tag
         self.error_path = first.error_path
         self.error_message = first.error_message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RestconfError, (self.status_code, self.errors))
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def parse_restconf_errors(content_type: str, body: bytes) -> list[RestconfErrorInfo]:

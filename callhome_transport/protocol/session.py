@@ -31,7 +31,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from .._log import ContextAdapter
 from ..addresses import PeerAddress
@@ -62,7 +62,6 @@ __all__ = [
     "EarlyData",
     "SessionPool",
     "SingleSession",
-    "TransportStream",
     "exchange_hello",
     "greet_local",
 ]
@@ -151,98 +150,6 @@ class DeviceStream(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class TransportStream(asyncio.Protocol):
-    """A :class:`DeviceStream` over an asyncio transport (a TLS connection, or
-    a socket another thread pumps): buffers what arrives until a local socket
-    is attached, then relays both ways with flow control."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.local: asyncio.Transport | None = None
-        self.early = EarlyData()
-        self._eof = False
-        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    @property
-    def closed(self) -> asyncio.Future[str]:
-        return self._closed
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.local is None:
-            if not self.early.add(data):
-                log.warning("closing a session whose device sent %d bytes before it was used", len(self.early.buffer))
-                self.close()
-        elif not self.local.is_closing():
-            self.local.write(data)
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self.early.end()
-        if self.local is not None:
-            self.local.close()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.early.end()
-        if self.local is not None:
-            self.local.close()
-        if not self._closed.done():
-            self._closed.set_result(str(exc) if exc else "closed")
-
-    def pause_writing(self) -> None:
-        if self.local is not None:
-            self.local.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.local is not None:
-            self.local.resume_reading()
-
-    def write_to_device(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def attached(self, local: asyncio.Transport) -> None:
-        self.local = local
-        early = self.early.take()
-        if early:
-            local.write(early)
-        if self._eof or self._closed.done():
-            local.close()
-
-    async def attach_local(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: _LocalEnd(self), sock)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _LocalEnd(asyncio.Protocol):
-    def __init__(self, stream: TransportStream) -> None:
-        self._stream = stream
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._stream.attached(cast(asyncio.Transport, transport))
-
-    def data_received(self, data: bytes) -> None:
-        self._stream.write_to_device(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stream.close()
-
-    def pause_writing(self) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self._stream.transport is not None:
-            self._stream.transport.resume_reading()
 
 
 # Devices of one model send the same capability list: keep one copy of each
@@ -445,6 +352,7 @@ class SessionPool:
     ) -> None:
         self.device = device
         self.hold = hold
+        self.claimed = False  # a pool is never taken whole (NetconfSessions)
         self.traits = traits
         self.hello_timeout = hello_timeout
         self.anchor: DeviceSession | None = None  # the first session, kept (with hold)

@@ -7,16 +7,28 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .core import AsyncCallHomeServer, CallHomeServer, DeviceConnected, PreparedInventory, RejectedAttempt
+    from .core import AsyncCallHomeServer, PreparedInventory
+    from .facade import CallHomeServer
+    from .registry import DeviceConnected, DeviceDisconnected, Registry, RejectedAttempt
 
 _LAZY = {
     "AsyncCallHomeServer": "core",
-    "CallHomeServer": "core",
-    "DeviceConnected": "core",
+    "CallHomeServer": "facade",
+    "DeviceConnected": "registry",
+    "DeviceDisconnected": "registry",
     "PreparedInventory": "core",
-    "RejectedAttempt": "core",
+    "Registry": "registry",
+    "RejectedAttempt": "registry",
 }
 
-__all__ = ["AsyncCallHomeServer", "CallHomeServer", "DeviceConnected", "PreparedInventory", "RejectedAttempt"]
+__all__ = [
+    "AsyncCallHomeServer",
+    "CallHomeServer",
+    "DeviceConnected",
+    "DeviceDisconnected",
+    "PreparedInventory",
+    "Registry",
+    "RejectedAttempt",
+]
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

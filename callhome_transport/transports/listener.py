@@ -81,7 +81,7 @@ class Listener:
         """Bind and start accepting.  Raises :class:`ListenerError`."""
         port = self._requested_port
         for host in self._hosts:
-            for family, address in self._resolve(host, port):
+            for family, address in await self._resolve(host, port):
                 sock = self._bind(family, address, port)
                 if port == 0:
                     port = sock.getsockname()[1]
@@ -94,9 +94,10 @@ class Listener:
         for bound in self.addresses:
             log.info("listening on %s", format_peer((bound.listen_address, bound.listen_port)))
 
-    def _resolve(self, host: str | None, port: int) -> list[tuple[socket.AddressFamily, str]]:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    async def _resolve(self, host: str | None, port: int) -> list[tuple[socket.AddressFamily, str]]:
+        loop = asyncio.get_running_loop()
+        try:  # through the loop: a name to resolve never blocks it
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
             self._close_sockets()
             raise ListenerError(host or "*", port, f"cannot resolve address: {exc.strerror}") from exc

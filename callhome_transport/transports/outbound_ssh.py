@@ -58,7 +58,7 @@ from ..errors import (
 )
 from ..identity.inventory import Device, Inventory, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
-from .ssh import SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
+from .ssh import ClientKeys, SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
 
 __all__ = [
     "JUNOS_OUTBOUND_SSH_PORT",
@@ -446,6 +446,7 @@ async def outbound_ssh_handshake(
     *,
     accepted_at: float | None = None,
     guard: Callable[[Trust], Trust] | None = None,
+    client_keys: ClientKeys | None = None,
 ) -> SSHDeviceConnection:
     """Accept one Junos outbound-ssh call: read and check the preamble, then
     run the SSH client role (RFC 8071 C3-C7) trusting only the keys pinned for
@@ -486,7 +487,8 @@ async def outbound_ssh_handshake(
         trust = guard(trust)
     left = max(0.1, ssh_config.handshake_timeout - (time.monotonic() - accepted_at))
     try:
-        conn = await ssh_handshake(sock, peer, trust, dataclasses.replace(ssh_config, handshake_timeout=left), options)
+        bounded = dataclasses.replace(ssh_config, handshake_timeout=left)
+        conn = await ssh_handshake(sock, peer, trust, bounded, options, client_keys)
     except UnknownDeviceError as exc:
         expected = preamble.host_key_fingerprint or ", ".join(sorted(device.fingerprints))
         raise OutboundSSHKeyMismatchError(

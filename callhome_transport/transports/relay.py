@@ -1,9 +1,13 @@
-"""Byte relay between an SSH channel and a local stream socket.
+"""The one relay between a device's stream and a local stream socket: an SSH
+channel (:class:`ChannelRelay`) or an asyncio transport such as a TLS
+connection (:class:`TransportStream`), each with the same local side.
 
 This is the seam that hands a NETCONF session to ncclient (the local end is one
-half of a ``socketpair``) and, later, to the gateway's per-device Unix sockets.
-Both directions are plain callbacks on the event loop, with flow control: when
-one side cannot take more, the other side stops reading.
+half of a ``socketpair``) and to the gateway's per-device Unix sockets.  What
+the device sends before a local side is attached (its hello) is kept
+(:class:`~callhome_transport.protocol.session.EarlyData`).  Both directions are
+plain callbacks on the event loop, with flow control: when one side cannot
+take more, the other side stops reading.
 """
 
 from __future__ import annotations
@@ -11,42 +15,103 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import cast
+from typing import Protocol, cast
 
 import asyncssh
 
 from ..protocol.session import EarlyData
 
-__all__ = ["ChannelRelay", "open_channel_relay", "open_subsystem_relay"]
+__all__ = ["ChannelRelay", "TransportStream", "open_channel_relay", "open_subsystem_relay"]
 
 log = logging.getLogger(__name__)
 
 
+class _DeviceSide(Protocol):
+    """What the local side of a relay drives."""
+
+    def local_attached(self, transport: asyncio.Transport) -> None: ...
+
+    def from_local(self, data: bytes) -> None: ...
+
+    def local_eof(self) -> None: ...
+
+    def local_closed(self) -> None: ...
+
+    def pause_device(self) -> None: ...
+
+    def resume_device(self) -> None: ...
+
+
 class _LocalSide(asyncio.Protocol):
-    def __init__(self, relay: ChannelRelay) -> None:
-        self._relay = relay
+    """The local socket of a relay: its bytes go to the device, its flow
+    control pauses the device side."""
+
+    def __init__(self, device: _DeviceSide) -> None:
+        self._device = device
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._relay.local_attached(cast(asyncio.Transport, transport))
+        self._device.local_attached(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        self._relay.to_channel(data)
+        self._device.from_local(data)
 
     def eof_received(self) -> bool:
-        self._relay.local_eof()
+        self._device.local_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._relay.local_closed()
+        self._device.local_closed()
 
     def pause_writing(self) -> None:
-        self._relay.pause_channel()
+        self._device.pause_device()
 
     def resume_writing(self) -> None:
-        self._relay.resume_channel()
+        self._device.resume_device()
 
 
-class ChannelRelay(asyncssh.SSHClientSession[bytes]):
+async def _attach(device: _DeviceSide, sock: socket.socket) -> None:
+    await asyncio.get_running_loop().connect_accepted_socket(lambda: _LocalSide(device), sock)
+
+
+class _DeviceToLocal:
+    """The device-to-local half every relay shares: what the device sends
+    before a local side is attached is kept (bounded), then written through;
+    when the local side cannot take more, the device side stops reading."""
+
+    local: asyncio.Transport | None
+    early: EarlyData
+
+    def _from_device(self, data: bytes, what: str) -> bool:
+        """``False``: the device sent too much before it was used (close it)."""
+        if self.local is None:
+            if not self.early.add(data):
+                log.warning("closing a %s whose device sent %d bytes before it was used", what, len(self.early.buffer))
+                return False
+        elif not self.local.is_closing():
+            self.local.write(data)
+        return True
+
+    def _device_gone(self) -> None:
+        self.early.end()
+        if self.local is not None:
+            self.local.close()
+
+    def _attach_early(self, local: asyncio.Transport) -> None:
+        self.local = local
+        early = self.early.take()
+        if early:
+            local.write(early)
+
+    def pause_writing(self) -> None:
+        if self.local is not None:
+            self.local.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.local is not None:
+            self.local.resume_reading()
+
+
+class ChannelRelay(_DeviceToLocal, asyncssh.SSHClientSession[bytes]):
     """Relays one SSH channel (e.g. the ``netconf`` subsystem) to a local
     stream socket, both ways, until either side closes."""
 
@@ -72,12 +137,8 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
             log.debug("ignoring %d bytes of extended data from device", len(data))
             return
         self.bytes_from_device += len(data)
-        if self.local is None:
-            if not self.early.add(data) and self.channel is not None:
-                log.warning("closing a channel whose device sent %d bytes before it was used", len(self.early.buffer))
-                self.channel.close()
-        elif not self.local.is_closing():
-            self.local.write(data)
+        if not self._from_device(data, "channel") and self.channel is not None:
+            self.channel.close()
 
     def eof_received(self) -> bool:
         if self.local is None:
@@ -88,27 +149,14 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.early.end()
-        if self.local is not None:
-            self.local.close()
+        self._device_gone()
         if not self.closed.done():
             self.closed.set_result(exc)
-
-    def pause_writing(self) -> None:
-        if self.local is not None:
-            self.local.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.local is not None:
-            self.local.resume_reading()
 
     # -- local side -----------------------------------------------------------------
 
     def local_attached(self, transport: asyncio.Transport) -> None:
-        self.local = transport
-        early = self.early.take()
-        if early:
-            transport.write(early)
+        self._attach_early(transport)
         if self._early_eof and transport.can_write_eof():
             transport.write_eof()
         if self.closed.done():
@@ -124,7 +172,7 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         if self.channel is not None:
             self.channel.close()
 
-    def to_channel(self, data: bytes) -> None:
+    def from_local(self, data: bytes) -> None:
         self.bytes_to_device += len(data)
         if self.channel is not None:
             self.channel.write(data)
@@ -137,12 +185,12 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
         if self.channel is not None:
             self.channel.close()
 
-    def pause_channel(self) -> None:
+    def pause_device(self) -> None:
         self._local_full = True
         if self.channel is not None and not self._flushing:
             self.channel.pause_reading()
 
-    def resume_channel(self) -> None:
+    def resume_device(self) -> None:
         """The local socket drained: take *everything* asyncssh buffered for
         this channel while it was paused, then pause again if the local
         socket is full.
@@ -168,8 +216,77 @@ class ChannelRelay(asyncssh.SSHClientSession[bytes]):
 
     async def attach_local(self, sock: socket.socket) -> None:
         """Start relaying to ``sock`` (a connected stream socket)."""
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: _LocalSide(self), sock)
+        await _attach(self, sock)
+
+
+class TransportStream(_DeviceToLocal, asyncio.Protocol):
+    """A :class:`DeviceStream` over an asyncio transport (a TLS connection, or
+    a socket another thread pumps): buffers what arrives until a local socket
+    is attached, then relays both ways with flow control."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.local: asyncio.Transport | None = None
+        self.early = EarlyData()
+        self._eof = False
+        self._closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @property
+    def closed(self) -> asyncio.Future[str]:
+        return self._closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._from_device(data, "session"):
+            self.close()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self.early.end()
+        if self.local is not None:
+            self.local.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._device_gone()
+        if not self._closed.done():
+            self._closed.set_result(str(exc) if exc else "closed")
+
+    def write_to_device(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- local side (_LocalSide) ------------------------------------------------------
+
+    from_local = write_to_device
+
+    def local_eof(self) -> None:
+        return None  # the local transport then closes: local_closed
+
+    def local_closed(self) -> None:
+        self.close()
+
+    def pause_device(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_device(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def local_attached(self, local: asyncio.Transport) -> None:
+        self._attach_early(local)
+        if self._eof or self._closed.done():
+            local.close()
+
+    async def attach_local(self, sock: socket.socket) -> None:
+        await _attach(self, sock)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def open_channel_relay(conn: asyncssh.SSHClientConnection, subsystem: str = "netconf") -> ChannelRelay:

@@ -23,8 +23,9 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import asyncssh
@@ -41,10 +42,18 @@ from ..errors import (
 )
 from ..identity.inventory import SSHCredentials, Transport, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
-from ..protocol.session import SessionPool
+from ..protocol.session import DeviceTraits, SessionPool
+from .contract import ConnectionBase, Handshake
 from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
 
-__all__ = ["SSHClientConfig", "SSHDeviceConnection", "host_key_algorithms", "ssh_handshake"]
+__all__ = [
+    "ClientKeys",
+    "SSHClientConfig",
+    "SSHDeviceConnection",
+    "host_key_algorithms",
+    "load_client_keys",
+    "ssh_handshake",
+]
 
 log = logging.getLogger(__name__)
 _conn_ids = itertools.count(1)
@@ -52,6 +61,9 @@ _conn_ids = itertools.count(1)
 # Sent as the SSH user name only if a connection were ever to authenticate
 # before identification, which the hook order makes impossible.
 _UNIDENTIFIED_USER = "callhome-unidentified"
+
+LIBSSH_BANNER = "SSH-2.0-libssh"  # libnetconf2's SSH server (netopeer2 and the products built on it)
+IDLE_DROP_WINDOW = 120.0  # seconds: a device closing a call with no session sooner drops idle calls
 
 # OpenSSH's default client HostKeyAlgorithms without the certificate forms
 # (ssh_config(5), OpenSSH 8.8 to 9.x): a device presents the key of the first
@@ -161,10 +173,35 @@ def _bind_username(conn: asyncssh.SSHClientConnection, username: str) -> None:
     conn._username = username
 
 
+ClientKeys = Mapping[tuple[Path, str | None], asyncssh.SSHKey]
+
+
+def load_client_keys(credentials: Iterable[SSHCredentials]) -> dict[tuple[Path, str | None], asyncssh.SSHKey]:
+    """Every private key of ``credentials`` read and decrypted once, by (file,
+    passphrase): a passphrase-protected key costs about 1.4 s to decrypt,
+    which belongs to inventory load (a worker thread on reload), never to a
+    handshake on the event loop.  A key that cannot be read is left out: the
+    handshake that needs it reads it again and reports why it cannot."""
+    keys: dict[tuple[Path, str | None], asyncssh.SSHKey] = {}
+    for creds in credentials:
+        if creds.private_key is None:
+            continue
+        ref = (creds.private_key, creds.private_key_passphrase)
+        if ref not in keys:
+            try:
+                keys[ref] = asyncssh.read_private_key(*ref)
+            except (OSError, asyncssh.KeyImportError) as exc:
+                log.debug("private key %s not loaded: %s", creds.private_key, exc)
+    return keys
+
+
 class _DeviceClient(asyncssh.SSHClient):
     """asyncssh hooks, in RFC 8071 order."""
 
-    def __init__(self, trust: Trust, peer: PeerAddress, logger: ContextAdapter) -> None:
+    def __init__(
+        self, trust: Trust, peer: PeerAddress, logger: ContextAdapter, client_keys: ClientKeys | None = None
+    ) -> None:
+        self._client_keys = client_keys or {}
         self._trust = trust
         self._peer = peer
         self._log = logger
@@ -215,6 +252,9 @@ class _DeviceClient(asyncssh.SSHClient):
         if creds is None or creds.private_key is None or self._key_sent:
             return None
         self._key_sent = True
+        loaded = self._client_keys.get((creds.private_key, creds.private_key_passphrase))
+        if loaded is not None:
+            return loaded
         try:
             return asyncssh.read_private_key(creds.private_key, creds.private_key_passphrase)
         except (OSError, asyncssh.KeyImportError) as exc:
@@ -246,63 +286,71 @@ class _DeviceClient(asyncssh.SSHClient):
         return [creds.password if not echo else "" for _prompt, echo in prompts]
 
 
-class SSHDeviceConnection:
+class SSHDeviceConnection(ConnectionBase):
     """An authenticated call-home SSH connection to one identified device.
 
     Each :meth:`open_netconf` opens a new SSH channel running the ``netconf``
-    subsystem (RFC 6242 s3) on this connection.
+    subsystem (RFC 6242 s3) on this connection; a new call of the device
+    replaces it (not pooled).
     """
 
-    transport_kind = Transport.SSH
+    transport = Transport.SSH
+    pooled = False
 
     def __init__(
-        self,
-        *,
-        conn: asyncssh.SSHClientConnection,
-        client: _DeviceClient,
-        identity: Identity,
-        peer_address: PeerAddress,
-        conn_id: int,
-        logger: ContextAdapter,
-        accepted_at: float,
+        self, handshake: Handshake, *, conn: asyncssh.SSHClientConnection, client: _DeviceClient, username: str
     ) -> None:
+        super().__init__(handshake)
         self.conn = conn
         self._client = client
-        self.device = identity.device
-        self.fingerprint = identity.fingerprint
-        self.username = identity.credentials.username
-        self.peer_address = peer_address
-        self.conn_id = conn_id
-        self.connected_at = time.time()
-        self.accepted_at = accepted_at  # time.monotonic() when the handshake began
-        self.handshake_seconds = time.monotonic() - accepted_at  # accept -> authenticated
-        self.log = logger
+        self.username = username
         self.server_version = str(conn.get_extra_info("server_version") or "")  # the device's SSH banner
         self.sessions: SessionPool | None = None  # the NETCONF sessions the server greets and lends
         self.closed_by_us = False
-        self._closed = asyncio.get_running_loop().create_future()
         client.on_lost = self._lost
         if client.lost_reason is not None:
             self._lost(client.lost_reason)
 
     def _lost(self, reason: str) -> None:
-        if not self._closed.done():
-            self._closed.set_result(reason)
+        if not self.closed.done():
+            self.closed.set_result(reason)
             # a dead peer (missed keepalives, reset) is worth a WARNING; a close is not
             level = logging.WARNING if self._client.lost_abnormally else logging.INFO
             self.log.log(level, "connection closed: %s", reason)
 
-    @property
-    def is_closed(self) -> bool:
-        return self._closed.done()
+    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+        self.sessions = SessionPool(
+            device=self.device,
+            open_stream=self.open_channel,
+            is_closed=lambda: self.is_closed,
+            hold=hold,
+            traits=traits,
+            hello_timeout=hello_timeout,
+            peer_address=self.peer_address,
+            logger=self.log,
+        )
+        self.sessions.start()
 
-    @property
-    def close_reason(self) -> str | None:
-        return self._closed.result() if self._closed.done() else None
+    def holds_by_default(self, traits: DeviceTraits) -> bool:
+        if self.server_version.startswith(LIBSSH_BANNER):
+            return True  # libnetconf2 (netopeer2...) drops a call with no session within ~10 s
+        return traits.drops_idle
 
-    async def wait_closed(self) -> str:
-        """Wait until the connection ends; return why."""
-        return await asyncio.shield(self._closed)
+    def ended(self, traits: DeviceTraits) -> None:
+        """A device that closed its call soon, with no session ever opened and
+        none held, drops idle calls: hold one from its next call on."""
+        sessions = self.sessions
+        if sessions is None:
+            return
+        lived = time.time() - self.connected_at
+        idle_drop = not self.closed_by_us and not sessions.hold and sessions.opened == 0
+        if idle_drop and lived < IDLE_DROP_WINDOW and not traits.drops_idle:
+            traits.drops_idle = True
+            self.log.info(
+                "the device closed its call after %.1f s with no NETCONF session open: "
+                "holding one ready from its next call on (hold_session: auto)",
+                lived,
+            )
 
     async def open_netconf(self, local: socket.socket | None = None) -> tuple[socket.socket, ChannelRelay]:
         """Open a ``netconf`` subsystem channel, relayed to ``local`` or to a
@@ -315,6 +363,11 @@ class SSHDeviceConnection:
                 device=self.device,
                 peer_address=self.peer_address,
             ) from exc
+
+    async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
+        """A new ``netconf`` channel's stream (:meth:`open_netconf`)."""
+        sock, _relay = await self.open_netconf(local)
+        return sock
 
     async def open_channel(self) -> ChannelRelay:
         """Open a ``netconf`` subsystem channel with no local side yet (the
@@ -353,9 +406,6 @@ class SSHDeviceConnection:
             self.sessions.close()
         self.conn.close()
 
-    def __repr__(self) -> str:
-        return f"<SSHDeviceConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
-
 
 async def ssh_handshake(
     sock: socket.socket,
@@ -363,6 +413,7 @@ async def ssh_handshake(
     trust: Trust,
     config: SSHClientConfig,
     options: asyncssh.SSHClientConnectionOptions | None = None,
+    client_keys: ClientKeys | None = None,
 ) -> SSHDeviceConnection:
     """Run the SSH client role over ``sock`` until the device is identified
     and authenticated.
@@ -374,7 +425,7 @@ async def ssh_handshake(
     accepted_at = time.monotonic()
     conn_id = next(_conn_ids)
     logger = ContextAdapter(log, peer=format_peer(peer), conn=conn_id)
-    client = _DeviceClient(trust, peer, logger)
+    client = _DeviceClient(trust, peer, logger, client_keys)
     try:
         conn = await asyncio.wait_for(
             asyncssh.connect(
@@ -420,12 +471,13 @@ async def ssh_handshake(
         ) from exc
     assert client.identity is not None
     logger.info("authenticated as %s", client.identity.credentials.username)
-    return SSHDeviceConnection(
-        conn=conn,
-        client=client,
-        identity=client.identity,
+    identity = client.identity
+    handshake = Handshake(
+        device=identity.device,
+        fingerprint=identity.fingerprint,
         peer_address=peer,
-        conn_id=conn_id,
-        logger=logger,
+        log=logger,
         accepted_at=accepted_at,
+        conn_id=conn_id,
     )
+    return SSHDeviceConnection(handshake, conn=conn, client=client, username=identity.credentials.username)

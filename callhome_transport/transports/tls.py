@@ -9,62 +9,52 @@ Order, as RFC 8071 s5 asks:
    included (S5), and the validity dates *before* it sends our client
    certificate: a device with an unknown issuer, an expired certificate or a
    missing intermediate never receives it.
-2. Identify: the verified chain's end-entity certificate carries an
-   identifier (subject serialNumber, CN, SAN DNS or URI) that one device of
-   the inventory expects (C6), or is that device's pinned certificate.
-3. Bind identity to issuer: the chain must run through one of *that* device's
-   configured issuers, so a device of another manufacturer (or another device
-   of the same one) cannot pose as it.
-4. Revocation: every certificate of the chain that a configured CRL covers is
-   checked (C5); a revoked one closes the connection at once.  A CRL past its
-   nextUpdate rejects (or, by policy, warns).
-5. Only then does anything else flow: the NETCONF hello (C8), and later any
+2. Identify, bind identity to issuer, check revocation: on the chain OpenSSL
+   verified, by :class:`~callhome_transport.identity.tls_trust.TLSTrust`
+   (identity has its own room, with no I/O).
+3. Only then does anything else flow: the NETCONF hello (C8), and later any
    HTTP credential for RESTCONF (C7).
 
 What ``ssl`` allows about C7: the client certificate is sent inside the
 handshake, after the device's chain was path-validated (step 1) but before
-steps 2-4 can run, because Python exposes no verification callback.  A
+step 2 can run, because Python exposes no verification callback.  A
 certificate is public and proves possession only within this handshake, so
 no secret reaches an unverified device; every other credential waits for
-step 4.
+step 2.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
-import datetime
-import hashlib
 import itertools
 import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import NameOID
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from .._log import ContextAdapter
 from ..addresses import PeerAddress, format_peer
-from ..errors import CertificateRejectedError, HandshakeTimeoutError, RevokedCertificateError, TransportError
-from ..identity.inventory import Device, IdentifierField, Inventory, StaleCRLPolicy, Transport
-from ..protocol.session import SingleSession, TransportStream
+from ..errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
+from ..identity.inventory import Transport
+from ..identity.tls_trust import TLSIdentified, TLSTrust
+from ..protocol.session import DeviceTraits, SingleSession
+from ..status import HANDED_OVER
+from .contract import ConnectionBase, Handshake
+from .relay import TransportStream
 
 __all__ = [
     "DirectTLSConnection",
     "TLSClientConfig",
     "TLSDeviceConnection",
-    "TLSIdentified",
-    "TLSTrust",
     "tls_handshake",
     "tls_handshake_direct",
 ]
@@ -130,242 +120,30 @@ class TLSClientConfig:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, self.tcp_keepalive_count)
 
 
-def cert_fingerprint(cert: x509.Certificate) -> str:
-    """``SHA256:`` + unpadded base64 of the DER certificate's SHA-256."""
-    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-_NAMES = {NameOID.SERIAL_NUMBER: "serialNumber"}
-
-
-def _describe(cert: x509.Certificate) -> dict[str, str]:
-    return {
-        "subject": cert.subject.rfc4514_string(_NAMES),
-        "issuer": cert.issuer.rfc4514_string(_NAMES),
-        "serial": format(cert.serial_number, "X"),
-        "fingerprint": cert_fingerprint(cert),
-    }
-
-
-def identifiers(cert: x509.Certificate, field: IdentifierField) -> list[str]:
-    """The values ``cert`` carries in ``field``."""
-    if field is IdentifierField.SERIAL_NUMBER:
-        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
-    if field is IdentifierField.COMMON_NAME:
-        return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    kind: type[x509.DNSName] | type[x509.UniformResourceIdentifier] = (
-        x509.DNSName if field is IdentifierField.DNS else x509.UniformResourceIdentifier
-    )
-    return [str(v) for v in san.get_values_for_type(kind)]
-
-
-def verify_path(
-    leaf: x509.Certificate,
-    intermediates: Iterable[x509.Certificate],
-    anchors: Iterable[x509.Certificate],
-    now: datetime.datetime,
-) -> list[x509.Certificate]:
-    """RFC 5280 path validation of ``leaf`` up to one of ``anchors`` (roots
-    or intermediates alike), with ``cryptography``'s verifier: CA certificates
-    under the Web PKI rules, the end-entity certificate under none (device
-    certificates carry whatever EKU their manufacturer chose).  Returns the
-    chain, end-entity first; raises ``VerificationError``."""
-    verifier = (
-        PolicyBuilder()
-        .store(Store(list(anchors)))
-        .time(now)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
-        .build_client_verifier()
-    )
-    return list(verifier.verify(leaf, list(intermediates)).chain)
-
-
-def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
-    key = issuer.public_key()
-    if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return crl.is_signature_valid(key)
-    return False
-
-
-@dataclass(frozen=True, kw_only=True)
-class TLSIdentified:
-    """A TLS device identified from its verified chain."""
-
-    device: str
-    subject: str
-    issuer: str
-    serial: str
-    fingerprint: str
-
-
-class TLSTrust:
-    """Certificate identity for TLS devices, from an :class:`Inventory`.
-
-    :meth:`anchors` feeds the handshake's trust store; :meth:`identify` runs
-    steps 2-4 of the module docstring on the chain OpenSSL verified.
-    """
-
-    def __init__(
-        self, inventory: Inventory, transports: Iterable[Transport] = (Transport.TLS,), *, strict_listener: bool = False
-    ) -> None:
-        self.inventory = inventory
-        self.strict_listener = strict_listener
-        self.transports = tuple(transports)
-        wanted = set(transports)
-        self.devices = [d for d in inventory if d.transport in wanted and d.tls is not None]
-
-    def anchors(self) -> list[x509.Certificate]:
-        seen: dict[bytes, x509.Certificate] = {}
-        for device in self.devices:
-            assert device.tls is not None
-            for cert in (*device.tls.issuers, *device.tls.pinned_certificates):
-                seen.setdefault(cert.public_bytes(serialization.Encoding.DER), cert)
-        return list(seen.values())
-
-    def _find_device(self, leaf: x509.Certificate) -> Device | None:
-        der = leaf.public_bytes(serialization.Encoding.DER)
-        for device in self.devices:
-            assert device.tls is not None
-            if any(p.public_bytes(serialization.Encoding.DER) == der for p in device.tls.pinned_certificates):
-                return device
-        for field in self.inventory.tls_identifier_fields():
-            for value in identifiers(leaf, field):
-                found = self.inventory.device_for_tls_identifier(field, value)
-                if found is not None and found in self.devices:
-                    return found
-        return None
-
-    def identify(
-        self, chain: list[x509.Certificate], peer: PeerAddress, now: datetime.datetime | None = None
-    ) -> TLSIdentified:
-        """Identify the device from ``chain`` (end-entity first, anchor last),
-        or raise :class:`CertificateRejectedError` / :class:`RevokedCertificateError`."""
-        if not chain:
-            raise CertificateRejectedError(peer_address=peer, reason="no certificate presented")
-        leaf = chain[0]
-        facts = _describe(leaf)
-        device = self._find_device(leaf)
-        if device is None:
-            raise CertificateRejectedError(
-                peer_address=peer, reason="no device in the inventory expects this certificate's identifier", **facts
-            )
-        tls = device.tls
-        assert tls is not None
-        now = now or datetime.datetime.now(datetime.UTC)
-        pinned = any(leaf == p for p in tls.pinned_certificates)
-        if not pinned and not any(cert == issuer for cert in chain for issuer in tls.issuers):
-            chain = self._chain_to_own_issuer(device, chain, peer, now, facts)
-        self._check_revocation(device, chain, peer, now, facts)
-        if tls.c4_strict and not self.strict_listener:
-            raise CertificateRejectedError(
-                peer_address=peer,
-                reason=f"device {device.name} is configured for strict C4 (heartbeat) mode: "
-                "it must call the strict listener",
-                device=device.name,
-                **facts,
-            )
-        return TLSIdentified(device=device.name, **facts)
-
-    def _chain_to_own_issuer(
-        self,
-        device: Device,
-        chain: list[x509.Certificate],
-        peer: PeerAddress,
-        now: datetime.datetime,
-        facts: dict[str, str],
-    ) -> list[x509.Certificate]:
-        """The handshake validated against every device's issuers and stops at
-        the first it trusts: with device A configured with an intermediate and
-        device B with the root above it, B's chain ends at A's intermediate.
-        Validate it again against *this* device's issuers alone, the chain's
-        certificates serving as intermediates; return the longer chain."""
-        tls = device.tls
-        assert tls is not None
-        if tls.issuers:
-            with contextlib.suppress(VerificationError):
-                return verify_path(chain[0], chain[1:], tls.issuers, now)
-        raise CertificateRejectedError(
-            peer_address=peer,
-            reason=f"the chain does not lead to an issuer configured for device {device.name}",
-            device=device.name,
-            **facts,
-        )
-
-    def _check_revocation(
-        self,
-        device: Device,
-        chain: list[x509.Certificate],
-        peer: PeerAddress,
-        now: datetime.datetime,
-        facts: dict[str, str],
-    ) -> None:
-        tls = device.tls
-        assert tls is not None
-        for cert, issuer in itertools.pairwise(chain):
-            for crl in tls.crls:
-                if crl.issuer != cert.issuer or not _signed_by(crl, issuer):
-                    continue
-                next_update = crl.next_update_utc
-                if next_update is not None and next_update < now:
-                    message = (
-                        f"CRL of {crl.issuer.rfc4514_string(_NAMES)} is stale (nextUpdate {next_update.isoformat()})"
-                    )
-                    if tls.stale_crl is StaleCRLPolicy.REJECT:
-                        raise CertificateRejectedError(
-                            peer_address=peer, reason=message + "; policy: reject", device=device.name, **facts
-                        )
-                    log.warning("device=%s peer=%s %s; policy: warn, using it", device.name, format_peer(peer), message)
-                revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-                if revoked is not None:
-                    raise RevokedCertificateError(
-                        peer_address=peer,
-                        reason=(
-                            f"certificate serial {cert.serial_number:X} ({cert.subject.rfc4514_string(_NAMES)}) "
-                            f"revoked on {revoked.revocation_date_utc.isoformat()}"
-                        ),
-                        device=device.name,
-                        **facts,
-                    )
-
-
-class TLSDeviceConnection:
+class TLSDeviceConnection(ConnectionBase):
     """A verified, identified call-home TLS connection.
 
     NETCONF over TLS carries one NETCONF session per connection (RFC 7589):
     :meth:`open_stream` hands the stream over once; the device calls again
-    for the next session.
+    for the next session (pooled).  ``transport`` is the device's:
+    ``Transport.RESTCONF`` for a RESTCONF device relayed over this class.
     """
 
-    transport_kind = Transport.TLS
+    transport = Transport.TLS
 
     def __init__(
         self,
+        handshake: Handshake,
         *,
         stream: TransportStream,
         identified: TLSIdentified,
-        peer_address: PeerAddress,
-        conn_id: int,
-        logger: ContextAdapter,
-        accepted_at: float,
         tls_version: str,
+        transport: Transport = Transport.TLS,
     ) -> None:
+        super().__init__(handshake, closed=stream.closed, transport=transport)
         self.stream = stream
-        self.device = identified.device
         self.identified = identified
-        self.fingerprint = identified.fingerprint
-        self.peer_address = peer_address
-        self.conn_id = conn_id
-        self.log = logger
-        self.connected_at = time.time()
-        self.accepted_at = accepted_at
-        self.handshake_seconds = time.monotonic() - accepted_at
         self.tls_version = tls_version
-        self.claimed = False
         self.sessions: SingleSession | None = None  # NETCONF: its one session, greeted by the server
         stream.closed.add_done_callback(self._lost)
 
@@ -373,16 +151,21 @@ class TLSDeviceConnection:
         if not self.claimed:
             self.log.info("connection closed before use: %s", fut.result())
 
-    @property
-    def is_closed(self) -> bool:
-        return self.stream.closed.done()
+    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+        if self.transport is Transport.RESTCONF:
+            return  # HTTP, relayed whole
+        self.sessions = SingleSession(
+            device=self.device,
+            stream=self.stream,
+            hold=hold,
+            hello_timeout=hello_timeout,
+            peer_address=self.peer_address,
+            logger=self.log,
+        )
+        self.sessions.start()
 
-    @property
-    def close_reason(self) -> str | None:
-        return self.stream.closed.result() if self.stream.closed.done() else None
-
-    async def wait_closed(self) -> str:
-        return await asyncio.shield(self.stream.closed)
+    def facts(self) -> dict[str, Any]:
+        return self.identified.facts()
 
     async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
         """Relay the device's stream to ``local`` (a connected stream socket)
@@ -418,9 +201,6 @@ class TLSDeviceConnection:
         if self.sessions is not None:
             self.sessions.close()
         self.stream.close()
-
-    def __repr__(self) -> str:
-        return f"<TLSDeviceConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
 
 
 _PAIR_BUFFER = 1 << 20  # fewer thread hand-offs for bulk transfers (measured: benchmarks/bench_restconf.py)
@@ -460,8 +240,10 @@ async def tls_handshake(
     trust: TLSTrust,
     config: TLSClientConfig,
     context: ssl.SSLContext,
+    kind: Transport = Transport.TLS,
 ) -> TLSDeviceConnection:
-    """Run the TLS client role over ``sock`` and identify the device.
+    """Run the TLS client role over ``sock`` and identify the device
+    (``kind``: the devices this listener serves, NETCONF/TLS or RESTCONF).
 
     Raises :class:`CertificateRejectedError` (or :class:`RevokedCertificateError`),
     :class:`HandshakeTimeoutError` or :class:`TransportError`; ``sock`` is
@@ -493,32 +275,15 @@ async def tls_handshake(
         sock.close()
         raise TransportError(f"TLS handshake with {format_peer(peer)} failed: {exc}", peer_address=peer) from exc
     ssl_object = transport.get_extra_info("ssl_object")
-    try:
-        identified = trust.identify(_verified_chain(ssl_object), peer)
-    except CertificateRejectedError:
-        transport.abort()  # at once: no NETCONF byte is read or written
-        raise
-    logger.bind(device=identified.device)
     version = str(ssl_object.version())
-    logger.info(
-        "identified by certificate %s (issuer %s, serial %s) over %s",
-        identified.subject,
-        identified.issuer,
-        identified.serial,
-        version,
+    # at once on a refusal: no NETCONF byte is read or written
+    identified, handshake = identify_chain(
+        trust, _verified_chain(ssl_object), peer, logger, accepted_at, conn_id, version, on_refused=transport.abort
     )
-    return TLSDeviceConnection(
-        stream=stream,
-        identified=identified,
-        peer_address=peer,
-        conn_id=conn_id,
-        logger=logger,
-        accepted_at=accepted_at,
-        tls_version=version,
-    )
+    return TLSDeviceConnection(handshake, stream=stream, identified=identified, tls_version=version, transport=kind)
 
 
-class DirectTLSConnection:
+class DirectTLSConnection(ConnectionBase):
     """A verified, identified call-home TLS connection handed to its user as
     the ``ssl.SSLSocket`` itself, with no relay (used for RESTCONF, where an
     HTTP client in the caller's thread does all the I/O: measured in
@@ -530,34 +295,20 @@ class DirectTLSConnection:
     any) closes it.
     """
 
-    transport_kind = Transport.RESTCONF
+    transport = Transport.RESTCONF
 
-    def __init__(
-        self,
-        *,
-        tls: ssl.SSLSocket,
-        identified: TLSIdentified,
-        peer_address: PeerAddress,
-        conn_id: int,
-        logger: ContextAdapter,
-        accepted_at: float,
-    ) -> None:
+    def __init__(self, handshake: Handshake, *, tls: ssl.SSLSocket, identified: TLSIdentified) -> None:
+        super().__init__(handshake)
         self._tls = tls
-        self.device = identified.device
         self.identified = identified
-        self.fingerprint = identified.fingerprint
-        self.peer_address = peer_address
-        self.conn_id = conn_id
-        self.log = logger
-        self.connected_at = time.time()
-        self.accepted_at = accepted_at
-        self.handshake_seconds = time.monotonic() - accepted_at
         self.tls_version = str(tls.version())
-        self.claimed = False
         self._loop = asyncio.get_running_loop()
-        self._closed: asyncio.Future[str] = self._loop.create_future()
+        self._closed = self.closed
         self._fd = tls.fileno()
         self._loop.add_reader(self._fd, self._idle_readable)
+
+    def facts(self) -> dict[str, Any]:
+        return self.identified.facts()
 
     def _idle_readable(self) -> None:
         self._tls.settimeout(0)
@@ -585,17 +336,6 @@ class DirectTLSConnection:
             self._closed.set_result(reason)
             self.log.info("connection closed before use: %s", reason)
 
-    @property
-    def is_closed(self) -> bool:
-        return self._closed.done()
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._closed.result() if self._closed.done() else None
-
-    async def wait_closed(self) -> str:
-        return await asyncio.shield(self._closed)
-
     async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
         """Hand the TLS socket over (blocking mode); the caller owns and closes it.
         No relay exists on this path, so ``local`` is not supported."""
@@ -611,15 +351,19 @@ class DirectTLSConnection:
         self._loop.remove_reader(self._fd)
         self._tls.settimeout(None)
         if not self._closed.done():
-            self._closed.set_result("handed over")  # no longer ours to watch
+            self._closed.set_result(HANDED_OVER)  # no longer ours to watch
         return self._tls
 
     def close(self) -> None:
         if not self.claimed:
             self._end("closed")
 
-    def __repr__(self) -> str:
-        return f"<DirectTLSConnection device={self.device} peer={format_peer(self.peer_address)} conn={self.conn_id}>"
+
+def shut_down(sock: socket.socket) -> None:
+    """End a connection now, waking any thread blocked on it (closing the
+    descriptor would not)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _blocking_handshake(sock: socket.socket, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
@@ -651,24 +395,50 @@ async def tls_handshake_direct(
     logger = ContextAdapter(log, peer=format_peer(peer), conn=f"tls-{conn_id}")
     config.apply_tcp_keepalive(sock)
     loop = asyncio.get_running_loop()
+    # the handshake runs on a duplicate of sock, which the SSLSocket takes
+    # over: sock itself stays ours, so shutting it down (a timeout here, an
+    # early drop by admission) ends a handshake still running in the worker at
+    # once (tlslite-ng and a device trickling bytes would keep it there)
+    work = sock.dup()
     try:
         tls = await asyncio.wait_for(
-            loop.run_in_executor(executor, _blocking_handshake, sock, context, config.handshake_timeout),
+            loop.run_in_executor(executor, _blocking_handshake, work, context, config.handshake_timeout),
             config.handshake_timeout + 1,
         )
     except ssl.SSLCertVerificationError as exc:
-        sock.close()
         raise CertificateRejectedError(peer_address=peer, reason=_handshake_refusal(exc)) from exc
     except TimeoutError as exc:
-        sock.close()
+        shut_down(sock)
         raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
     except (ssl.SSLError, OSError) as exc:
-        sock.close()
         raise TransportError(f"TLS handshake with {format_peer(peer)} failed: {exc}", peer_address=peer) from exc
+    finally:
+        sock.close()  # the TLS socket, if any, has its own descriptor
+        work.close()  # detached by the SSLSocket when the handshake got that far
+    # at once on a refusal: no HTTP byte is read or written
+    identified, handshake = identify_chain(
+        trust, _verified_chain(tls), peer, logger, accepted_at, conn_id, str(tls.version()), on_refused=tls.close
+    )
+    return DirectTLSConnection(handshake, tls=tls, identified=identified)
+
+
+def identify_chain(
+    trust: TLSTrust,
+    chain: list[x509.Certificate],
+    peer: PeerAddress,
+    logger: ContextAdapter,
+    accepted_at: float,
+    conn_id: int | str | None,
+    over: str,
+    *,
+    on_refused: Callable[[], object],
+) -> tuple[TLSIdentified, Handshake]:
+    """Identify the device from its verified ``chain`` (``on_refused`` ends
+    the connection before :class:`CertificateRejectedError` is raised) and log it."""
     try:
-        identified = trust.identify(_verified_chain(tls), peer)
+        identified = trust.identify(chain, peer)
     except CertificateRejectedError:
-        tls.close()  # at once: no HTTP byte is read or written
+        on_refused()
         raise
     logger.bind(device=identified.device)
     logger.info(
@@ -676,8 +446,14 @@ async def tls_handshake_direct(
         identified.subject,
         identified.issuer,
         identified.serial,
-        tls.version(),
+        over,
     )
-    return DirectTLSConnection(
-        tls=tls, identified=identified, peer_address=peer, conn_id=conn_id, logger=logger, accepted_at=accepted_at
+    handshake = Handshake(
+        device=identified.device,
+        fingerprint=identified.fingerprint,
+        peer_address=peer,
+        log=logger,
+        accepted_at=accepted_at,
+        conn_id=conn_id,
     )
+    return identified, handshake

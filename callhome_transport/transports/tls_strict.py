@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 import os
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +47,11 @@ from .._log import ContextAdapter
 from ..addresses import PeerAddress, format_peer
 from ..errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
 from ..identity.inventory import Transport
-from ..protocol.session import SingleSession
-from .tls import TLSClientConfig, TLSIdentified, TLSTrust, _describe, verify_path
+from ..identity.tls_trust import TLSIdentified, TLSTrust, describe_certificate, verify_path
+from ..protocol.session import DeviceTraits, SingleSession
+from .contract import ConnectionBase, Handshake
+from .relay import TransportStream
+from .tls import TLSClientConfig, identify_chain, shut_down
 
 __all__ = [
     "HeartbeatConfig",
@@ -58,26 +63,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-try:
-    from tlslite import HandshakeSettings, TLSConnection, X509CertChain  # type: ignore[import-untyped]
-    from tlslite.utils.keyfactory import parsePEMKey  # type: ignore[import-untyped]
 
-    HAS_TLSLITE = True
-except ImportError:  # pragma: no cover - exercised only without the extra
-    HAS_TLSLITE = False
+@functools.cache
+def _tlslite() -> Any:
+    """tlslite-ng, imported on first use (a server with no strict listener,
+    and the gateway, never load it); ``None`` when it is not installed."""
+    try:
+        import tlslite  # type: ignore[import-untyped]
+        from tlslite.utils.keyfactory import parsePEMKey  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        return None
 
-
-def strict_available() -> bool:
-    """Whether tlslite-ng is installed (``pip install callhome-transport[strict-tls]``)."""
-    return HAS_TLSLITE
-
-
-if HAS_TLSLITE:
-
-    class _LockedTLSConnection(TLSConnection):  # type: ignore[misc]
+    class LockedTLSConnection(tlslite.TLSConnection):  # type: ignore[misc]
         """tlslite-ng connection whose record writes are atomic across threads
         (the reader thread answers HeartbeatRequests while the writer thread
-        sends NETCONF data)."""
+        sends NETCONF data): it wraps the private ``_sendMsgThroughSocket``
+        (guarded by tests/unit/test_private_hooks.py)."""
 
         def __init__(self, sock: socket.socket) -> None:
             super().__init__(sock)
@@ -86,6 +87,18 @@ if HAS_TLSLITE:
         def _sendMsgThroughSocket(self, msg: Any) -> Iterator[Any]:
             with self._record_lock:
                 yield from super()._sendMsgThroughSocket(msg)
+
+    return types.SimpleNamespace(
+        HandshakeSettings=tlslite.HandshakeSettings,
+        X509CertChain=tlslite.X509CertChain,
+        parsePEMKey=parsePEMKey,
+        LockedTLSConnection=LockedTLSConnection,
+    )
+
+
+def strict_available() -> bool:
+    """Whether tlslite-ng is installed (``pip install callhome-transport[strict-tls]``)."""
+    return _tlslite() is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,76 +117,90 @@ def _verify_chain(presented: list[x509.Certificate], trust: TLSTrust, peer: Peer
     anchors = trust.anchors()
     if not anchors:
         raise CertificateRejectedError(
-            peer_address=peer, reason="no trust anchors configured", **_describe(presented[0])
+            peer_address=peer, reason="no trust anchors configured", **describe_certificate(presented[0])
         )
     try:
         return verify_path(presented[0], presented[1:], anchors, datetime.datetime.now(datetime.UTC))
     except VerificationError as exc:
         raise CertificateRejectedError(
-            peer_address=peer, reason=f"path validation: {exc}", **_describe(presented[0])
+            peer_address=peer, reason=f"path validation: {exc}", **describe_certificate(presented[0])
         ) from exc
 
 
-class StrictTLSConnection:
-    """A verified, identified call-home connection over tlslite-ng."""
+class StrictTLSConnection(ConnectionBase):
+    """A verified, identified call-home connection over tlslite-ng (pooled:
+    one NETCONF session per connection, as over ``ssl``)."""
 
-    transport_kind = Transport.TLS
+    transport = Transport.TLS
 
     def __init__(
         self,
+        handshake: Handshake,
         *,
         tls: Any,
         raw: socket.socket,
         identified: TLSIdentified,
-        peer_address: PeerAddress,
-        logger: ContextAdapter,
-        accepted_at: float,
         heartbeat: HeartbeatConfig,
     ) -> None:
+        super().__init__(handshake)
         self._tls = tls
         self._raw = raw
         self.identified = identified
-        self.device = identified.device
-        self.fingerprint = identified.fingerprint
-        self.peer_address = peer_address
-        self.log = logger
-        self.connected_at = time.time()
-        self.accepted_at = accepted_at
-        self.handshake_seconds = time.monotonic() - accepted_at
         self.heartbeat_negotiated = bool(tls.heartbeat_supported and tls.heartbeat_can_send)
         self.heartbeat = heartbeat
         self.heartbeats_answered = 0
-        self.claimed = False
         self.sessions: SingleSession | None = None  # its one NETCONF session, greeted by the server
-        self._closed = threading.Event()
-        self.close_reason: str | None = None
+        self._closed = threading.Event()  # set in the pump threads; self.closed follows on the loop
+        self._close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
-        self._closed_future: asyncio.Future[str] = self._loop.create_future()
         tls.heartbeat_response_callback = self._on_heartbeat_response
-
-    def _on_heartbeat_response(self, _message: Any) -> None:
-        self.heartbeats_answered += 1
-        self.log.debug("HeartbeatResponse received (%d so far)", self.heartbeats_answered)
 
     @property
     def is_closed(self) -> bool:
         return self._closed.is_set()
 
-    async def wait_closed(self) -> str:
-        return await asyncio.shield(self._closed_future)
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    def facts(self) -> dict[str, Any]:
+        return {**self.identified.facts(), "heartbeat_negotiated": self.heartbeat_negotiated}
+
+    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+        """tlslite-ng pumps the session to a socket in its own threads: the
+        session reads the other end of that socket."""
+        try:
+            theirs = await self.open_stream()
+            _, stream = await asyncio.get_running_loop().connect_accepted_socket(TransportStream, theirs)
+        except OSError as exc:
+            raise self._unavailable(str(exc)) from exc
+        self.claimed = False  # its NETCONF session is still free
+        self.sessions = SingleSession(
+            device=self.device,
+            stream=stream,
+            hold=hold,
+            hello_timeout=hello_timeout,
+            peer_address=self.peer_address,
+            logger=self.log,
+        )
+        self.sessions.start()
+
+    def _on_heartbeat_response(self, _message: Any) -> None:
+        self.heartbeats_answered += 1
+        self.log.debug("HeartbeatResponse received (%d so far)", self.heartbeats_answered)
 
     def _finish(self, reason: str) -> None:
         if self._closed.is_set():
             return
-        self.close_reason = reason
+        self._close_reason = reason
         self._closed.set()
         with contextlib.suppress(OSError):
             self._raw.close()
         self.log.info("connection closed: %s", reason)
 
         def _resolve() -> None:
-            if not self._closed_future.done():
-                self._closed_future.set_result(reason)
+            if not self.closed.done():
+                self.closed.set_result(reason)
 
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve)
@@ -252,9 +279,6 @@ class StrictTLSConnection:
             self.sessions.close()
         self._finish("closed")
 
-    def __repr__(self) -> str:
-        return f"<StrictTLSConnection device={self.device} peer={format_peer(self.peer_address)}>"
-
 
 def _ignore(_message: Any) -> None:
     return None
@@ -267,12 +291,13 @@ def strict_client_credentials(config: TLSClientConfig) -> tuple[Any, Any]:
     when tlslite-ng is missing: the server calls this when it starts, as the
     ``ssl`` path builds its context then, so a local fault is reported once
     and never counted against a calling device."""
-    if not HAS_TLSLITE:
+    lite = _tlslite()
+    if lite is None:
         raise ValueError("strict C4 mode needs tlslite-ng (pip install callhome-transport[strict-tls])")
     try:
-        chain = X509CertChain()
+        chain = lite.X509CertChain()
         chain.parsePemList(config.certfile.read_text())
-        key = parsePEMKey((config.keyfile or config.certfile).read_text(), private=True)
+        key = lite.parsePEMKey((config.keyfile or config.certfile).read_text(), private=True)
     except Exception as exc:  # OSError, or tlslite-ng's parse errors (SyntaxError...)
         raise ValueError(f"cannot load the client certificate {config.certfile} for strict C4 mode: {exc}") from exc
     return chain, key
@@ -282,7 +307,8 @@ def _handshake_blocking(sock: socket.socket, config: TLSClientConfig) -> tuple[A
     sock.setblocking(True)
     sock.settimeout(config.handshake_timeout)
     chain, key = strict_client_credentials(config)
-    settings = HandshakeSettings()
+    lite = _tlslite()
+    settings = lite.HandshakeSettings()
     settings.use_heartbeat_extension = True  # RFC 8071 C4: peer_allowed_to_send
     # tlslite-ng lets us send requests only if a response callback is set at
     # handshake time; StrictTLSConnection installs the real one afterwards
@@ -291,7 +317,7 @@ def _handshake_blocking(sock: socket.socket, config: TLSClientConfig) -> tuple[A
     # certificate fails against OpenSSL 3.0 servers ("unexpected message")
     settings.minVersion = (3, 3)
     settings.maxVersion = (3, 3)
-    conn = _LockedTLSConnection(sock)
+    conn = lite.LockedTLSConnection(sock)
     conn.handshakeClientCert(chain, key, settings=settings)
     sock.settimeout(None)
     presented = [x509.load_der_x509_certificate(bytes(c.writeBytes())) for c in conn.session.serverCertChain.x509List]
@@ -306,7 +332,7 @@ async def strict_tls_handshake(
     heartbeat: HeartbeatConfig | None = None,
 ) -> StrictTLSConnection:
     """The C4-strict twin of :func:`~callhome_transport.transports.tls.tls_handshake`."""
-    if not HAS_TLSLITE:
+    if not strict_available():
         sock.close()
         raise TransportError("strict C4 mode needs tlslite-ng (pip install callhome-transport[strict-tls])")
     accepted_at = time.monotonic()
@@ -318,6 +344,7 @@ async def strict_tls_handshake(
             loop.run_in_executor(None, _handshake_blocking, sock, config), config.handshake_timeout + 1
         )
     except TimeoutError as exc:
+        shut_down(sock)  # the handshake in the worker thread ends at once
         sock.close()
         raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout) from exc
     except Exception as exc:  # tlslite raises its own exception family
@@ -326,25 +353,13 @@ async def strict_tls_handshake(
             f"TLS (strict C4) handshake with {format_peer(peer)} failed: {exc!r}", peer_address=peer
         ) from exc
     try:
-        identified = trust.identify(_verify_chain(presented, trust, peer), peer)
+        chain = _verify_chain(presented, trust, peer)
     except CertificateRejectedError:
         sock.close()
         raise
-    logger.bind(device=identified.device)
-    conn = StrictTLSConnection(
-        tls=tls,
-        raw=sock,
-        identified=identified,
-        peer_address=peer,
-        logger=logger,
-        accepted_at=accepted_at,
-        heartbeat=heartbeat or HeartbeatConfig(),
+    heartbeat_negotiated = bool(tls.heartbeat_supported and tls.heartbeat_can_send)
+    over = f"tlslite-ng, heartbeat {'negotiated' if heartbeat_negotiated else 'not accepted by the device'}"
+    identified, handshake = identify_chain(trust, chain, peer, logger, accepted_at, None, over, on_refused=sock.close)
+    return StrictTLSConnection(
+        handshake, tls=tls, raw=sock, identified=identified, heartbeat=heartbeat or HeartbeatConfig()
     )
-    logger.info(
-        "identified by certificate %s (issuer %s, serial %s) over tlslite-ng, heartbeat %s",
-        identified.subject,
-        identified.issuer,
-        identified.serial,
-        "negotiated" if conn.heartbeat_negotiated else "not accepted by the device",
-    )
-    return conn

@@ -93,3 +93,28 @@ def test_a_refusal_crosses_the_gateway_as_json(refusal: errors.CallHomeError) ->
 def test_only_known_refusals_are_rebuilt_from_json() -> None:
     assert errors.refusal_from_dict({"type": "InventoryError", "message": "x"}) is None
     assert errors.refusal_from_dict({"type": "AuthenticationFailedError"}) is None
+
+
+def test_every_exported_exception_is_a_call_home_error_that_pickles() -> None:
+    # failed before: restconf's DeviceNotConnected and RestconfError were requests errors only,
+    # and DeviceNotConnected did not survive pickling
+    import callhome_transport
+    from callhome_transport.integrations.restconf import RestconfErrorInfo
+
+    exported = [getattr(callhome_transport, name) for name in callhome_transport.__all__]
+    exceptions = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
+    assert all(issubclass(e, errors.CallHomeError) for e in exceptions), exceptions
+    samples = [
+        callhome_transport.DeviceNotConnected("SN-1", 2.5),
+        callhome_transport.RestconfError(404, [RestconfErrorInfo(error_type="protocol", error_tag="invalid-value")]),
+        errors.RestconfDiscoveryError(device="SN-1", reason="host-meta has no <Link rel='restconf'>"),
+    ]
+    for error in samples:
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), str(copy), copy.device if hasattr(copy, "device") else None) == (
+            type(error),
+            str(error),
+            getattr(error, "device", None),
+        )
+        assert isinstance(copy, errors.CallHomeError)
+    assert isinstance(samples[0], errors.DeviceNotConnectedError)

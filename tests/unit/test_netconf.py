@@ -7,9 +7,11 @@ import threading
 import time
 
 import pytest
+from ncclient import manager as nc_manager
+from ncclient.transport.session import NetconfBase
 
 from callhome_transport.errors import MalformedMessageError
-from callhome_transport.integrations.netconf import manager_over_socket
+from callhome_transport.integrations.netconf import StreamSession, manager_over_socket
 from callhome_transport.protocol.framing import EOM, FrameDecoder, Framing, encode
 from callhome_transport.sim.datastore import Datastores, NetconfServerSession
 
@@ -67,29 +69,35 @@ def test_large_reply_is_not_stalled() -> None:
 def test_encode_decode_agree_with_ncclient_chunking() -> None:
     # what StreamSession.send writes for base:1.1 decodes with our decoder
     message = b"<rpc message-id='1'/>"
-    wire = b"\n#%d\n%s\n##\n" % (len(message), message)
+    ours, theirs = socket.socketpair()
+    session = StreamSession(nc_manager.make_device_handler({}, []), device="R1", hello_settle=0)
+    session._socket, session._connected, session._base = ours, True, NetconfBase.BASE_11
+    session._hello_sent_at = session._first_rpc_sent = True  # past the hello: framed as base:1.1
+    session.send(message.decode())
+    wire = theirs.recv(65536)
     assert FrameDecoder(Framing.CHUNKED).feed(wire) == [message]
     assert wire == encode(message, Framing.CHUNKED)
-
-
-def test_broken_chunk_framing_from_the_device_is_a_typed_error() -> None:
-    ours, theirs = socket.socketpair()
-    stores = Datastores(hostname="r1")
-    session = NetconfServerSession(stores)
-
-    def device() -> None:
-        theirs.sendall(session.start())
-        received = b""
-        while EOM not in received:  # the client's hello
-            received += theirs.recv(65536)
-        theirs.recv(65536)  # its first RPC
-        theirs.sendall(b"\n#12x\n")  # not a chunk header (RFC 6242 s4.2)
-        theirs.recv(65536)
-
-    threading.Thread(target=device, daemon=True).start()
-    m = manager_over_socket(ours, device="R1", timeout=10)
-    with pytest.raises(MalformedMessageError, match="device R1") as caught:
-        m.get_config(source="running")
-    assert "chunk size" in caught.value.reason
-    assert not m.connected
+    session.close()
     theirs.close()
+
+
+def test_closed_sessions_leave_no_reader_thread() -> None:
+    # failed before: close() closed the descriptor under the reader's select,
+    # which then polled it every 100 ms for ever (176-196 of 300 stayed alive)
+    def readers() -> int:
+        return sum(t.name == "callhome-netconf-LEAK-1" for t in threading.enumerate())
+
+    servers = []
+    for _ in range(30):
+        ours, theirs = socket.socketpair()
+        server = threading.Thread(target=serve, args=(theirs, Datastores(hostname="r1")), daemon=True)
+        server.start()
+        servers.append(server)
+        m = manager_over_socket(ours, device="LEAK-1")
+        m._session.close()  # the Manager's own close, without a close-session RPC
+    for server in servers:
+        server.join(5)
+    deadline = time.monotonic() + 5
+    while readers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert readers() == 0

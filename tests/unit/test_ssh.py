@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -78,3 +79,34 @@ def test_options_carry_the_offer_and_default_to_openssh_order() -> None:
     default = SSHClientConfig().options().server_host_key_algs
     assert default[0] == "ssh-ed25519"
     assert "rsa-sha2-256" in default
+
+
+def test_private_keys_are_decrypted_once_at_load_not_per_handshake(tmp_path: Path) -> None:
+    # failed before: every handshake read (and, with a passphrase, decrypted) the key file on the event loop
+    import logging
+
+    import asyncssh
+
+    from callhome_transport._log import ContextAdapter
+    from callhome_transport.identity.inventory import SSHCredentials
+    from callhome_transport.identity.trust import Identity
+    from callhome_transport.transports.ssh import _DeviceClient, load_client_keys
+
+    path = tmp_path / "id_ed25519"
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(path, passphrase="s3cret")
+    creds = SSHCredentials(username="admin", private_key=path, private_key_passphrase="s3cret")
+    missing = SSHCredentials(username="admin", private_key=tmp_path / "absent")
+    keys = load_client_keys([creds, creds, missing])
+    assert list(keys) == [(path, "s3cret")]
+    path.unlink()  # a handshake now must not need the file
+    client = _DeviceClient(
+        trust=None,  # type: ignore[arg-type]
+        peer=("192.0.2.7", 1),
+        logger=ContextAdapter(logging.getLogger("test")),
+        client_keys=keys,
+    )
+    client.identity = Identity(device="R1", credentials=creds, fingerprint="SHA256:x")
+    offered = client.public_key_auth_requested()
+    assert offered is keys[(path, "s3cret")]
+    assert offered.public_data == key.public_data

@@ -20,7 +20,7 @@ from callhome_transport import (
     TLSIdentity,
     Transport,
 )
-from callhome_transport.transports.tls import TLSTrust, cert_fingerprint, identifiers
+from callhome_transport.identity.tls_trust import TLSTrust, cert_fingerprint, identifiers
 
 from ..pki import DevicePKI
 

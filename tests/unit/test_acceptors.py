@@ -1,0 +1,144 @@
+"""The acceptors on fake pending connections, and refusals read from error
+types: no socket."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from callhome_transport.errors import (
+    AuthenticationFailedError,
+    CertificateRejectedError,
+    DeviceBlockedError,
+    HandshakeTimeoutError,
+    PreambleHMACError,
+    RevokedCertificateError,
+    TransportError,
+    UnknownDeviceError,
+)
+from callhome_transport.identity.inventory import Transport
+from callhome_transport.server.acceptors import (
+    OutboundSSHAcceptor,
+    SSHAcceptor,
+    StrictTLSAcceptor,
+    TLSAcceptor,
+    refusal_of,
+)
+from callhome_transport.server.admission import AdmissionConfig
+from callhome_transport.status import RefusalReason
+from callhome_transport.transports.outbound_ssh import OutboundSSHConfig
+from callhome_transport.transports.ssh import SSHClientConfig
+from callhome_transport.transports.tls import TLSClientConfig
+
+PEER = ("192.0.2.7", 50000)
+
+
+@dataclass
+class FakeAdmission:
+    config: AdmissionConfig
+
+
+@dataclass
+class FakeHost:
+    admission: Any
+    ssh_config: SSHClientConfig = field(default_factory=lambda: SSHClientConfig(handshake_timeout=30))
+    tls_config: Any = None
+    outbound_ssh_config: OutboundSSHConfig = field(default_factory=lambda: OutboundSSHConfig(preamble_timeout=5))
+
+
+class FakePending:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def ssh_banner(self, timeout: float, reason: str) -> None:
+        self.calls.append(("ssh_banner", (timeout, reason)))
+
+    def watch_first_bytes(self, timeout: float) -> None:
+        self.calls.append(("watch_first_bytes", (timeout,)))
+
+
+def host(banner_timeout: float) -> FakeHost:
+    return FakeHost(admission=FakeAdmission(AdmissionConfig(banner_timeout=banner_timeout)))
+
+
+def first_wait(acceptor: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    pending = FakePending()
+    asyncio.run(acceptor.before_handshake(pending))
+    return pending.calls
+
+
+def test_ssh_waits_for_the_banner_within_the_shortest_bound() -> None:
+    assert first_wait(SSHAcceptor(host(10))) == [("ssh_banner", (10, "banner-timeout"))]
+    assert first_wait(SSHAcceptor(host(0))) == [("ssh_banner", (30, "handshake-timeout"))]
+    assert first_wait(OutboundSSHAcceptor(host(10))) == [("ssh_banner", (5, "preamble-timeout"))]
+
+
+def test_tls_watches_the_first_bytes_only_when_the_banner_bound_is_shorter(tmp_path: Any) -> None:
+    tls = TLSClientConfig(certfile=tmp_path / "c.pem", handshake_timeout=20)
+    short, long = host(10), host(60)
+    short.tls_config = long.tls_config = tls
+    state: Any = None
+    assert first_wait(TLSAcceptor(short, state, Transport.TLS)) == [("watch_first_bytes", (10,))]
+    assert first_wait(TLSAcceptor(long, state, Transport.RESTCONF)) == []
+
+
+def test_labels_and_served_transports() -> None:
+    h: Any = host(10)
+    assert (SSHAcceptor(h).label, SSHAcceptor(h).transports) == ("ssh", (Transport.SSH,))
+    assert (OutboundSSHAcceptor(h).label, OutboundSSHAcceptor(h).transports) == ("outbound-ssh", ())
+    restconf = TLSAcceptor(h, None, Transport.RESTCONF)  # type: ignore[arg-type]
+    assert (restconf.label, restconf.kind, restconf.transports) == ("restconf", "restconf", (Transport.RESTCONF,))
+    strict = StrictTLSAcceptor(h, None)  # type: ignore[arg-type]
+    assert (strict.label, strict.kind, strict.transports) == ("tls-strict", "tls", (Transport.TLS, Transport.RESTCONF))
+    hmac = PreambleHMACError(peer_address=PEER, device_id="mx1", device="MX1", detail="wrong HMAC")
+    assert OutboundSSHAcceptor(h).refusal_kind(hmac) == "outbound-ssh"
+    assert OutboundSSHAcceptor(h).refusal_kind(HandshakeTimeoutError(peer_address=PEER, timeout=1)) == "ssh"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "ends_wait"),
+    [
+        (
+            UnknownDeviceError(peer_address=PEER, fingerprint="SHA256:u", key_type="ssh-ed25519"),
+            "unknown-device",
+            False,
+        ),
+        (
+            AuthenticationFailedError(
+                device="R1", peer_address=PEER, username="u", reason="denied", fingerprint="f", key_type="k"
+            ),
+            "auth-failed",
+            True,
+        ),
+        (
+            DeviceBlockedError(device="R1", peer_address=PEER, seconds=60, fingerprint="f", key_type="k"),
+            "device-blocked",
+            True,
+        ),
+        (CertificateRejectedError(peer_address=PEER, reason="no issuer"), "certificate-rejected", True),
+        (RevokedCertificateError(peer_address=PEER, reason="revoked"), "revoked", True),
+        (HandshakeTimeoutError(peer_address=PEER, timeout=3), "handshake-timeout", False),
+        (TransportError("reset", peer_address=PEER), "transport-error", False),
+        (PreambleHMACError(peer_address=PEER, device_id="mx1", device="MX1", detail="wrong"), "hmac-mismatch", True),
+    ],
+)
+def test_refusals_are_read_from_the_error_type(error: Any, reason: str, ends_wait: bool) -> None:
+    refusal = refusal_of(error)
+    assert refusal.reason is RefusalReason(reason)
+    assert refusal.ends_wait is ends_wait
+
+
+def test_refusal_data() -> None:
+    unknown = refusal_of(UnknownDeviceError(peer_address=PEER, fingerprint="SHA256:u", key_type="ssh-ed25519"))
+    assert (unknown.fingerprint, unknown.key_type, unknown.device, unknown.detail) == (
+        "SHA256:u",
+        "ssh-ed25519",
+        None,
+        "",
+    )
+    assert refusal_of(CertificateRejectedError(peer_address=PEER, reason="x")).key_type == "x509"
+    hmac = refusal_of(PreambleHMACError(peer_address=PEER, device_id="mx1", device="MX1", detail="wrong"))
+    assert (hmac.device, hmac.device_id, hmac.detail) == ("MX1", "mx1", "DEVICE-ID mx1: wrong")
