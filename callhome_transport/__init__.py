@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .integrations.compat import call_home, call_home_tls
     from .integrations.restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
     from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
+    from .status import DeviceState, RefusalReason
     from .server.admission import AdmissionConfig, Penalties
     from .transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
     from .transports.ssh import SSHClientConfig
@@ -115,6 +116,8 @@ _LAZY = {
     "CallHomeServer": "server",
     "DeviceConnected": "server",
     "RejectedAttempt": "server",
+    "DeviceState": "status",
+    "RefusalReason": "status",
     "SSHClientConfig": "transports.ssh",
     "TLSClientConfig": "transports.tls",
     "HeartbeatConfig": "transports.tls_strict",
@@ -141,6 +144,7 @@ __all__ = [
     "DeviceDisconnectedError",
     "DeviceNotConnected",
     "DeviceNotConnectedError",
+    "DeviceState",
     "DeviceStateError",
     "HandshakeTimeoutError",
     "HeartbeatConfig",
@@ -159,6 +163,7 @@ __all__ = [
     "OutboundSSHConfig",
     "OutboundSSHRefusedError",
     "Penalties",
+    "RefusalReason",
     "RejectedAttempt",
     "RestconfClient",
     "RestconfError",

@@ -22,6 +22,11 @@ deferral timeout.
 SIGTERM stops cleanly; SIGHUP reloads the inventory, all or nothing (see
 :meth:`Gateway.reload`): added devices get endpoints, removed devices are
 disconnected and lose theirs, others keep their sessions.
+
+This module holds the lifecycle, the reload and the NETCONF endpoint; the
+Unix endpoints (:mod:`.endpoints`), the RESTCONF relay (:mod:`.restconf_relay`),
+the terminal (:mod:`.terminal`) and the control API (:mod:`.control`, a
+routing table) have their own.
 """
 
 from __future__ import annotations
@@ -29,27 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
-import json
 import logging
 import os
 import shutil
 import signal
 import socket
-import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import h11
 
 from ..addresses import format_peer
 from ..errors import (
     CallHomeError,
     ClientHelloError,
-    DeviceNotConnectedError,
     EndpointError,
 )
 from ..identity.inventory import Device, Inventory, Transport
@@ -57,10 +56,12 @@ from ..server import AsyncCallHomeServer, DeviceConnected, DeviceDisconnected, P
 from ..status import DeviceInfo
 from . import control
 from .config import GatewayConfig
-from .control import seconds
-from .http import HTTPClient, Request, Response, serve_http
+from .endpoints import UnixEndpoint
+from .http import serve_http
 from .readiness import remove_ready_file, sd_notify, write_ready_file
 from .reload import DeviceEndpoints, ReloadPlan, plan_reload
+from .restconf_relay import DeviceHTTP
+from .terminal import serve_terminal
 
 __all__ = ["Gateway", "run"]
 
@@ -76,235 +77,6 @@ class _LocalUse:
     last_error_at: float | None = None
 
 
-class _UnixEndpoint:
-    """A listening Unix socket whose connections go to ``handler``.
-
-    It is bound at a staging name in the run directory and appears at
-    ``path`` only with :meth:`publish` (an atomic rename), so that a reload
-    binds every new endpoint before it changes anything.  :meth:`close`
-    removes ``path`` only while it is still this socket's file.
-    """
-
-    _staging = itertools.count(1)
-
-    def __init__(
-        self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]], *, staging_dir: Path
-    ) -> None:
-        self.path = path
-        self.handler = handler
-        # short (".new<N>" beside control.sock, whose length is checked), so it fits
-        # a Unix socket address whenever the final path does
-        self._staged: Path | None = staging_dir / f".new{next(self._staging)}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                self._staged.unlink()
-            self.sock.bind(str(self._staged))
-            os.chmod(self._staged, mode)
-            self._identity = _file_identity(self._staged)
-            self.sock.listen(128)
-            self.sock.setblocking(False)
-        except OSError as exc:
-            self.sock.close()
-            raise EndpointError(path=str(path), reason=exc.strerror or str(exc)) from exc
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.accept_task = asyncio.get_running_loop().create_task(self._accept())
-
-    def publish(self) -> None:
-        """Make the endpoint reachable at ``path`` (replacing whatever file was there)."""
-        if self._staged is not None:
-            os.replace(self._staged, self.path)
-            self._staged = None
-
-    def intact(self) -> bool:
-        """Whether ``path`` is still this endpoint's socket file."""
-        return self._staged is None and _file_identity(self.path) == self._identity
-
-    async def _accept(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(self.sock)
-            except OSError as exc:
-                log.warning("accept on %s failed: %s", self.path, exc)
-                await asyncio.sleep(0.1)
-                continue
-            task = loop.create_task(self._run(conn))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def _run(self, conn: socket.socket) -> None:
-        try:
-            await self.handler(conn)
-        except Exception:
-            log.exception("local connection on %s failed", self.path)
-            conn.close()
-
-    async def close(self, *, keep_sessions: bool = False) -> None:
-        """Stop accepting; end the local sessions too unless ``keep_sessions``."""
-        self.accept_task.cancel()
-        sessions = [] if keep_sessions else list(self.tasks)
-        for task in sessions:
-            task.cancel()
-        await asyncio.gather(self.accept_task, *sessions, return_exceptions=True)
-        self.sock.close()
-        for path in (self._staged, self.path):
-            if path is not None and _file_identity(path) == self._identity:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else None
-
-
-class _DeviceHTTP:
-    """The device side of the RESTCONF relay: one keep-alive HTTP connection
-    over the device's call-home connection, one request at a time."""
-
-    def __init__(self, gateway: Gateway, device: str) -> None:
-        self.gateway = gateway
-        self.device = device
-        self.lock = asyncio.Lock()
-        self.client: HTTPClient | None = None
-
-    async def _connect(self, wait: float) -> HTTPClient:
-        if self.client is not None and self.client.usable:
-            return self.client
-        if self.client is not None:
-            self.client.close()
-        ours, theirs = socket.socketpair()
-        try:
-            await self.gateway.server.open_netconf(self.device, wait, local=ours)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        reader, writer = await asyncio.open_connection(sock=theirs)
-        self.client = HTTPClient(reader, writer, self.device)
-        return self.client
-
-    def _wait(self, request: Request) -> float:
-        """How long this request may wait for the device: ``deferral_timeout``,
-        or less if the client says so (``Callhome-Wait: <seconds>``)."""
-        wait = self.gateway.config.deferral_timeout
-        asked = seconds(request.header(WAIT_HEADER))
-        if asked is not None:
-            wait = min(wait, max(0.0, asked))
-        return wait
-
-    async def relay(self, request: Request) -> Response:
-        loop = asyncio.get_running_loop()
-        wait = self._wait(request)
-        deadline = loop.time() + wait  # the lock (another request in flight) counts too
-        try:
-            await asyncio.wait_for(self.lock.acquire(), wait)
-        except TimeoutError:
-            return _restconf_error(
-                504, "resource-denied", f"device {self.device} busy with another request for {wait:g} s"
-            )
-        try:
-            client = await self._connect(max(0.0, deadline - loop.time()))
-            late = loop.time() - (deadline - wait) > LATE_AFTER
-            if late and request.method not in IDEMPOTENT_METHODS and request.client_gone():
-                # the local client gave up while we waited: a late PATCH/POST
-                # must not reach the device behind its back
-                self.lock.release()
-                return _restconf_error(503, "operation-failed", f"the local client left before device {self.device}")
-            device = self.gateway.inventory.get(self.device)
-            auth = device.http_auth.header() if device is not None and device.http_auth is not None else None
-            status, headers, body = await client.request(request, authorization=auth)
-        except DeviceNotConnectedError:
-            self.lock.release()
-            return _restconf_error(504, "resource-denied", f"device {self.device} did not call home within {wait:g} s")
-        except (ConnectionError, OSError, CallHomeError) as exc:
-            self.lock.release()
-            if self.client is not None:
-                self.client.close()
-                self.client = None
-            return _restconf_error(502, "operation-failed", f"device {self.device}: {exc}")
-        except BaseException:
-            self.lock.release()
-            raise
-        self.gateway.touch(self.device)
-        finished = False
-
-        async def stream() -> AsyncIterator[bytes]:
-            nonlocal finished
-            async for chunk in body:
-                self.gateway.server.metrics.inc("callhome_bytes_relayed_total", len(chunk), endpoint="restconf")
-                yield chunk
-            finished = True
-
-        async def drain() -> None:
-            drained = 0
-            async for chunk in body:
-                drained += len(chunk)
-                if drained > DRAIN_MAX_BYTES:
-                    raise ConnectionError(f"more than {DRAIN_MAX_BYTES} bytes left in an abandoned response")
-
-        async def done() -> None:
-            try:
-                if not finished:
-                    # the local client left mid-body: read the rest from the device
-                    # (discarded, within a budget) so that its one connection stays
-                    # in step; a stalled or endless body costs the connection instead
-                    await asyncio.wait_for(drain(), DRAIN_MAX_SECONDS)
-            except (ConnectionError, OSError, h11.ProtocolError, TimeoutError) as exc:
-                log.info("device=%s event=restconf-connection-dropped reason=%s", self.device, exc)
-                if self.client is not None:
-                    self.client.close()
-                    self.client = None
-            finally:
-                self.lock.release()
-
-        return Response(status, headers, stream=stream(), done=done)
-
-
-LATE_AFTER = 0.05  # seconds: a request that waited longer for the device was deferred
-IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
-DRAIN_MAX_BYTES = 16 * 1024 * 1024  # what we read of an abandoned response to keep the connection
-DRAIN_MAX_SECONDS = 5.0
-WAIT_HEADER = "Callhome-Wait"  # request header: seconds the relay may wait for the device (not relayed)
-TERMINAL_PREAMBLE = b"\0CALLHOME-TERM "
-TERMINAL_PREAMBLE_WAIT = 0.3  # seconds a terminal client has to send its preamble
-
-
-@dataclass(frozen=True)
-class TerminalRequest:
-    type: str = "xterm"
-    cols: int = 80
-    rows: int = 24
-    rest: bytes = b""  # bytes after the preamble (or all of them, without one)
-
-
-def parse_terminal_preamble(data: bytes) -> TerminalRequest:
-    """``\0CALLHOME-TERM <type> <cols> <rows>\n`` at the start of ``data``
-    sets the PTY; anything else is keyboard input for the device."""
-    if not data.startswith(TERMINAL_PREAMBLE) or b"\n" not in data:
-        return TerminalRequest(rest=data)
-    line, _, rest = data.partition(b"\n")
-    fields = line[len(TERMINAL_PREAMBLE) :].decode("ascii", "replace").split()
-    try:
-        term, cols, rows = fields[0], int(fields[1]), int(fields[2])
-    except (IndexError, ValueError):
-        return TerminalRequest(rest=rest)
-    if not term.replace("-", "").replace(".", "").isalnum() or not (0 < cols <= 1000 and 0 < rows <= 1000):
-        return TerminalRequest(rest=rest)
-    return TerminalRequest(type=term[:64], cols=cols, rows=rows, rest=rest)
-
-
-def _restconf_error(status: int, tag: str, message: str) -> Response:
-    body = {
-        "ietf-restconf:errors": {"error": [{"error-type": "transport", "error-tag": tag, "error-message": message}]}
-    }
-    return Response(status, [("Content-Type", "application/yang-data+json")], (json.dumps(body) + "\n").encode())
-
-
 class Gateway:
     """The long-running call-home gateway (asyncio)."""
 
@@ -313,9 +85,9 @@ class Gateway:
         self.ready_file = ready_file
         self.inventory: Inventory = config.load_inventory()
         self.local: dict[str, _LocalUse] = {}  # the devices served, in inventory order
-        self._endpoints: dict[str, list[_UnixEndpoint]] = {}
-        self._device_http: dict[str, _DeviceHTTP] = {}
-        self._control: _UnixEndpoint | None = None
+        self._endpoints: dict[str, list[UnixEndpoint]] = {}
+        self._device_http: dict[str, DeviceHTTP] = {}
+        self._control: UnixEndpoint | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
         self._reload_lock = asyncio.Lock()
@@ -492,7 +264,7 @@ class Gateway:
             log.error("reload failed, keeping the current inventory: %s", exc)  # noqa: TRY400 - no traceback wanted
             return False
         new = prepared.inventory
-        built: dict[str, list[_UnixEndpoint]] = {}
+        built: dict[str, list[UnixEndpoint]] = {}
         try:
             for name in plan.build:
                 built[name] = self._bind_endpoints(new[name])
@@ -569,10 +341,10 @@ class Gateway:
     def _served_as(self, device: Device) -> DeviceEndpoints:
         return DeviceEndpoints(transport=device.transport.value, kinds=self.config.endpoint_kinds(device))
 
-    def _endpoint(self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]]) -> _UnixEndpoint:
-        return _UnixEndpoint(path, mode, handler, staging_dir=self.config.run_dir)
+    def _endpoint(self, path: Path, mode: int, handler: Callable[[socket.socket], Awaitable[None]]) -> UnixEndpoint:
+        return UnixEndpoint(path, mode, handler, staging_dir=self.config.run_dir)
 
-    def _bind_endpoints(self, device: Device) -> list[_UnixEndpoint]:
+    def _bind_endpoints(self, device: Device) -> list[UnixEndpoint]:
         """``device``'s endpoints, bound but not yet published."""
         directory = self.config.run_dir / "devices" / device.name
         try:
@@ -585,7 +357,7 @@ class Gateway:
             "terminal": self._terminal_handler,
             "restconf": self._restconf_handler,
         }
-        endpoints: list[_UnixEndpoint] = []
+        endpoints: list[UnixEndpoint] = []
         for kind in self.config.endpoint_kinds(device):
             # a shell as the device's user: owner only, whatever socket_mode gives the others
             mode = 0o600 if kind == "terminal" else self.config.socket_mode
@@ -593,16 +365,16 @@ class Gateway:
             endpoints.append(self._endpoint(path, mode, handlers[kind](device.name)))
         return endpoints
 
-    def _serve(self, device: Device, endpoints: list[_UnixEndpoint]) -> None:
+    def _serve(self, device: Device, endpoints: list[UnixEndpoint]) -> None:
         """Publish ``device``'s endpoints and count its local sessions."""
         for endpoint in endpoints:
             endpoint.publish()
         self.local[device.name] = _LocalUse()
         if device.transport is Transport.RESTCONF:
-            self._device_http[device.name] = _DeviceHTTP(self, device.name)
+            self._device_http[device.name] = DeviceHTTP(self, device.name)
         self._endpoints[device.name] = endpoints
 
-    async def _retire(self, name: str, endpoints: list[_UnixEndpoint], *, keep_sessions: bool = False) -> None:
+    async def _retire(self, name: str, endpoints: list[UnixEndpoint], *, keep_sessions: bool = False) -> None:
         for endpoint in endpoints:
             await endpoint.close(keep_sessions=keep_sessions)
         if name not in self._endpoints:  # not served any more (removed, or the gateway stops)
@@ -629,6 +401,10 @@ class Gateway:
             return
         transport = self.inventory[event.device].transport.value if event.device in self.inventory else "-"
         log.info("device=%s transport=%s event=disconnected reason=%s", event.device, transport, event.reason)
+
+    @property
+    def deferral_timeout(self) -> float:
+        return self.config.deferral_timeout
 
     def touch(self, device: str) -> None:
         """A local client used ``device``."""
@@ -683,47 +459,7 @@ class Gateway:
             use.last_error_at = time.time()
 
     def _terminal_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
-        async def handle(local: socket.socket) -> None:
-            loop = asyncio.get_running_loop()
-            local.setblocking(False)
-            # an optional first line from the client: "\0CALLHOME-TERM <type> <cols> <rows>\n"
-            # (callhome terminal sends it; with socat the defaults apply)
-            first = b""
-            with contextlib.suppress(TimeoutError):
-                first = await asyncio.wait_for(loop.sock_recv(local, 256), TERMINAL_PREAMBLE_WAIT)
-                # a preamble split across writes: read on to its newline (bounded)
-                until = loop.time() + TERMINAL_PREAMBLE_WAIT * 3
-                while (
-                    first
-                    and b"\n" not in first
-                    and len(first) < 256
-                    and (TERMINAL_PREAMBLE.startswith(first) or first.startswith(TERMINAL_PREAMBLE))
-                ):
-                    more = await asyncio.wait_for(loop.sock_recv(local, 256), max(0.01, until - loop.time()))
-                    if not more:
-                        break
-                    first += more
-            term = parse_terminal_preamble(first)
-            try:
-                conn, relay = await self.server.open_terminal(
-                    device, self.config.deferral_timeout, local, term_type=term.type, cols=term.cols, rows=term.rows
-                )
-            except CallHomeError as exc:
-                log.warning("device=%s event=terminal-failed reason=%s", device, exc)
-                local.close()
-                return
-            if term.rest:
-                relay.from_local(term.rest)  # what the client sent with (or instead of) the preamble
-            self.server.metrics.inc("callhome_local_sessions_total", endpoint="terminal")
-            log.info(
-                "device=%s peer=%s event=terminal-opened term=%s", device, format_peer(conn.peer_address), term.type
-            )
-            try:
-                await asyncio.shield(relay.closed)  # the relay closes when either side does
-            finally:
-                log.info("device=%s event=terminal-closed", device)
-
-        return handle
+        return functools.partial(serve_terminal, self.server, device, self.config.deferral_timeout)
 
     def _restconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:

@@ -41,24 +41,16 @@ from ..metrics import Metrics
 from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES
 from ..protocol.session import DeviceSession, DeviceTraits, greet_local
 from ..status import RefusalReason
-from ..transports.contract import DeviceConnection
+from ..transports.contract import Acceptor, DeviceConnection
 from ..transports.listener import Listener
-from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
+from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHAcceptor, OutboundSSHConfig
+from ..transports.preauth import PendingConnection, PreauthEnded
 from ..transports.relay import ChannelRelay
-from ..transports.ssh import ClientKeys, SSHClientConfig, host_key_algorithms, load_client_keys
-from ..transports.tls import TLSClientConfig, stream_pair
-from ..transports.tls_strict import HeartbeatConfig, strict_client_credentials
-from .acceptors import (
-    Acceptor,
-    OutboundSSHAcceptor,
-    SSHAcceptor,
-    StrictTLSAcceptor,
-    TLSAcceptor,
-    TLSListenerState,
-    refusal_of,
-)
+from ..transports.ssh import ClientKeys, SSHAcceptor, SSHClientConfig, host_key_algorithms, load_client_keys
+from ..transports.tls import TLSAcceptor, TLSClientConfig, TLSListenerState, stream_pair
+from ..transports.tls_strict import HeartbeatConfig, StrictTLSAcceptor, strict_client_credentials
 from .admission import Admission, AdmissionConfig, FailureKind, Startups
-from .preauth import PendingConnection, PreauthEnded
+from .refusals import AdmittedTrust, refusal_of
 from .registry import DeviceConnected, DeviceDisconnected, Registry, RejectedAttempt
 
 if TYPE_CHECKING:
@@ -243,6 +235,14 @@ class AsyncCallHomeServer:
         self._tls_states.append(state)
         return state
 
+    def add_acceptor(self, acceptor: Acceptor, port: int, listen_address: str | Sequence[str] | None = None) -> None:
+        """Listen on ``port`` for ``acceptor``'s transport (before :meth:`start`).
+        Every transport is added so; one of your own takes the same accept path
+        (admission, the handshake, the registry, the refusals)."""
+        if acceptor.label in self._listeners:
+            raise ValueError(f"a {acceptor.label} listener is already added")
+        self._listen(acceptor, listen_address, port)
+
     def _listen(self, acceptor: Acceptor, listen_address: str | Sequence[str] | None, port: int) -> None:
         self.startups[acceptor.label] = Startups(self.admission.config.max_pending_handshakes)
         self._acceptors.append(acceptor)
@@ -255,10 +255,18 @@ class AsyncCallHomeServer:
             raise RuntimeError(missing)
         return listener.listen_port
 
-    # what the acceptors read (replaced on reload)
+    # what the acceptors read (transports.ssh.SSHHost, transports.tls.TLSHost...; replaced on reload)
     @property
     def trust(self) -> Trust:
-        return self._trust
+        """The SSH trust of this inventory, refusing blocked devices before any credential is sent."""
+        return AdmittedTrust(self._trust, self.admission)
+
+    def guard(self, trust: Trust) -> Trust:
+        return AdmittedTrust(trust, self.admission)
+
+    @property
+    def banner_timeout(self) -> float:
+        return self.admission.config.banner_timeout
 
     @property
     def ssh_options(self) -> asyncssh.SSHClientConnectionOptions:
@@ -298,6 +306,11 @@ class AsyncCallHomeServer:
     def tls_strict_listen_port(self) -> int:
         """The strict C4 TLS listener's bound port."""
         return self._port("tls-strict", "no strict C4 TLS listener (tls_strict_listen_port not set)")
+
+    def listen_ports(self) -> dict[str, int]:
+        """The bound port of each listener, by its acceptor's label
+        (``ssh``, ``tls``, ``restconf``, ``tls-strict``, ``outbound-ssh``, or yours)."""
+        return {label: listener.listen_port for label, listener in self._listeners.items()}
 
     def serves(self, transport: Transport) -> bool:
         """Whether a listener for ``transport`` devices runs (TLS listeners

@@ -26,10 +26,12 @@ from ..errors import TransportError
 from ..identity.inventory import Transport
 
 if TYPE_CHECKING:
+    from ..errors import CallHomeError
     from ..protocol.session import DeviceSession, DeviceTraits
+    from .preauth import PendingConnection
     from .relay import ChannelRelay
 
-__all__ = ["ConnectionBase", "DeviceConnection", "Handshake", "NetconfSessions"]
+__all__ = ["Acceptor", "ConnectionBase", "DeviceConnection", "Handshake", "NetconfSessions"]
 
 
 class NetconfSessions(Protocol):
@@ -201,3 +203,28 @@ class ConnectionBase:
     def __repr__(self) -> str:
         conn = "" if self.conn_id is None else f" conn={self.conn_id}"
         return f"<{type(self).__name__} device={self.device} peer={format_peer(self.peer_address)}{conn}>"
+
+
+class Acceptor(Protocol):
+    """How one listener's connections become :class:`DeviceConnection` s:
+    what to wait for before the handshake (the SSH banner, a Junos preamble
+    line, a TLS device's first bytes), then the handshake, which raises a
+    refusal (a :class:`~callhome_transport.errors.CallHomeError`).  Each
+    transport module defines its acceptor beside its connection class; the
+    server runs one accept path for all of them."""
+
+    label: str  # the listener: admission slots, refused-connection metrics
+    kind: str  # handshake metrics and refusals
+    tls: bool  # the device's first bytes are counted by the kernel (TLS) rather than peeked
+    transports: tuple[Transport, ...]  # the devices it serves
+
+    async def before_handshake(self, pending: PendingConnection) -> None:
+        """Wait for (or start watching) the device's first bytes; raises
+        :class:`~callhome_transport.transports.preauth.PreauthEnded`."""
+        ...
+
+    async def handshake(self, pending: PendingConnection) -> DeviceConnection: ...
+
+    def refusal_kind(self, exc: CallHomeError) -> str:
+        """The metrics label of a refusal (``kind``, unless the refusal is another transport's)."""
+        ...

@@ -46,9 +46,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..addresses import PeerAddress, format_peer
 from ..errors import (
+    CallHomeError,
     MalformedPreambleError,
     OutboundSSHKeyMismatchError,
     OutboundSSHRefusedError,
@@ -56,15 +58,27 @@ from ..errors import (
     UnknownDeviceError,
     UnknownDeviceIDError,
 )
-from ..identity.inventory import Device, Inventory, fingerprint_of_blob
+from ..identity.inventory import Device, Inventory, Transport, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
-from .ssh import ClientKeys, SSHClientConfig, SSHDeviceConnection, host_key_algorithms, ssh_handshake
+from .contract import DeviceConnection
+from .preauth import PendingConnection
+from .ssh import (
+    ClientKeys,
+    SSHAcceptor,
+    SSHClientConfig,
+    SSHDeviceConnection,
+    SSHHost,
+    host_key_algorithms,
+    ssh_handshake,
+)
 
 __all__ = [
     "JUNOS_OUTBOUND_SSH_PORT",
     "MAX_PREAMBLE_LINE",
     "MAX_PREAMBLE_LINES",
+    "OutboundSSHAcceptor",
     "OutboundSSHConfig",
+    "OutboundSSHHost",
     "Preamble",
     "PreambleFormatError",
     "PreambleParser",
@@ -502,3 +516,44 @@ async def outbound_ssh_handshake(
     conn.accepted_at = accepted_at
     conn.handshake_seconds = time.monotonic() - accepted_at
     return conn
+
+
+class OutboundSSHHost(SSHHost, Protocol):
+    """What :class:`OutboundSSHAcceptor` reads from the server beside :class:`SSHHost`."""
+
+    inventory: Inventory
+    outbound_ssh_config: OutboundSSHConfig
+
+    def guard(self, trust: Trust) -> Trust:
+        """``trust``, refusing blocked devices before any credential is sent."""
+        ...
+
+
+class OutboundSSHAcceptor(SSHAcceptor):
+    """Junos outbound-ssh (port 7804): its preamble, then SSH."""
+
+    label = kind = "outbound-ssh"
+    transports: tuple[Transport, ...] = ()  # Junos devices are SSH devices; this listener runs beside theirs
+
+    def __init__(self, host: OutboundSSHHost) -> None:
+        super().__init__(host)
+        self.host: OutboundSSHHost = host
+
+    def _first_line_bounds(self) -> list[tuple[float, str]]:
+        return [*super()._first_line_bounds(), (self.host.outbound_ssh_config.preamble_timeout, "preamble-timeout")]
+
+    async def handshake(self, pending: PendingConnection) -> DeviceConnection:
+        return await outbound_ssh_handshake(
+            pending.sock,
+            pending.peer,
+            self.host.inventory,
+            self._config(pending),
+            self.host.outbound_ssh_config,
+            accepted_at=pending.accepted_at,
+            guard=self.host.guard,
+            client_keys=self.host.client_keys,
+        )
+
+    def refusal_kind(self, exc: CallHomeError) -> str:
+        # a refusal of the preamble is this listener's; one of the SSH handshake after it, SSH's
+        return self.kind if isinstance(exc, OutboundSSHRefusedError) else "ssh"

@@ -19,6 +19,7 @@ detected after ``keepalive_interval * (keepalive_count_max + 1)`` seconds at mos
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import socket
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import asyncssh
 from asyncssh.public_key import get_public_key_algs
@@ -43,13 +44,16 @@ from ..errors import (
 from ..identity.inventory import SSHCredentials, Transport, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
 from ..protocol.session import DeviceTraits, SessionPool
-from .contract import ConnectionBase, Handshake
+from .contract import ConnectionBase, DeviceConnection, Handshake
+from .preauth import PendingConnection
 from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
 
 __all__ = [
     "ClientKeys",
+    "SSHAcceptor",
     "SSHClientConfig",
     "SSHDeviceConnection",
+    "SSHHost",
     "host_key_algorithms",
     "load_client_keys",
     "ssh_handshake",
@@ -481,3 +485,60 @@ async def ssh_handshake(
         conn_id=conn_id,
     )
     return SSHDeviceConnection(handshake, conn=conn, client=client, username=identity.credentials.username)
+
+
+class SSHHost(Protocol):
+    """What :class:`SSHAcceptor` reads from the server (replaced on reload)."""
+
+    ssh_config: SSHClientConfig
+
+    @property
+    def banner_timeout(self) -> float: ...
+
+    @property
+    def trust(self) -> Trust:
+        """The inventory's trust, refusing blocked devices before any credential is sent."""
+        ...
+
+    @property
+    def ssh_options(self) -> asyncssh.SSHClientConnectionOptions: ...
+
+    @property
+    def client_keys(self) -> ClientKeys: ...
+
+
+class SSHAcceptor:
+    """RFC 8071 NETCONF over SSH (port 4334)."""
+
+    label = kind = "ssh"
+    tls = False
+    transports: tuple[Transport, ...] = (Transport.SSH,)
+
+    def __init__(self, host: SSHHost) -> None:
+        self.host = host
+
+    def _first_line_bounds(self) -> list[tuple[float, str]]:
+        bounds = [(self.host.ssh_config.handshake_timeout, "handshake-timeout")]
+        if self.host.banner_timeout:
+            bounds.append((self.host.banner_timeout, "banner-timeout"))
+        return bounds
+
+    async def before_handshake(self, pending: PendingConnection) -> None:
+        # the first line (the SSH banner, or a preamble's first line) within the
+        # shortest bound; the handshake timeout covers it too
+        first_line, reason = min(self._first_line_bounds(), key=lambda bound: bound[0])
+        await pending.ssh_banner(first_line, reason)
+
+    def _config(self, pending: PendingConnection) -> SSHClientConfig:
+        """handshake_timeout bounds accept -> authenticated, the wait for the first line included."""
+        config = self.host.ssh_config
+        left = max(0.1, config.handshake_timeout - (time.monotonic() - pending.accepted_at))
+        return dataclasses.replace(config, handshake_timeout=left)
+
+    async def handshake(self, pending: PendingConnection) -> DeviceConnection:
+        trust = self.host.trust
+        config, options, keys = self._config(pending), self.host.ssh_options, self.host.client_keys
+        return await ssh_handshake(pending.sock, pending.peer, trust, config, options, keys)
+
+    def refusal_kind(self, exc: CallHomeError) -> str:
+        return self.kind

@@ -36,25 +36,29 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .._log import ContextAdapter
 from ..addresses import PeerAddress, format_peer
-from ..errors import CertificateRejectedError, HandshakeTimeoutError, TransportError
+from ..errors import CallHomeError, CertificateRejectedError, HandshakeTimeoutError, TransportError
 from ..identity.inventory import Transport
 from ..identity.tls_trust import TLSIdentified, TLSTrust
 from ..protocol.session import DeviceTraits, SingleSession
 from ..status import HANDED_OVER
-from .contract import ConnectionBase, Handshake
+from .contract import ConnectionBase, DeviceConnection, Handshake
+from .preauth import PendingConnection
 from .relay import TransportStream
 
 __all__ = [
     "DirectTLSConnection",
+    "TLSAcceptor",
     "TLSClientConfig",
     "TLSDeviceConnection",
+    "TLSHost",
+    "TLSListenerState",
     "tls_handshake",
     "tls_handshake_direct",
 ]
@@ -457,3 +461,61 @@ def identify_chain(
         conn_id=conn_id,
     )
     return identified, handshake
+
+
+@dataclass
+class TLSListenerState:
+    """What a TLS listener checks devices against (replaced on reload)."""
+
+    trust: TLSTrust
+    context: ssl.SSLContext | None  # None: strict C4 listener (tlslite-ng)
+
+
+class TLSHost(Protocol):
+    """What :class:`TLSAcceptor` reads from the server."""
+
+    tls_config: TLSClientConfig | None
+
+    @property
+    def banner_timeout(self) -> float: ...
+
+    @property
+    def handshake_executor(self) -> concurrent.futures.Executor: ...
+
+
+class TLSAcceptor:
+    """NETCONF over TLS (4335) or RESTCONF (4336) through ``ssl``; ``direct``
+    hands a RESTCONF connection over whole (:class:`DirectTLSConnection`)."""
+
+    tls = True
+
+    def __init__(self, host: TLSHost, state: TLSListenerState, transport: Transport, *, direct: bool = False) -> None:
+        self.host = host
+        self.state = state
+        self.transport = transport
+        self.direct = direct
+        self.label = self.kind = transport.value
+        self.transports: tuple[Transport, ...] = (transport,)
+
+    def _config(self) -> TLSClientConfig:
+        assert self.host.tls_config is not None
+        return self.host.tls_config
+
+    async def before_handshake(self, pending: PendingConnection) -> None:
+        banner = self.host.banner_timeout
+        if banner < self._config().handshake_timeout:
+            pending.watch_first_bytes(banner)
+
+    async def handshake(self, pending: PendingConnection) -> DeviceConnection:
+        context = self.state.context
+        assert context is not None
+        if self.direct:
+            return await tls_handshake_direct(
+                pending.sock, pending.peer, self.state.trust, self._config(), context, self.host.handshake_executor
+            )
+        return await tls_handshake(
+            pending.sock, pending.peer, self.state.trust, self._config(), context, self.transport
+        )
+
+    def refusal_kind(self, exc: CallHomeError) -> str:
+        return self.kind

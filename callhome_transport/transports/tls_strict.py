@@ -38,7 +38,7 @@ import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.x509.verification import VerificationError
@@ -49,13 +49,16 @@ from ..errors import CertificateRejectedError, HandshakeTimeoutError, TransportE
 from ..identity.inventory import Transport
 from ..identity.tls_trust import TLSIdentified, TLSTrust, describe_certificate, verify_path
 from ..protocol.session import DeviceTraits, SingleSession
-from .contract import ConnectionBase, Handshake
+from .contract import ConnectionBase, DeviceConnection, Handshake
+from .preauth import PendingConnection
 from .relay import TransportStream
-from .tls import TLSClientConfig, identify_chain, shut_down
+from .tls import TLSAcceptor, TLSClientConfig, TLSHost, TLSListenerState, identify_chain, shut_down
 
 __all__ = [
     "HeartbeatConfig",
+    "StrictTLSAcceptor",
     "StrictTLSConnection",
+    "StrictTLSHost",
     "strict_available",
     "strict_client_credentials",
     "strict_tls_handshake",
@@ -363,3 +366,24 @@ async def strict_tls_handshake(
     return StrictTLSConnection(
         handshake, tls=tls, raw=sock, identified=identified, heartbeat=heartbeat or HeartbeatConfig()
     )
+
+
+class StrictTLSHost(TLSHost, Protocol):
+    """What :class:`StrictTLSAcceptor` reads from the server beside :class:`TLSHost`."""
+
+    heartbeat: HeartbeatConfig
+
+
+class StrictTLSAcceptor(TLSAcceptor):
+    """RFC 8071 C4 strict TLS (heartbeats) through tlslite-ng, for NETCONF/TLS and RESTCONF devices."""
+
+    def __init__(self, host: StrictTLSHost, state: TLSListenerState) -> None:
+        super().__init__(host, state, Transport.TLS)
+        self.host: StrictTLSHost = host
+        self.label = "tls-strict"
+        self.transports = (Transport.TLS, Transport.RESTCONF)
+
+    async def handshake(self, pending: PendingConnection) -> DeviceConnection:
+        return await strict_tls_handshake(
+            pending.sock, pending.peer, self.state.trust, self._config(), self.host.heartbeat
+        )

@@ -20,30 +20,19 @@ from callhome_transport.errors import (
     UnknownDeviceError,
 )
 from callhome_transport.identity.inventory import Transport
-from callhome_transport.server.acceptors import (
-    OutboundSSHAcceptor,
-    SSHAcceptor,
-    StrictTLSAcceptor,
-    TLSAcceptor,
-    refusal_of,
-)
-from callhome_transport.server.admission import AdmissionConfig
+from callhome_transport.server.refusals import refusal_of
 from callhome_transport.status import RefusalReason
-from callhome_transport.transports.outbound_ssh import OutboundSSHConfig
-from callhome_transport.transports.ssh import SSHClientConfig
-from callhome_transport.transports.tls import TLSClientConfig
+from callhome_transport.transports.outbound_ssh import OutboundSSHAcceptor, OutboundSSHConfig
+from callhome_transport.transports.ssh import SSHAcceptor, SSHClientConfig
+from callhome_transport.transports.tls import TLSAcceptor, TLSClientConfig
+from callhome_transport.transports.tls_strict import StrictTLSAcceptor
 
 PEER = ("192.0.2.7", 50000)
 
 
 @dataclass
-class FakeAdmission:
-    config: AdmissionConfig
-
-
-@dataclass
 class FakeHost:
-    admission: Any
+    banner_timeout: float
     ssh_config: SSHClientConfig = field(default_factory=lambda: SSHClientConfig(handshake_timeout=30))
     tls_config: Any = None
     outbound_ssh_config: OutboundSSHConfig = field(default_factory=lambda: OutboundSSHConfig(preamble_timeout=5))
@@ -61,7 +50,7 @@ class FakePending:
 
 
 def host(banner_timeout: float) -> FakeHost:
-    return FakeHost(admission=FakeAdmission(AdmissionConfig(banner_timeout=banner_timeout)))
+    return FakeHost(banner_timeout=banner_timeout)
 
 
 def first_wait(acceptor: Any) -> list[tuple[str, tuple[Any, ...]]]:

@@ -6,13 +6,11 @@ import socket
 import threading
 import time
 
-import pytest
 from ncclient import manager as nc_manager
 from ncclient.transport.session import NetconfBase
 
-from callhome_transport.errors import MalformedMessageError
 from callhome_transport.integrations.netconf import StreamSession, manager_over_socket
-from callhome_transport.protocol.framing import EOM, FrameDecoder, Framing, encode
+from callhome_transport.protocol.framing import FrameDecoder, Framing, encode
 from callhome_transport.sim.datastore import Datastores, NetconfServerSession
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from callhome_transport.server.preauth import PendingConnection, PreauthEnded, bytes_received, ssh_banner_complete
+from callhome_transport.transports.preauth import PendingConnection, PreauthEnded, bytes_received, ssh_banner_complete
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callhome_transport.gateway.service import TerminalRequest, parse_terminal_preamble
+from callhome_transport.gateway.terminal import TerminalRequest, parse_terminal_preamble
 
 
 def test_preamble_sets_the_pty_and_keeps_what_follows() -> None:
