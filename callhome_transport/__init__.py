@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from .integrations.compat import call_home, call_home_tls
     from .integrations.restconf import CallHomeAdapter, DeviceNotConnected, RestconfClient, RestconfError
     from .server import AsyncCallHomeServer, CallHomeServer, DeviceConnected, RejectedAttempt
-    from .status import DeviceState, RefusalReason
     from .server.admission import AdmissionConfig, Penalties
+    from .status import DeviceState, RefusalReason
     from .transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
     from .transports.ssh import SSHClientConfig
     from .transports.tls import TLSClientConfig

@@ -16,7 +16,7 @@ import h11
 
 from ..errors import CallHomeError, DeviceNotConnectedError
 from ..identity.inventory import Inventory
-from ..server import AsyncCallHomeServer
+from ..server.core import AsyncCallHomeServer
 from .control import seconds
 from .http import HTTPClient, Request, Response
 

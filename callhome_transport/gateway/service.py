@@ -52,7 +52,8 @@ from ..errors import (
     EndpointError,
 )
 from ..identity.inventory import Device, Inventory, Transport
-from ..server import AsyncCallHomeServer, DeviceConnected, DeviceDisconnected, PreparedInventory, RejectedAttempt
+from ..server.core import AsyncCallHomeServer, PreparedInventory
+from ..server.registry import DeviceConnected, DeviceDisconnected, RejectedAttempt
 from ..status import DeviceInfo
 from . import control
 from .config import GatewayConfig

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..addresses import format_peer
 from ..errors import CallHomeError
-from ..server import AsyncCallHomeServer
+from ..server.core import AsyncCallHomeServer
 
 __all__ = ["TerminalRequest", "parse_terminal_preamble", "serve_terminal"]
 
