@@ -428,6 +428,14 @@ def wait_rejected(server: Any, count: int = 1, timeout: float = 5.0) -> list[Any
     return list(server.rejected())
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Return once ``condition()`` is true, or after ``timeout`` seconds (the
+    test's own assertion then says what did not happen): in place of a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 class InThread:
     """``function(*args, **kwargs)`` running in a thread, e.g. a caller
     waiting for a device while the test makes the device call."""

@@ -30,7 +30,15 @@ from callhome_transport.gateway.client import GatewayClient
 from callhome_transport.gateway.client import UnixHTTPConnection as _UnixHTTPConnection
 
 from ..pki import DevicePKI
-from .netconfd_peer import NACM_GROUP_FILTER, InThread, NetconfdDevice, ReverseRelay, free_port, nacm_group_config
+from .netconfd_peer import (
+    NACM_GROUP_FILTER,
+    InThread,
+    NetconfdDevice,
+    ReverseRelay,
+    free_port,
+    nacm_group_config,
+    wait_until,
+)
 from .restconf_backend import Backend
 from .stunnel_peer import StunnelDevice, stunnel_available
 
@@ -363,7 +371,7 @@ def test_sighup_reload_and_sigterm(tmp_path: Path, netconfd: NetconfdDevice) -> 
         # a broken inventory on reload keeps the current one
         gw.inventory_path.write_text("devices: [broken\n")
         os.kill(gw.proc.pid, signal.SIGHUP)
-        time.sleep(0.5)
+        wait_until(lambda: "reload failed, keeping the current inventory" in gw.log.read_text())
         assert [r["name"] for r in gw.get("/devices")[1]] == ["R2"]  # type: ignore[union-attr,index]
         assert "reload failed, keeping the current inventory" in gw.log.read_text()
     finally:
@@ -401,7 +409,7 @@ def test_source_blocked_after_failures(tmp_path: Path, netconfd: NetconfdDevice)
                 bad.settimeout(5)
                 while bad.recv(4096):
                     pass
-        time.sleep(0.3)
+        wait_until(lambda: "127.0.0.1" in gw.get("/blocked")[1])  # type: ignore[operator]
         _, blocked = gw.get("/blocked")
         assert "127.0.0.1" in blocked  # type: ignore[operator]
         rejected = gw.cli("rejected")

@@ -221,7 +221,7 @@ def test_listener_survives_hostile_connections_and_serves_a_real_device(netconfd
             server.netconf("SN-0001", timeout=15) as m,
         ):
             assert isinstance(groups(m), list)
-        time.sleep(1.5)
+        wait_rejected(server, 4)
         reasons = sorted(r.reason for r in server.rejected())
         assert "handshake-timeout" in reasons
         assert len(reasons) == 4
