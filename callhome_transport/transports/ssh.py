@@ -362,11 +362,7 @@ class SSHDeviceConnection(ConnectionBase):
         try:
             return await open_subsystem_relay(self.conn, "netconf", local)
         except (asyncssh.Error, OSError) as exc:
-            raise TransportError(
-                f"cannot open a netconf channel on device {self.device}: {exc}",
-                device=self.device,
-                peer_address=self.peer_address,
-            ) from exc
+            raise self._unavailable(f"cannot open a netconf channel on device {self.device}: {exc}") from exc
 
     async def open_stream(self, local: socket.socket | None = None) -> socket.socket:
         """A new ``netconf`` channel's stream (:meth:`open_netconf`)."""
@@ -379,11 +375,7 @@ class SSHDeviceConnection(ConnectionBase):
         try:
             return await open_channel_relay(self.conn, "netconf")
         except (asyncssh.Error, OSError) as exc:
-            raise TransportError(
-                f"cannot open a netconf channel on device {self.device}: {exc}",
-                device=self.device,
-                peer_address=self.peer_address,
-            ) from exc
+            raise self._unavailable(f"cannot open a netconf channel on device {self.device}: {exc}") from exc
 
     async def open_terminal(
         self, local: socket.socket, *, term_type: str = "xterm", cols: int = 80, rows: int = 24
@@ -395,11 +387,7 @@ class SSHDeviceConnection(ConnectionBase):
                 ChannelRelay, term_type=term_type, term_size=(cols, rows), encoding=None
             )
         except (asyncssh.Error, OSError) as exc:
-            raise TransportError(
-                f"cannot open a terminal on device {self.device}: {exc}",
-                device=self.device,
-                peer_address=self.peer_address,
-            ) from exc
+            raise self._unavailable(f"cannot open a terminal on device {self.device}: {exc}") from exc
         relay = cast(ChannelRelay, session)
         await relay.attach_local(local)
         return relay

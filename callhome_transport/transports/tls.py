@@ -176,17 +176,9 @@ class TLSDeviceConnection(ConnectionBase):
         and return it, or, without ``local``, to one end of a new socketpair
         and return the other (blocking) end.  Only once per connection."""
         if self.claimed:
-            raise TransportError(
-                f"the TLS session of device {self.device} is already in use",
-                device=self.device,
-                peer_address=self.peer_address,
-            )
+            raise self._unavailable(f"the TLS session of device {self.device} is already in use")
         if self.is_closed:
-            raise TransportError(
-                f"device {self.device} closed its TLS connection: {self.close_reason}",
-                device=self.device,
-                peer_address=self.peer_address,
-            )
+            raise self._unavailable(f"device {self.device} closed its TLS connection: {self.close_reason}")
         self.claimed = True
         if local is not None:
             await self.stream.attach_local(local)
@@ -346,11 +338,7 @@ class DirectTLSConnection(ConnectionBase):
         if local is not None:
             raise TransportError("a direct RESTCONF connection cannot be relayed to a local socket", device=self.device)
         if self.claimed or self.is_closed:
-            raise TransportError(
-                f"the TLS session of device {self.device} is not available",
-                device=self.device,
-                peer_address=self.peer_address,
-            )
+            raise self._unavailable(f"the TLS session of device {self.device} is not available")
         self.claimed = True
         self._loop.remove_reader(self._fd)
         self._tls.settimeout(None)

@@ -212,11 +212,7 @@ class StrictTLSConnection(ConnectionBase):
         """Relay the stream to ``local`` (returned), or to a new socketpair
         whose caller end is returned."""
         if self.claimed or self.is_closed:
-            raise TransportError(
-                f"the TLS session of device {self.device} is not available",
-                device=self.device,
-                peer_address=self.peer_address,
-            )
+            raise self._unavailable(f"the TLS session of device {self.device} is not available")
         self.claimed = True
         if local is not None:
             local.setblocking(True)
