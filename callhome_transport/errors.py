@@ -49,10 +49,12 @@ __all__ = [
     "PreambleHMACError",
     "RestconfDiscoveryError",
     "RevokedCertificateError",
+    "ServerStateError",
     "TransportError",
     "TrustError",
     "UnknownDeviceError",
     "UnknownDeviceIDError",
+    "UnknownDeviceNameError",
     "UnknownGatewayDeviceError",
     "UnsupportedOptionError",
     "refusal_from_dict",
@@ -547,6 +549,25 @@ class DeviceNotConnectedError(DeviceStateError):
             device=device,
             timeout=timeout,
         )
+
+
+class UnknownDeviceNameError(DeviceStateError, KeyError):
+    """A device name that is not in the inventory (a ``KeyError`` too)."""
+
+    source: str
+
+    def __init__(self, *, device: str, source: str) -> None:
+        super().__init__(f"device {device!r} is not in the inventory ({source})", device=device, source=source)
+
+
+class ServerStateError(CallHomeError, RuntimeError):
+    """The server cannot do that in its state: closed, or no listener of that
+    kind runs (a ``RuntimeError`` too)."""
+
+    reason: str
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, reason=reason)
 
 
 class DeviceDisconnectedError(DeviceStateError):

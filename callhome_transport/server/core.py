@@ -32,6 +32,7 @@ from ..errors import (
     DeviceDisconnectedError,
     DeviceNotConnectedError,
     HelloTimeoutError,
+    ServerStateError,
     TransportError,
 )
 from ..identity.inventory import HoldPolicy, Inventory, Transport
@@ -252,7 +253,7 @@ class AsyncCallHomeServer:
     def _port(self, label: str, missing: str) -> int:
         listener = self._listeners.get(label)
         if listener is None:
-            raise RuntimeError(missing)
+            raise ServerStateError(missing)
         return listener.listen_port
 
     # what the acceptors read (transports.ssh.SSHHost, transports.tls.TLSHost...; replaced on reload)
@@ -399,7 +400,7 @@ class AsyncCallHomeServer:
     def use_inventory(self, prepared: PreparedInventory) -> None:
         """Swap in what :meth:`prepare_inventory` built, in one step."""
         if len(prepared.tls_states) != len(self._tls_states):
-            raise RuntimeError("prepared for another server")
+            raise ServerStateError("prepared for another server")
         self.inventory = prepared.inventory
         self.registry.forget_refusals()  # refused with the old keys, certificates or credentials
         self._traits = {name: traits for name, traits in self._traits.items() if name in prepared.inventory}
@@ -625,7 +626,8 @@ class AsyncCallHomeServer:
     async def wait_for(self, device: str, timeout: float) -> DeviceConnection:
         """The device's live connection, waiting up to ``timeout`` seconds for
         it to call home.  A name that is not in the inventory raises
-        :class:`KeyError` at once.
+        :class:`~callhome_transport.errors.UnknownDeviceNameError` (a
+        ``KeyError``) at once.
 
         When the device calls during the wait and is refused (authentication
         failed, certificate revoked or refused, blocked after repeated

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ncclient.manager import Manager
 
 from ..engine import EventLoopThread, takes_arguments_of
-from ..errors import CallHomeError, TransportError
+from ..errors import CallHomeError, ServerStateError, TransportError
 from ..identity.inventory import Inventory
 from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
 from ..transports.tls import stream_pair
@@ -237,7 +237,7 @@ class CallHomeServer:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("CallHomeServer is closed")
+            raise ServerStateError("CallHomeServer is closed")
 
     def close(self) -> None:
         """Stop listening, close every device connection and the event loop."""

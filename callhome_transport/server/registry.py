@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ..addresses import PeerAddress, format_peer
-from ..errors import CallHomeError, DeviceNotConnectedError, refused_while_waiting
+from ..errors import CallHomeError, DeviceNotConnectedError, UnknownDeviceNameError, refused_while_waiting
 from ..identity.inventory import Transport
 from ..status import DeviceState, DeviceStatus, RefusalReason
 from ..transports.contract import DeviceConnection
@@ -225,14 +225,15 @@ class Registry:
     async def wait_for(self, device: str, timeout: float) -> DeviceConnection:
         """The device's usable connection, waiting up to ``timeout`` seconds
         for it to call home.  A name that is not known raises
-        :class:`KeyError` at once.
+        :class:`~callhome_transport.errors.UnknownDeviceNameError` (a
+        ``KeyError``) at once.
 
         A refusal of the device during the wait (authentication failed,
         certificate revoked or refused, blocked) is raised at once; at the
         end of the wait, a refusal since the device last connected is raised
         in place of :class:`DeviceNotConnectedError`."""
         if not self._is_known(device):
-            raise KeyError(f"device {device!r} is not in the inventory ({self._describe_source()})")
+            raise UnknownDeviceNameError(device=device, source=self._describe_source())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         started = time.time()

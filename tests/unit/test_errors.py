@@ -118,3 +118,14 @@ def test_every_exported_exception_is_a_call_home_error_that_pickles() -> None:
         )
         assert isinstance(copy, errors.CallHomeError)
     assert isinstance(samples[0], errors.DeviceNotConnectedError)
+
+
+def test_the_api_edge_raises_call_home_errors_that_keep_their_old_builtin_type() -> None:
+    # failed before: an unknown name raised a bare KeyError, a closed server a bare RuntimeError
+    unknown = errors.UnknownDeviceNameError(device="nope", source="devices.yml")
+    closed = errors.ServerStateError("CallHomeServer is closed")
+    for error, builtin in ((unknown, KeyError), (closed, RuntimeError)):
+        assert isinstance(error, errors.CallHomeError) and isinstance(error, builtin)
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), str(copy), vars(copy)) == (type(error), str(error), vars(error))
+    assert str(unknown) == "device 'nope' is not in the inventory (devices.yml)"
