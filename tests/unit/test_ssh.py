@@ -81,6 +81,7 @@ def test_options_carry_the_offer_and_default_to_openssh_order() -> None:
     assert "rsa-sha2-256" in default
 
 
+@pytest.mark.filterwarnings("ignore:Warning. bcrypt.kdf.. called with only:UserWarning")
 def test_private_keys_are_decrypted_once_at_load_not_per_handshake(tmp_path: Path) -> None:
     # failed before: every handshake read (and, with a passphrase, decrypted) the key file on the event loop
     import logging
@@ -94,7 +95,7 @@ def test_private_keys_are_decrypted_once_at_load_not_per_handshake(tmp_path: Pat
 
     path = tmp_path / "id_ed25519"
     key = asyncssh.generate_private_key("ssh-ed25519")
-    key.write_private_key(path, passphrase="s3cret")
+    key.write_private_key(path, passphrase="s3cret", rounds=1)  # a fast KDF: the test times nothing
     creds = SSHCredentials(username="admin", private_key=path, private_key_passphrase="s3cret")
     missing = SSHCredentials(username="admin", private_key=tmp_path / "absent")
     keys = load_client_keys([creds, creds, missing])
