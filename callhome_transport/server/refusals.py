@@ -63,48 +63,51 @@ _UNKNOWN_DEVICE_LOG = (
     "peer=%(peer)s rejected unknown device: host key %(key_type)s %(fingerprint)s is not in the inventory; "
     "pin it under devices.<name>.ssh.host_keys to accept it"
 )
+_IDENTIFIED_LOG = "device=%(device)s peer=%(peer)s %(error)s"
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How an error type reads as a refusal."""
+
+    reason: RefusalReason | None  # None: the error's own ``reason`` (Junos outbound-ssh)
+    ends_wait: bool = False  # an identified device was refused: its waiters get the error
+    key_type: str | None = None  # None: the error's own
+    identified: bool = True  # the error names the device it refused
+    log_format: str = "peer=%(peer)s %(error)s"
+
+
+# by error type, the most specific first along the error's MRO
+_KINDS: dict[type[CallHomeError], _Kind] = {
+    OutboundSSHRefusedError: _Kind(None, ends_wait=True, key_type=""),
+    UnknownDeviceError: _Kind(RefusalReason.UNKNOWN_DEVICE, identified=False, log_format=_UNKNOWN_DEVICE_LOG),
+    DeviceBlockedError: _Kind(RefusalReason.DEVICE_BLOCKED, ends_wait=True, log_format=_IDENTIFIED_LOG),
+    AuthenticationFailedError: _Kind(RefusalReason.AUTH_FAILED, ends_wait=True, log_format=_IDENTIFIED_LOG),
+    RevokedCertificateError: _Kind(RefusalReason.REVOKED, ends_wait=True, key_type="x509"),
+    CertificateRejectedError: _Kind(RefusalReason.CERTIFICATE_REJECTED, ends_wait=True, key_type="x509"),
+    HandshakeTimeoutError: _Kind(RefusalReason.HANDSHAKE_TIMEOUT, key_type=""),
+    CallHomeError: _Kind(RefusalReason.TRANSPORT_ERROR, key_type=""),
+}
 
 
 def refusal_of(exc: CallHomeError) -> Refusal:
-    """The refusal an error stands for (its reason from its type)."""
-    fingerprint = str(getattr(exc, "fingerprint", "") or "")
-    key_type = str(getattr(exc, "key_type", "") or "")
-    device = getattr(exc, "device", None)
-    if isinstance(exc, OutboundSSHRefusedError):
-        detail = f"DEVICE-ID {exc.device_id}: {exc.detail}" if exc.device_id is not None else exc.detail
-        return Refusal(
-            reason=RefusalReason(exc.reason),
-            fingerprint=fingerprint,
-            device=device,
-            detail=detail,
-            device_id=exc.device_id,
-            ends_wait=True,
-        )
-    if isinstance(exc, UnknownDeviceError):
-        return Refusal(
-            reason=RefusalReason.UNKNOWN_DEVICE,
-            fingerprint=fingerprint,
-            key_type=key_type,
-            log_format=_UNKNOWN_DEVICE_LOG,
-        )
-    if isinstance(exc, DeviceBlockedError | AuthenticationFailedError):
-        reason = RefusalReason.DEVICE_BLOCKED if isinstance(exc, DeviceBlockedError) else RefusalReason.AUTH_FAILED
-        return Refusal(
-            reason=reason,
-            fingerprint=fingerprint,
-            key_type=key_type,
-            device=device,
-            detail=str(exc),
-            ends_wait=True,
-            log_format="device=%(device)s peer=%(peer)s %(error)s",
-        )
-    if isinstance(exc, CertificateRejectedError):
-        reason = (
-            RefusalReason.REVOKED if isinstance(exc, RevokedCertificateError) else RefusalReason.CERTIFICATE_REJECTED
-        )
-        return Refusal(
-            reason=reason, fingerprint=fingerprint, key_type="x509", device=device, detail=str(exc), ends_wait=True
-        )
-    if isinstance(exc, HandshakeTimeoutError):
-        return Refusal(reason=RefusalReason.HANDSHAKE_TIMEOUT, device=device, detail=str(exc))
-    return Refusal(reason=RefusalReason.TRANSPORT_ERROR, device=device, detail=str(exc))
+    """The refusal an error stands for: its reason from its type (:data:`_KINDS`), its data from its attributes."""
+    kind = next(_KINDS[cls] for cls in type(exc).__mro__ if cls in _KINDS)
+    device_id = getattr(exc, "device_id", None)
+    if kind.reason is None:  # the error says which refusal it is, and what exactly
+        reason = RefusalReason(getattr(exc, "reason", RefusalReason.TRANSPORT_ERROR))
+        detail = str(getattr(exc, "detail", ""))
+        detail = f"DEVICE-ID {device_id}: {detail}" if device_id is not None else detail
+    else:
+        reason = kind.reason
+        detail = str(exc) if kind.identified else ""
+    return Refusal(
+        reason=reason,
+        fingerprint=str(getattr(exc, "fingerprint", "") or ""),
+        key_type=str(getattr(exc, "key_type", "") or "") if kind.key_type is None else kind.key_type,
+        device=getattr(exc, "device", None) if kind.identified else None,
+        detail=detail,
+        device_id=device_id,
+        ends_wait=kind.ends_wait,
+        log_format=kind.log_format,
+    )
