@@ -133,10 +133,9 @@ class DeviceInfo(DeviceStatus):
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DeviceInfo:
         known = {f.name for f in fields(cls)} - {"extra"}
+        # values stay the JSON's plain types (``state`` a str, equal to its DeviceState):
+        # Ansible takes no other types into its variables
         values = {k: v for k, v in data.items() if k in known}
-        state = values.get("state")
-        if isinstance(state, str) and state in DeviceState._value2member_map_:
-            values["state"] = DeviceState(state)
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
     @classmethod

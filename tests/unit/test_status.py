@@ -38,7 +38,9 @@ def test_json_round_trip_keeps_unknown_keys() -> None:
     assert back.extra == {"added_by_a_newer_gateway": {"x": 1}}
     assert back.state == "some-new-state"
     assert back.as_dict() == data
-    assert DeviceInfo.from_json({"name": "R1", "transport": "ssh", "state": "connected"}).connected
+    connected = DeviceInfo.from_json({"name": "R1", "transport": "ssh", "state": "connected"})
+    assert connected.connected and connected.state == DeviceState.CONNECTED
+    assert type(connected.state) is str  # plain JSON types: Ansible takes no others into its variables
 
 
 def test_the_cli_table_has_a_column_per_schema_field_it_names() -> None:
