@@ -67,6 +67,7 @@ class ModelCallHome(ScheduleDriver):
         stores.validators.append(self._validate)
         stores.listeners.append(self._running_changed)
         stores.capabilities.append(capability(revision))
+        stores.enable_startup()  # a provisioned call home is saved to startup, as on netopeer2
         device.on_activity = self._activity
         self.config = self._parse(stores.running)
         self._connections: dict[int, asyncssh.SSHServerConnection] = {}

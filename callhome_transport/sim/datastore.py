@@ -20,7 +20,7 @@ from lxml import etree
 
 from ..protocol.framing import FrameDecoder, Framing, FramingError, encode
 
-__all__ = ["Datastores", "NetconfServerSession", "default_config"]
+__all__ = ["STARTUP_CAPABILITY", "Datastores", "NetconfServerSession", "default_config"]
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _NC = f"{{{NC}}}"
@@ -35,6 +35,7 @@ CAPABILITIES = (
     "urn:ietf:params:xml:ns:yang:ietf-system?module=ietf-system&revision=2014-08-06",
     "urn:ietf:params:xml:ns:yang:ietf-interfaces?module=ietf-interfaces&revision=2018-02-20",
 )
+STARTUP_CAPABILITY = "urn:ietf:params:netconf:capability:startup:1.0"  # RFC 6241 s8.7
 _SYS = "urn:ietf:params:xml:ns:yang:ietf-system"
 _IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
 _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True, huge_tree=False)
@@ -78,7 +79,8 @@ class RpcError(Exception):
 
 @dataclass
 class Datastores:
-    """``running`` and ``candidate`` of one device, shared by its sessions.
+    """``running`` and ``candidate`` of one device, shared by its sessions
+    (and ``startup`` after :meth:`enable_startup`).
 
     ``validators`` may refuse a new running configuration (raise
     :class:`RpcError`) before a commit, an edit of running or a validate;
@@ -92,10 +94,19 @@ class Datastores:
     validators: list[Callable[[etree._Element], None]] = field(default_factory=list)
     listeners: list[Callable[[etree._Element], None]] = field(default_factory=list)
     capabilities: list[str] = field(default_factory=list)
+    startup: etree._Element | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.running = default_config(self.hostname)
         self.candidate = copy.deepcopy(self.running)
+
+    def enable_startup(self) -> None:
+        """Keep a ``startup`` datastore and announce ``:startup`` (RFC 6241
+        s8.7), as netopeer2 does: written with copy-config, read with
+        get-config; the simulated device never reboots, so nothing reads it back."""
+        if self.startup is None:
+            self.startup = copy.deepcopy(self.running)
+            self.capabilities.append(STARTUP_CAPABILITY)
 
     def validate(self, config: etree._Element) -> None:
         for check in self.validators:
@@ -113,6 +124,8 @@ class Datastores:
             return self.running
         if name == "candidate":
             return self.candidate
+        if name == "startup" and self.startup is not None:
+            return self.startup
         raise RpcError("invalid-value", f"unsupported datastore {name}", error_type="protocol")
 
     def state(self) -> etree._Element:

@@ -158,6 +158,7 @@ APPLY_ONLY = {
     "netconf_server_callhome_state",
     "netconf_server_callhome_target",
     "netconf_server_callhome_lock",
+    "netconf_server_callhome_save",
     "netconf_server_callhome_yang_dir",
     "netconf_server_callhome_yanglint",
     "netconf_server_callhome_yang_keystore",

@@ -8,7 +8,7 @@ import pytest
 from lxml import etree
 
 from callhome_transport.protocol.framing import EOM, FrameDecoder, Framing, encode
-from callhome_transport.sim.datastore import Datastores, NetconfServerSession
+from callhome_transport.sim.datastore import STARTUP_CAPABILITY, Datastores, NetconfServerSession
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 SYS = "urn:ietf:params:xml:ns:yang:ietf-system"
@@ -170,3 +170,25 @@ def test_operation_without_namespace_is_taken_as_base(client: Client) -> None:
     reply = client.rpc('<get xmlns=""><filter type="subtree"><system xmlns="' + SYS + '"/></filter></get>')
     assert text(reply, ".//sys:hostname") == ["r1"]
     assert error_tag(client.rpc('<reboot-now xmlns="urn:other"/>')) == "operation-not-supported"
+
+
+def test_startup_datastore_only_when_enabled() -> None:
+    """RFC 6241 s8.7: copy-config running -> startup on a device with :startup; refused without it."""
+    plain = Client(Datastores(hostname="r1"))
+    reply = plain.rpc("<copy-config><target><startup/></target><source><running/></source></copy-config>")
+    assert error_tag(reply) == "invalid-value"
+
+    stores = Datastores(hostname="r2")
+    stores.enable_startup()
+    assert STARTUP_CAPABILITY in stores.capabilities
+    client = Client(stores)
+    edit = f'<interfaces xmlns="{IF}"><interface><name>eth1</name></interface></interfaces>'
+    client.rpc(f"<edit-config><target><running/></target><config>{edit}</config></edit-config>")
+    before = client.rpc("<get-config><source><startup/></source></get-config>")
+    assert text(before, ".//if:interface/if:name") == ["eth0"]
+    assert (
+        error_tag(client.rpc("<copy-config><target><startup/></target><source><running/></source></copy-config>"))
+        is None
+    )
+    after = client.rpc("<get-config><source><startup/></source></get-config>")
+    assert text(after, ".//if:interface/if:name") == ["eth0", "eth1"]
