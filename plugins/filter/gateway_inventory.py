@@ -14,9 +14,10 @@ description:
   - Turns the C(gateway_devices) and C(gateway_inventory_defaults) variables of the
     C(callhome.network.gateway) role into the gateway's inventory (the format of docs/inventory.md)
     plus the files that inventory points at. The role writes the files, then the inventory.
-  - V(ssh.password), V(ssh.private_key) and V(restconf.basic_auth.password) hold the secret itself
-    (from Ansible Vault). Each becomes a file under O(secrets_dir) (the role writes it 0600) and the
-    inventory names that file (C(password_file), C(private_key)); no secret is ever in the inventory.
+  - V(ssh.password), V(ssh.private_key), V(restconf.basic_auth.password) and V(outbound_ssh.secret) (a Junos
+    outbound-ssh stanza's secret) hold the secret itself (from Ansible Vault). Each becomes a file under
+    O(secrets_dir) (the role writes it 0600) and the inventory names that file (C(password_file),
+    C(private_key), C(secret_file)); no secret is ever in the inventory.
   - V(tls.issuers), V(tls.crls) and V(tls.pinned_certificates) hold PEM text. Each becomes a file
     under O(pki_dir) named by a digest of its content, so devices that share an issuer share one file.
   - Every other key passes through unchanged; the gateway's own parser checks the result.
@@ -127,6 +128,10 @@ class _Renderer:
             if "password" in auth:
                 path = posixpath.join(self.secrets_dir, owner + ".restconf.password")
                 auth["password_file"] = self._add(path, auth.pop("password"), True)
+        outbound = out.get("outbound_ssh")
+        if isinstance(outbound, dict) and "secret" in outbound:
+            path = posixpath.join(self.secrets_dir, owner + ".outbound_ssh.secret")
+            outbound["secret_file"] = self._add(path, outbound.pop("secret"), True)
         tls = out.get("tls")
         if isinstance(tls, dict):
             for key in _CERTIFICATE_LISTS:

@@ -104,6 +104,28 @@ def test_pem_text_becomes_one_file_per_distinct_certificate(tmp_path, dirs):
     assert inventory["SN-0004"].http_auth.password == "rc-pw"
 
 
+def test_outbound_ssh_secret_becomes_a_file_the_gateway_reads(tmp_path, dirs):
+    """A Junos outbound-ssh stanza's secret (the preamble's HMAC key) is a credential like a password."""
+    devices = {
+        "MX-0001": {
+            "ssh": {"host_keys": [_host_key()], "username": "netconf", "password": "pw"},
+            "outbound_ssh": {"device_id": "mx-0001", "secret": "hmac-s3cret"},
+        },
+        "MX-0002": {"ssh": {"host_keys": [_host_key()], "username": "netconf", "password": "pw"}, "outbound_ssh": {}},
+    }
+
+    rendered = gateway_inventory(devices, **dirs)
+
+    assert "hmac-s3cret" not in yaml.safe_dump(rendered["inventory"])
+    secret_file = dirs["secrets_dir"] + "/device.MX-0001.outbound_ssh.secret"
+    assert rendered["inventory"]["devices"]["MX-0001"]["outbound_ssh"] == {"device_id": "mx-0001", "secret_file": secret_file}
+    assert [f["secret"] for f in rendered["files"] if f["path"] == secret_file] == [True]
+    inventory = Inventory.from_file(_write(rendered, tmp_path))
+    assert inventory["MX-0001"].outbound_ssh.secret == "hmac-s3cret"
+    assert inventory["MX-0001"].outbound_ssh.device_id == "mx-0001"
+    assert inventory["MX-0002"].outbound_ssh.secret is None
+
+
 def test_other_keys_pass_through_and_the_output_is_stable(dirs):
     devices = {"B": {"ssh": {"host_keys": ["SHA256:abc"], "password_env": "PW"}}, "A": {}}
     first = gateway_inventory(devices, **dirs)
