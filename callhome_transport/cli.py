@@ -6,6 +6,7 @@ device from a terminal.
     callhome device NAME [--json]
     callhome wait NAME [--timeout 60]
     callhome rejected [--json]
+    callhome events [--json] [--follow] [--since ID] [--types T,...]   # docs/events.md
     callhome get-config NAME [--source running] [--filter XML]
     callhome terminal NAME                    # a shell on an SSH device (gateway terminal: true)
     callhome agent --config callhome.xml      # device side: call home for a local NETCONF server
@@ -27,7 +28,8 @@ from typing import Any
 from . import __version__
 from .addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from .errors import CallHomeError, DeviceNotConnectedError
-from .gateway.client import DEFAULT_RUN_DIR, GatewayClient
+from .events import parse_types
+from .gateway.client import DEFAULT_RUN_DIR, EventCursor, GatewayClient
 from .status import TABLE_COLUMNS, DeviceInfo
 
 
@@ -109,6 +111,59 @@ def _cmd_rejected(args: argparse.Namespace) -> int:
         ]
         print(_table(rows, ["WHEN", "PEER", "REASON", "DEVICE", "FINGERPRINT", "DETAIL"]))
     return 0
+
+
+def _event_summary(e: dict[str, Any]) -> str:
+    """One line of ``callhome events``: what happened, for a person."""
+    kind = e.get("type")
+    if kind == "device-connected":
+        how = "first call" if e.get("first_call") else f"reconnect {e.get('reconnects')}"
+        return f"from {e.get('peer_address')} over {e.get('transport')} ({how}) {e.get('identity')}"
+    if kind == "device-disconnected":
+        return f"{e.get('reason')}"
+    if kind in ("device-rejected", "device-auth-failed"):
+        parts = [e.get("reason", "auth-failed"), f"from {e.get('peer_address')} over {e.get('transport')}"]
+        parts += [str(e[k]) for k in ("fingerprint", "detail") if e.get(k)]
+        return " ".join(parts)
+    if kind == "source-blocked":
+        return f"{e.get('source')} for {e.get('seconds'):g} s"
+    if kind == "device-blocked":
+        return f"for {e.get('seconds'):g} s"
+    if kind == "local-session-opened":
+        return f"{e.get('endpoint')} session {e.get('session')}"
+    if kind == "local-session-closed":
+        return f"{e.get('endpoint')} session {e.get('session')} after {e.get('seconds'):g} s"
+    if kind == "events-dropped":
+        return f"missed {e.get('missed')} events after id {e.get('after')} (overwritten); from id {e.get('oldest')} on"
+    if kind == "gateway-restarted":
+        return "new gateway process: its events from the start"
+    return json.dumps({k: v for k, v in e.items() if k not in ("id", "type", "time", "device")})
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    ident = str(e["id"]) if "id" in e else "-"
+    return (
+        f"{ident:>7}  {_when(e.get('time'))}  {e.get('type', '?'):<21} {e.get('device') or '-':<16} {_event_summary(e)}"
+    )
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    try:
+        types = sorted(parse_types(args.types or []) or ())
+    except ValueError as exc:
+        print(f"callhome: --types: {exc}", file=sys.stderr)
+        return 1
+    client = _client(args)
+    cursor = EventCursor(since=args.since)
+    start_wait: float | None = None
+    while True:
+        for event in client.events(cursor, types=types, follow=args.follow, start_wait=start_wait):
+            print(json.dumps(event) if args.json else _event_line(event), flush=args.follow)
+        if not args.follow:
+            return 0
+        # the gateway stopped (or the connection broke): wait for it, and resume after the last event
+        print("callhome: the gateway's event stream ended; waiting for the gateway (Ctrl-C quits)", file=sys.stderr)
+        start_wait = 365 * 86400.0
 
 
 def _cmd_get_config(args: argparse.Namespace) -> int:
@@ -368,6 +423,29 @@ def build_parser() -> argparse.ArgumentParser:
     rejected = command("rejected", "recent refused call-home attempts, with what is needed to onboard them")
     rejected.add_argument("--json", action="store_true", help="JSON instead of a table")
     rejected.set_defaults(func=_cmd_rejected)
+
+    events = command(
+        "events",
+        "the gateway's events: devices connected, disconnected, rejected, blocked; local sessions (docs/events.md)",
+    )
+    events.add_argument("--json", action="store_true", help="one JSON object per line (NDJSON) instead of text")
+    events.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="wait for new events after the ones held (Ctrl-C quits); resumes after a gateway restart",
+    )
+    events.add_argument(
+        "--since", type=int, metavar="ID", help="only events after this id (default: every event the gateway holds)"
+    )
+    events.add_argument(
+        "--types",
+        action="append",
+        metavar="TYPE[,TYPE...]",
+        help="only these types: device-connected, device-disconnected, device-rejected, device-auth-failed, "
+        "source-blocked, device-blocked, local-session-opened, local-session-closed",
+    )
+    events.set_defaults(func=_cmd_events)
 
     get_config = command(
         "get-config",

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["DeviceInfo", "DeviceState", "DeviceStatus", "RefusalReason"]
+__all__ = ["BlockKind", "DeviceInfo", "DeviceState", "DeviceStatus", "RefusalReason"]
 
 
 class DeviceState(enum.StrEnum):
@@ -65,6 +65,13 @@ class RefusalReason(enum.StrEnum):
     UNKNOWN_DEVICE_ID = "unknown-device-id"
     HMAC_MISMATCH = "hmac-mismatch"
     HOST_KEY_MISMATCH = "host-key-mismatch"
+
+
+class BlockKind(enum.StrEnum):
+    """What admission blocked after repeated failures (gateway.md, admission)."""
+
+    SOURCE = "source"  # a source address, after repeated failed handshakes
+    DEVICE = "device"  # an identified device, after repeated authentication failures
 
 
 HANDED_OVER = "handed over"  # the close reason of a connection given to its user whole (direct RESTCONF)

@@ -17,10 +17,11 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from ncclient import NCClientError
 from ncclient import manager as nc_manager
@@ -37,7 +38,7 @@ from ..errors import (
 from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 from ..status import DeviceInfo
 
-__all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "GatewayClient", "UnixHTTPConnection", "connect"]
+__all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "EventCursor", "GatewayClient", "UnixHTTPConnection", "connect"]
 
 DEFAULT_RUN_DIR = "/run/callhome"
 
@@ -58,6 +59,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+@dataclass
+class EventCursor:
+    """Where a consumer of ``GET /events`` is: the last event id it was given
+    and the gateway process (``epoch``) that id came from.
+    :meth:`GatewayClient.events` moves it; pass it again to resume."""
+
+    since: int | None = None
+    epoch: str | None = None
 
 
 # how often a client looks again for a gateway that is starting
@@ -90,17 +101,16 @@ class GatewayClient:
 
     # -- control API ------------------------------------------------------------------------
 
-    def get(self, path: str, timeout: float | None = None, *, start_wait: float | None = None) -> tuple[int, Any]:
-        """GET ``path`` on the control socket; the status and the decoded body
-        (JSON when the gateway sent JSON, else text).  Waits up to
-        ``start_wait`` (default: the client's) for the gateway to start."""
+    def _connect(self, timeout: float | None, start_wait: float | None) -> UnixHTTPConnection:
+        """A connection to the control socket, waiting up to ``start_wait``
+        (default: the client's) for the gateway to start."""
         sock_path = str(self.control_socket)
         deadline = time.monotonic() + (self.start_wait if start_wait is None else start_wait)
         while True:
             conn = UnixHTTPConnection(sock_path, self.timeout if timeout is None else timeout)
             try:
                 conn.connect()
-                break
+                return conn
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 conn.close()
                 if time.monotonic() >= deadline:
@@ -116,6 +126,13 @@ class GatewayClient:
             except OSError as exc:
                 conn.close()
                 raise GatewayUnavailableError(socket_path=sock_path, reason=str(exc) or type(exc).__name__) from exc
+
+    def get(self, path: str, timeout: float | None = None, *, start_wait: float | None = None) -> tuple[int, Any]:
+        """GET ``path`` on the control socket; the status and the decoded body
+        (JSON when the gateway sent JSON, else text).  Waits up to
+        ``start_wait`` (default: the client's) for the gateway to start."""
+        sock_path = str(self.control_socket)
+        conn = self._connect(timeout, start_wait)
         try:
             conn.request("GET", path)
             response = conn.getresponse()
@@ -185,6 +202,77 @@ class GatewayClient:
         if status != 200:
             raise GatewayRequestError(status=status, path="/rejected", detail=str(body))
         return list(body)
+
+    def events(
+        self,
+        cursor: EventCursor | None = None,
+        *,
+        types: Sequence[str] = (),
+        follow: bool = False,
+        start_wait: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The gateway's events (``GET /events``, docs/events.md), one dict per
+        NDJSON line: events (with an ``id``) and notices for this stream
+        (``events-dropped``, ``gateway-restarted``: no ``id``).
+
+        From ``cursor`` (default: every event the gateway holds), which is
+        moved past each event yielded, so that the same cursor resumes after a
+        lost connection or a gateway restart.  ``types`` keeps only those
+        event types.  Without ``follow`` the iterator ends at the newest event
+        held when it started; with it, it waits for new events (no timeout)
+        and ends when the gateway stops or the connection is lost."""
+        cursor = cursor if cursor is not None else EventCursor()
+        query: dict[str, str] = {"follow": "true" if follow else "false"}
+        if cursor.since is not None:
+            query["since"] = str(cursor.since)
+        if cursor.epoch is not None:
+            query["epoch"] = cursor.epoch
+        if types:
+            query["types"] = ",".join(types)
+        path = "/events?" + urlencode(query)
+        sock_path = str(self.control_socket)
+        conn = self._connect(None if follow else self.timeout, start_wait)
+        try:
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise GatewayUnavailableError(socket_path=sock_path, reason=str(exc) or type(exc).__name__) from exc
+            if response.status != 200:
+                body = response.read().decode(errors="replace")
+                try:
+                    detail = str(json.loads(body).get("error", body))
+                except (ValueError, AttributeError):
+                    detail = body
+                raise GatewayRequestError(status=response.status, path=path, detail=detail)
+            # the answer's epoch is adopted with its first line: if the gateway
+            # restarted, that line says so, and the old id must not be resumed
+            # under the new epoch should the connection drop before it is read
+            epoch = response.getheader("Callhome-Events-Epoch") or cursor.epoch
+            adopted = False
+            while True:
+                try:
+                    line = response.readline()
+                except (OSError, http.client.HTTPException):
+                    return  # the gateway went away mid-stream: the cursor says where to resume
+                if not line:
+                    if not adopted:
+                        cursor.epoch = epoch
+                    return
+                try:
+                    item = json.loads(line)
+                except ValueError as exc:
+                    raise GatewayUnavailableError(socket_path=sock_path, reason=f"invalid event line {line!r}") from exc
+                if not adopted:
+                    adopted = True
+                    cursor.epoch = epoch
+                if item.get("type") == "gateway-restarted":
+                    cursor.since, cursor.epoch = 0, item.get("epoch", epoch)
+                elif isinstance(item.get("id"), int):
+                    cursor.since = item["id"]
+                yield item
+        finally:
+            conn.close()
 
     def metrics(self) -> str:
         status, body = self.get("/metrics")

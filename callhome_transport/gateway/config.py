@@ -29,6 +29,9 @@
       penalties: {unknown_key: 1, garbage: 2, grace_timeout: 1, auth_failed: 1}
       exempt: []                    # CIDRs never blocked
       max_tracked_sources: 65536
+    events:                         # GET /events (docs/events.md)
+      buffer: 10000                 # events held for consumers that reconnect (?since=ID)
+      max_followers: 32             # event streams open at once
 
 A bad file fails at start with the file, the key path and what was expected
 (:class:`~callhome_transport.errors.InventoryError`, shared with the inventory).
@@ -68,6 +71,7 @@ _TOP = (
     "ssh",
     "admission",
     "outbound_ssh",
+    "events",
 )
 
 
@@ -90,6 +94,8 @@ class GatewayConfig:
     tls: TLSClientConfig | None = None
     ssh: SSHClientConfig = field(default_factory=SSHClientConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    events_buffer: int = 10_000  # events held for GET /events?since=ID
+    events_max_followers: int = 32  # GET /events streams open at once
 
     def endpoint_kinds(self, device: Device) -> tuple[str, ...]:
         """The local endpoints the gateway opens for ``device``:
@@ -231,6 +237,12 @@ class _Parser:
         except ValueError as exc:
             raise self.fail("admission", str(exc)) from None
 
+    def whole(self, value: Any, key: str, default: int, minimum: int) -> int:
+        number = self.number(value, key, default)
+        if number != int(number) or number < minimum:
+            raise self.fail(key, f"a whole number >= {minimum}")
+        return int(number)
+
     def parse(self, data: Any) -> GatewayConfig:
         top = self.section(data, "", _TOP)
         inventory = self.file(top.get("inventory"), "inventory")
@@ -298,6 +310,7 @@ class _Parser:
             )
         except ValueError as exc:
             raise self.fail("outbound_ssh.preamble_timeout", str(exc)) from None
+        events = self.section(top.get("events"), "events", ("buffer", "max_followers"))
         return GatewayConfig(
             source=self.path,
             hello_timeout=hello_timeout,
@@ -320,4 +333,6 @@ class _Parser:
             tls=tls,
             ssh=ssh,
             admission=admission,
+            events_buffer=self.whole(events.get("buffer"), "events.buffer", 10_000, 1),
+            events_max_followers=self.whole(events.get("max_followers"), "events.max_followers", 32, 0),
         )

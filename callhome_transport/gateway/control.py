@@ -11,6 +11,9 @@ service serves it over HTTP, the tests call :func:`handle` with a fake view
                               (``?timeout=`` seconds, 0..86400, default 60;
                               504 after it, 502 with the refusal if the
                               device called during the wait and was refused)
+``GET /events``               the gateway's events as NDJSON (``?since=``,
+                              ``epoch=``, ``types=``, ``follow=``;
+                              docs/events.md)
 ``GET /rejected``             the recent refused attempts
 ``GET /blocked``              the source addresses blocked now
 ``GET /metrics``              Prometheus text format
@@ -50,6 +53,10 @@ class ControlView(Protocol):
         :class:`DeviceNotConnectedError` or the device's refusal."""
         ...
 
+    def events(self, query: Mapping[str, list[str]], client_gone: Callable[[], bool]) -> Response:
+        """``GET /events`` (:class:`~callhome_transport.gateway.events_api.EventsAPI`)."""
+        ...
+
     def rejected(self) -> list[dict[str, Any]]: ...
 
     def blocked(self) -> Any: ...
@@ -75,6 +82,7 @@ class Call:
 
     params: Mapping[str, str]
     query: Mapping[str, list[str]]
+    client_gone: Callable[[], bool] = lambda: False  # whether the client has hung up
 
 
 Handler = Callable[[ControlView, Call], Awaitable[Response]]
@@ -119,6 +127,10 @@ async def _wait(view: ControlView, call: Call) -> Response:
     return json_response(200, record.as_dict()) if record is not None else _no_device(name)
 
 
+async def _events(view: ControlView, call: Call) -> Response:
+    return view.events(call.query, call.client_gone)
+
+
 async def _rejected(view: ControlView, call: Call) -> Response:
     return json_response(200, view.rejected())
 
@@ -136,6 +148,7 @@ ROUTES: tuple[tuple[tuple[str, ...], Handler], ...] = (
     (("devices",), _devices),
     (("devices", "{name}"), _device),
     (("devices", "{name}", "wait"), _wait),
+    (("events",), _events),
     (("rejected",), _rejected),
     (("blocked",), _blocked),
     (("metrics",), _metrics),
@@ -163,5 +176,6 @@ async def handle(view: ControlView, request: Request) -> Response:
     for pattern, handler in ROUTES:
         params = _match(pattern, path)
         if params is not None:
-            return await handler(view, Call(params=params, query=parse_qs(parts.query)))
+            call = Call(params=params, query=parse_qs(parts.query), client_gone=request.client_gone)
+            return await handler(view, call)
     return json_response(404, {"error": f"no such resource {parts.path}"})

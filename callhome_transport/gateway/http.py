@@ -43,6 +43,7 @@ class Response:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None  # instead of body, for large responses
     done: Callable[[], Awaitable[None]] | None = None  # after the body was sent
+    send_timeout: float | None = None  # stream: a client that reads nothing this long is cut off
 
 
 def json_response(status: int, data: Any) -> Response:
@@ -116,7 +117,10 @@ async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 if response.stream is not None:
                     async for chunk in response.stream:
                         writer.write(conn.send(h11.Data(data=chunk)))
-                        await writer.drain()
+                        try:
+                            await asyncio.wait_for(writer.drain(), response.send_timeout)
+                        except TimeoutError:
+                            raise ConnectionError("the client stopped reading") from None
                 elif response.body:
                     writer.write(conn.send(h11.Data(data=response.body)))
                 writer.write(conn.send(h11.EndOfMessage()))

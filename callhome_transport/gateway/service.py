@@ -40,7 +40,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from ..errors import (
     ClientHelloError,
     EndpointError,
 )
+from ..events import EventLog, RegistryFeed
 from ..identity.inventory import Device, Inventory, Transport
 from ..server.core import AsyncCallHomeServer, PreparedInventory
 from ..server.registry import DeviceConnected, DeviceDisconnected, RejectedAttempt
@@ -58,7 +59,8 @@ from ..status import DeviceInfo
 from . import control
 from .config import GatewayConfig
 from .endpoints import UnixEndpoint
-from .http import serve_http
+from .events_api import EventsAPI
+from .http import Response, serve_http
 from .readiness import remove_ready_file, sd_notify, write_ready_file
 from .reload import DeviceEndpoints, ReloadPlan, plan_reload
 from .restconf_relay import DeviceHTTP
@@ -71,9 +73,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _LocalUse:
-    """What the gateway adds to a device's registry status: its local sessions."""
+    """What the gateway adds to a device's registry status: why its last local
+    session failed (the registry counts the open ones)."""
 
-    sessions: int = 0
     last_error: str | None = None  # why the last local session failed (the client only saw a close)
     last_error_at: float | None = None
 
@@ -94,6 +96,8 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self._reload_queued = False
         self._reload_tasks: set[asyncio.Task[bool]] = set()
+        self.event_log = EventLog(config.events_buffer)  # GET /events (docs/events.md), fed by the registry
+        self._events_api = EventsAPI(self.event_log, max_followers=config.events_max_followers)
         self.server = self._make_server(self.inventory)
 
     def _make_server(self, inventory: Inventory) -> AsyncCallHomeServer:
@@ -118,10 +122,11 @@ class Gateway:
         server.metrics.gauge(
             "callhome_local_sessions",
             "Local sessions open now",
-            lambda: {(): float(sum(use.sessions for use in self.local.values()))},
+            lambda: {(): float(server.registry.local_sessions())},
         )
         server.registry.on_connected(self._on_connect)
         server.registry.on_disconnected(self._on_disconnect)
+        server.registry.add_observer(RegistryFeed(self.event_log))
         return server
 
     # -- lifecycle ------------------------------------------------------------------
@@ -190,6 +195,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.event_log.close()  # event streams end
         sd_notify("STOPPING=1")
         if self.ready_file is not None:
             remove_ready_file(self.ready_file)
@@ -424,18 +430,14 @@ class Gateway:
                 self._local_session_failed(device, exc)
                 local.close()
                 return
-            use = self.local.get(device)
-            if use is not None:
-                use.sessions += 1
             try:
-                try:
-                    # the device's hello replayed, the client's answered here
-                    await self.server.lend_to_local(session, local)
-                except ClientHelloError as exc:
-                    self._local_session_failed(device, exc)
-                    return
-                self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
-                self.touch(device)
+                # the device's hello replayed, the client's answered here
+                await self.server.lend_to_local(session, local)
+            except ClientHelloError as exc:
+                self._local_session_failed(device, exc)
+                return
+            self.server.metrics.inc("callhome_local_sessions_total", endpoint="netconf")
+            with self.server.registry.local_session(device, "netconf"):
                 log.info(
                     "device=%s peer=%s event=local-session-opened session-id=%s",
                     device,
@@ -444,9 +446,6 @@ class Gateway:
                 )
                 await asyncio.shield(session.stream.closed)
                 log.info("device=%s event=local-session-closed session-id=%s", device, session.session_id)
-            finally:
-                if use is not None:
-                    use.sessions -= 1
 
         return handle
 
@@ -465,16 +464,9 @@ class Gateway:
     def _restconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
         async def handle(local: socket.socket) -> None:
             reader, writer = await asyncio.open_connection(sock=local)
-            use = self.local.get(device)
             self.server.metrics.inc("callhome_local_sessions_total", endpoint="restconf")
-            if use is not None:
-                use.sessions += 1
-            try:
-                http = self._device_http[device]
-                await serve_http(reader, writer, http.relay)
-            finally:
-                if use is not None:
-                    use.sessions -= 1
+            with self.server.registry.local_session(device, "restconf"):
+                await serve_http(reader, writer, self._device_http[device].relay)
 
         return handle
 
@@ -490,7 +482,7 @@ class Gateway:
             self.server.registry.status(name),
             name=name,
             transport=device.transport.value if device is not None else "-",
-            local_sessions=use.sessions,
+            local_sessions=self.server.registry.local_sessions(name),
             one_session_at_a_time=self.server.traits(name).one_at_a_time,
             session_held=self.server.session_held(name),
             last_session_error=use.last_error,
@@ -517,6 +509,9 @@ class Gateway:
 
     def metrics(self) -> str:
         return self.server.metrics.render()
+
+    def events(self, query: Mapping[str, list[str]], client_gone: Callable[[], bool]) -> Response:
+        return self._events_api.request(query, client_gone)
 
 
 def _rejected_dict(r: RejectedAttempt) -> dict[str, Any]:

@@ -82,6 +82,7 @@ async def serve_terminal(server: AsyncCallHomeServer, device: str, wait: float, 
     server.metrics.inc("callhome_local_sessions_total", endpoint="terminal")
     log.info("device=%s peer=%s event=terminal-opened term=%s", device, format_peer(conn.peer_address), term.type)
     try:
-        await asyncio.shield(relay.closed)  # the relay closes when either side does
+        with server.registry.local_session(device, "terminal"):
+            await asyncio.shield(relay.closed)  # the relay closes when either side does
     finally:
         log.info("device=%s event=terminal-closed", device)

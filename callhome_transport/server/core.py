@@ -41,7 +41,7 @@ from ..identity.trust import InventoryTrust, Trust
 from ..metrics import Metrics
 from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES
 from ..protocol.session import DeviceSession, DeviceTraits, greet_local
-from ..status import RefusalReason
+from ..status import BlockKind, RefusalReason
 from ..transports.contract import Acceptor, DeviceConnection
 from ..transports.listener import Listener
 from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHAcceptor, OutboundSSHConfig
@@ -531,6 +531,7 @@ class AsyncCallHomeServer:
             transport=transport,
             error=exc if refusal.ends_wait else None,
             device_id=refusal.device_id,
+            certificate_subject=refusal.certificate_subject,
         )
 
     def _hold(self, conn: DeviceConnection) -> bool:
@@ -575,11 +576,26 @@ class AsyncCallHomeServer:
         transport: str,
         error: CallHomeError | None = None,
         device_id: str | None = None,
+        certificate_subject: str | None = None,
     ) -> None:
         """Record a refused attempt.  ``error``: the refusal of an identified
         device (authentication failed, certificate refused): a caller waiting
         for that device gets it instead of "did not call home"."""
         self.metrics.inc("callhome_handshakes_total", transport=transport, result=reason.value)
+        attempt = RejectedAttempt(
+            peer_address=peer,
+            reason=reason,
+            fingerprint=fingerprint,
+            key_type=key_type,
+            device=device,
+            at=time.time(),
+            detail=detail,
+            device_id=device_id,
+            transport=transport,
+            certificate_subject=certificate_subject,
+        )
+        self.registry.reject(attempt, error)
+        # charged once the registry has the refusal, so a block it starts follows it
         kind = _PENALTY_OF.get(reason, FailureKind.GARBAGE)
         if kind is FailureKind.AUTH_FAILED and device is not None:
             # an identified device: charged to it, not to an address it may share behind NAT
@@ -592,19 +608,9 @@ class AsyncCallHomeServer:
                     device,
                     self.admission.config.block_seconds,
                 )
+                self.registry.block(BlockKind.DEVICE, device, self.admission.config.block_seconds)
         elif kind is not None:
             self._charge(peer, kind)
-        attempt = RejectedAttempt(
-            peer_address=peer,
-            reason=reason,
-            fingerprint=fingerprint,
-            key_type=key_type,
-            device=device,
-            at=time.time(),
-            detail=detail,
-            device_id=device_id,
-        )
-        self.registry.reject(attempt, error)
 
     def _charge(self, peer: PeerAddress, kind: FailureKind) -> None:
         if self.admission.failed(peer[0], kind):
@@ -616,6 +622,7 @@ class AsyncCallHomeServer:
                 self.admission.config.failures_before_block,
                 self.admission.config.failure_window,
             )
+            self.registry.block(BlockKind.SOURCE, peer[0], self.admission.config.block_seconds)
 
     # -- the caller's side --------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class Refusal:
     device: str | None = None
     detail: str = ""
     device_id: str | None = None
+    certificate_subject: str | None = None
     ends_wait: bool = False  # a caller waiting for the device gets the error
     log_format: str = "peer=%(peer)s %(error)s"
 
@@ -108,6 +109,7 @@ def refusal_of(exc: CallHomeError) -> Refusal:
         device=getattr(exc, "device", None) if kind.identified else None,
         detail=detail,
         device_id=device_id,
+        certificate_subject=getattr(exc, "subject", None) or None,  # TLS: the certificate refused
         ends_wait=kind.ends_wait,
         log_format=kind.log_format,
     )

@@ -10,10 +10,11 @@ device's previous one; pooled ones (TLS, RESTCONF: one session per
 connection) are kept side by side and handed out while unused.
 
 Observers (:class:`RegistryObserver`) are the seam for what builds on device
-arrival: the gateway's log lines, an event stream, a registry shared between
-gateways.  Each gets every :class:`DeviceConnected`, :class:`DeviceDisconnected`
-and :class:`RejectedAttempt`, on the event loop, after the registry changed;
-it must not block.
+arrival: the gateway's log lines, its event stream (``GET /events``,
+:class:`callhome_transport.events.RegistryFeed`), a registry shared between
+gateways.  Each gets every :class:`DeviceConnected`, :class:`DeviceDisconnected`,
+:class:`RejectedAttempt`, :class:`Blocked` and :class:`LocalSession` (opened,
+then closed), on the event loop, after the registry changed; it must not block.
 """
 
 from __future__ import annotations
@@ -21,21 +22,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ..addresses import PeerAddress, format_peer
 from ..errors import CallHomeError, DeviceNotConnectedError, UnknownDeviceNameError, refused_while_waiting
 from ..identity.inventory import Transport
-from ..status import DeviceState, DeviceStatus, RefusalReason
+from ..status import BlockKind, DeviceState, DeviceStatus, RefusalReason
 from ..transports.contract import DeviceConnection
 
 __all__ = [
+    "Blocked",
     "DeviceConnected",
     "DeviceDisconnected",
+    "LocalSession",
     "Registry",
     "RegistryObserver",
     "RejectedAttempt",
@@ -57,6 +62,7 @@ class DeviceConnected:
     certificate_subject: str | None = None  # TLS devices
     certificate_serial: str | None = None  # TLS devices
     heartbeat_negotiated: bool | None = None  # strict C4 TLS devices: did the device accept heartbeats
+    reconnects: int = 0  # the device's calls before this one (0: its first since it joined the registry)
 
     @classmethod
     def of(cls, conn: DeviceConnection) -> DeviceConnected:
@@ -80,6 +86,9 @@ class DeviceDisconnected:
     at: float
     state: DeviceState  # the device's state after it (connected while another call is usable)
     state_changed: bool  # False: another call is still usable, or the connection was handed over
+    transport: Transport  # of the connection that ended
+    peer_address: PeerAddress
+    connected_at: float  # when that connection was authenticated
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +104,31 @@ class RejectedAttempt:
     at: float
     detail: str = ""  # e.g. why a certificate was refused, with its subject, issuer and serial
     device_id: str | None = None  # Junos outbound-ssh: the DEVICE-ID the device sent
+    transport: str = ""  # the listener: ssh, tls, restconf, tls-strict, outbound-ssh
+    certificate_subject: str | None = None  # TLS: the subject of the certificate refused
+
+
+@dataclass(frozen=True, kw_only=True)
+class Blocked:
+    """Admission started refusing a source address or a device."""
+
+    kind: BlockKind
+    key: str  # the source address, or the device's name
+    seconds: float  # how long the block lasts
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalSession:
+    """A local client's session on a device (a NETCONF session, a terminal, a
+    RESTCONF connection on the gateway's endpoints): observers get it when it
+    opens (``closed_at`` None) and again when it closes."""
+
+    device: str
+    endpoint: str  # netconf, terminal, restconf
+    session: int  # unique within the registry: pairs the opening with the closing
+    opened_at: float
+    closed_at: float | None = None
 
 
 class RegistryObserver(Protocol):
@@ -106,12 +140,18 @@ class RegistryObserver(Protocol):
 
     def rejected(self, attempt: RejectedAttempt) -> None: ...
 
+    def blocked(self, block: Blocked) -> None: ...
+
+    def local_session(self, session: LocalSession) -> None: ...
+
 
 @dataclass
 class _Observers:
     connected: list[Callable[[DeviceConnected], None]] = field(default_factory=list)
     disconnected: list[Callable[[DeviceDisconnected], None]] = field(default_factory=list)
     rejected: list[Callable[[RejectedAttempt], None]] = field(default_factory=list)
+    blocked: list[Callable[[Blocked], None]] = field(default_factory=list)
+    local_session: list[Callable[[LocalSession], None]] = field(default_factory=list)
 
 
 class Registry:
@@ -138,6 +178,8 @@ class Registry:
         self._watchers: set[asyncio.Task[None]] = set()
         self._observers = _Observers()
         self.rejected: collections.deque[RejectedAttempt] = collections.deque(maxlen=history)
+        self._local: dict[str, int] = {}  # local sessions open now, by device
+        self._session_ids = itertools.count(1)
         # the last refusal of each device since it last connected: (time.time(), error)
         self._refusals: dict[str, tuple[float, CallHomeError]] = {}
 
@@ -147,6 +189,8 @@ class Registry:
         self.on_connected(observer.connected)
         self.on_disconnected(observer.disconnected)
         self.on_rejected(observer.rejected)
+        self.on_blocked(observer.blocked)
+        self.on_local_session(observer.local_session)
 
     def on_connected(self, callback: Callable[[DeviceConnected], None]) -> None:
         self._observers.connected.append(callback)
@@ -156,6 +200,12 @@ class Registry:
 
     def on_rejected(self, callback: Callable[[RejectedAttempt], None]) -> None:
         self._observers.rejected.append(callback)
+
+    def on_blocked(self, callback: Callable[[Blocked], None]) -> None:
+        self._observers.blocked.append(callback)
+
+    def on_local_session(self, callback: Callable[[LocalSession], None]) -> None:
+        self._observers.local_session.append(callback)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -174,11 +224,13 @@ class Registry:
                 old.close()
         self._refusals.pop(device, None)
         event = DeviceConnected.of(conn)
-        self.status(device).on_connected(
+        status = self.status(device)
+        status.on_connected(
             peer_address=format_peer(conn.peer_address),
             identity=event.certificate_subject or conn.fingerprint,
             at=conn.connected_at,
         )
+        event = dataclasses.replace(event, reconnects=status.reconnects)
         self._signal(device)
         watcher = asyncio.get_running_loop().create_task(self._watch(conn))
         self._watchers.add(watcher)
@@ -197,7 +249,14 @@ class Registry:
         status = self.status(conn.device)
         changed = status.on_ended(reason, still_connected=self.current(conn.device) is not None)
         event = DeviceDisconnected(
-            device=conn.device, reason=reason, at=time.time(), state=status.state, state_changed=changed
+            device=conn.device,
+            reason=reason,
+            at=time.time(),
+            state=status.state,
+            state_changed=changed,
+            transport=conn.transport,
+            peer_address=conn.peer_address,
+            connected_at=conn.connected_at,
         )
         _emit(self._observers.disconnected, event, f"disconnect callback failed for device {conn.device}")
 
@@ -306,6 +365,41 @@ class Registry:
     def forget_refusals(self) -> None:
         """Refusals made with keys, certificates or credentials no longer in use."""
         self._refusals.clear()
+
+    def block(self, kind: BlockKind, key: str, seconds: float) -> None:
+        """Admission started a block (the server calls it after the refusal
+        that started it, so observers see that refusal first)."""
+        _emit(
+            self._observers.blocked,
+            Blocked(kind=kind, key=key, seconds=seconds, at=time.time()),
+            "block callback failed",
+        )
+
+    # -- local sessions ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def local_session(self, device: str, endpoint: str) -> Iterator[LocalSession]:
+        """A local client's session on ``device`` while the block runs:
+        counted in :meth:`local_sessions`, the device touched, observers told
+        when it opens and when it closes."""
+        opened = LocalSession(device=device, endpoint=endpoint, session=next(self._session_ids), opened_at=time.time())
+        self._local[device] = self._local.get(device, 0) + 1
+        self.touch(device, opened.opened_at)
+        _emit(self._observers.local_session, opened, f"local session callback failed for device {device}")
+        try:
+            yield opened
+        finally:
+            left = self._local[device] - 1
+            if left:
+                self._local[device] = left
+            else:
+                del self._local[device]
+            closed = dataclasses.replace(opened, closed_at=time.time())
+            _emit(self._observers.local_session, closed, f"local session callback failed for device {device}")
+
+    def local_sessions(self, device: str | None = None) -> int:
+        """Local sessions open now on ``device`` (None: on every device)."""
+        return sum(self._local.values()) if device is None else self._local.get(device, 0)
 
 
 _E = TypeVar("_E")

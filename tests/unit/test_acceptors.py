@@ -129,5 +129,8 @@ def test_refusal_data() -> None:
         "",
     )
     assert refusal_of(CertificateRejectedError(peer_address=PEER, reason="x")).key_type == "x509"
+    revoked = refusal_of(RevokedCertificateError(peer_address=PEER, reason="revoked", subject="CN=R1", serial="7"))
+    assert revoked.certificate_subject == "CN=R1"  # the device-rejected event says whose certificate it was
+    assert unknown.certificate_subject is None
     hmac = refusal_of(PreambleHMACError(peer_address=PEER, device_id="mx1", device="MX1", detail="wrong"))
     assert (hmac.device, hmac.device_id, hmac.detail) == ("MX1", "mx1", "DEVICE-ID mx1: wrong")

@@ -71,3 +71,20 @@ def test_a_run_dir_too_long_for_control_sock_is_refused(tmp_path: Path) -> None:
         GatewayConfig.from_file(write_config(tmp_path, f"inventory: devices.yml\nrun_dir: {run_dir}\n"))
     assert info.value.key_path == "run_dir"
     assert "control.sock is" in info.value.expected
+
+
+def test_events_section(tmp_path: Path) -> None:
+    config = GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\n"))
+    assert (config.events_buffer, config.events_max_followers) == (10_000, 32)
+    path = write_config(tmp_path, "inventory: devices.yml\nevents: {buffer: 500, max_followers: 0}\n")
+    config = GatewayConfig.from_file(path)
+    assert (config.events_buffer, config.events_max_followers) == (500, 0)
+    for text, key, expected in (
+        ("events: {buffer: 0}", "events.buffer", "a whole number >= 1"),
+        ("events: {buffer: 2.5}", "events.buffer", "a whole number >= 1"),
+        ("events: {max_followers: -1}", "events.max_followers", "a non-negative number"),
+        ("events: {size: 3}", "events.size", "one of the keys buffer, max_followers"),
+    ):
+        with pytest.raises(InventoryError) as info:
+            GatewayConfig.from_file(write_config(tmp_path, f"inventory: devices.yml\n{text}\n"))
+        assert (info.value.key_path, info.value.expected) == (key, expected)

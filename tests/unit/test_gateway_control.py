@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -45,6 +45,10 @@ class FakeView:
     def metrics(self) -> str:
         return "callhome_connected_devices 1\n"
 
+    def events(self, query: Mapping[str, list[str]], client_gone: Callable[[], bool]) -> Response:
+        self.events_asked = (dict(query), client_gone())
+        return Response(200, [("Content-Type", "application/x-ndjson")], b'{"id":1}\n')
+
 
 def get(view: FakeView, target: str, method: str = "GET") -> tuple[int, Any]:
     response: Response = asyncio.run(handle(view, Request(method=method, target=target, headers=[], body=b"")))
@@ -58,6 +62,7 @@ def test_every_route_is_in_the_table() -> None:
         ("devices",),
         ("devices", "{name}"),
         ("devices", "{name}", "wait"),
+        ("events",),
         ("rejected",),
         ("blocked",),
         ("metrics",),
@@ -110,3 +115,12 @@ def test_rejected_blocked_metrics_and_errors() -> None:
     assert get(view, "/metrics") == (200, "callhome_connected_devices 1\n")
     assert get(view, "/devices", method="POST") == (405, {"error": "only GET"})
     assert get(view, "/nothing/here")[0] == 404
+
+
+def test_events_get_the_query_and_whether_the_client_left() -> None:
+    view = FakeView()
+    target = "/events?since=4&types=device-connected"
+    request = Request(method="GET", target=target, headers=[], body=b"", client_gone=lambda: True)
+    response = asyncio.run(handle(view, request))
+    assert (response.status, response.body) == (200, b'{"id":1}\n')
+    assert view.events_asked == ({"since": ["4"], "types": ["device-connected"]}, True)

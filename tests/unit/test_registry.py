@@ -16,12 +16,14 @@ from callhome_transport.errors import (
 )
 from callhome_transport.identity.inventory import Transport
 from callhome_transport.server.registry import (
+    Blocked,
     DeviceConnected,
     DeviceDisconnected,
+    LocalSession,
     Registry,
     RejectedAttempt,
 )
-from callhome_transport.status import DeviceState, RefusalReason
+from callhome_transport.status import BlockKind, DeviceState, RefusalReason
 from callhome_transport.transports.contract import ConnectionBase, DeviceConnection, Handshake
 
 PEER = ("192.0.2.7", 50000)
@@ -68,6 +70,12 @@ class Recorder:
 
     def rejected(self, attempt: RejectedAttempt) -> None:
         self.events.append(attempt)
+
+    def blocked(self, block: Blocked) -> None:
+        self.events.append(block)
+
+    def local_session(self, session: LocalSession) -> None:
+        self.events.append(session)
 
 
 def make_registry(*names: str) -> tuple[Registry, Recorder]:
@@ -148,6 +156,9 @@ def test_pooled_calls_are_kept_side_by_side_and_handed_out_while_unused() -> Non
                 at=disconnected[0].at,
                 state=DeviceState.CONNECTED,
                 state_changed=False,
+                transport=Transport.TLS,
+                peer_address=PEER,
+                connected_at=first.connected_at,
             )
         ]
         second.end("closed by device")
@@ -291,5 +302,48 @@ def test_on_closed_runs_first_for_every_connection_that_ends() -> None:
         new.end("reset")
         await settle()
         assert sorted(seen) == [("R1", "closed"), ("R1", "reset")]
+
+    asyncio.run(main())
+
+
+def test_a_reconnect_is_counted_in_the_connect_event() -> None:
+    async def main() -> None:
+        registry, recorder = make_registry("R1")
+        registry.add(FakeConnection("R1"))
+        registry.add(FakeConnection("R1"))
+        first, second = recorder.events
+        assert isinstance(first, DeviceConnected) and isinstance(second, DeviceConnected)
+        assert (first.reconnects, second.reconnects) == (0, 1)
+        registry.forget("R1")  # it left the inventory and came back: a first call again
+        registry.add(FakeConnection("R1"))
+        third = recorder.events[-1]
+        assert isinstance(third, DeviceConnected) and third.reconnects == 0
+
+    asyncio.run(main())
+
+
+def test_blocks_and_local_sessions_reach_the_observers() -> None:
+    async def main() -> None:
+        registry, recorder = make_registry("R1")
+        registry.add(FakeConnection("R1"))
+        registry.block(BlockKind.SOURCE, "192.0.2.9", 60.0)
+        with registry.local_session("R1", "netconf") as opened:
+            with registry.local_session("R1", "terminal"):
+                assert registry.local_sessions("R1") == 2
+            assert registry.local_sessions() == 1
+            last_seen = registry.status("R1").last_seen
+            assert last_seen is not None and last_seen >= opened.opened_at  # opening a session touches the device
+        assert registry.local_sessions("R1") == 0
+        _, block, netconf, terminal, terminal_closed, netconf_closed = recorder.events
+        assert isinstance(block, Blocked) and (block.kind, block.key, block.seconds) == (
+            BlockKind.SOURCE,
+            "192.0.2.9",
+            60.0,
+        )
+        assert isinstance(netconf, LocalSession) and netconf.closed_at is None
+        assert isinstance(terminal, LocalSession) and terminal.session != netconf.session
+        assert isinstance(terminal_closed, LocalSession) and terminal_closed.session == terminal.session
+        assert isinstance(netconf_closed, LocalSession) and netconf_closed.session == netconf.session
+        assert netconf_closed.closed_at is not None and netconf_closed.closed_at >= netconf.opened_at
 
     asyncio.run(main())
