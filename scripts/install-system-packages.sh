@@ -9,11 +9,12 @@
 #   libyang2-tools (yanglint: the agent's call-home fixtures and the roles'
 #   rendered payloads against the real schema);
 #   for the roles' molecule scenarios: iproute2 (network namespaces), nftables
-#   (the NAT router), python3-venv (the roles' virtualenvs).
+#   (the NAT router), python3-venv (the roles' virtualenvs);
+#   openjdk-17-jre-headless (ansible-rulebook's rule engine, Drools, is Java 17).
 # Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
 # host and crash netconfd on <get>.
 set -eu
-PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools iproute2 nftables python3-venv"
+PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools iproute2 nftables python3-venv openjdk-17-jre-headless"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

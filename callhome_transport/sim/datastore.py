@@ -34,9 +34,11 @@ CAPABILITIES = (
     "urn:ietf:params:netconf:capability:validate:1.1",
     "urn:ietf:params:xml:ns:yang:ietf-system?module=ietf-system&revision=2014-08-06",
     "urn:ietf:params:xml:ns:yang:ietf-interfaces?module=ietf-interfaces&revision=2018-02-20",
+    "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring?module=ietf-netconf-monitoring&revision=2010-10-04",
 )
 STARTUP_CAPABILITY = "urn:ietf:params:netconf:capability:startup:1.0"  # RFC 6241 s8.7
 _SYS = "urn:ietf:params:xml:ns:yang:ietf-system"
+_MON = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
 _IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
 _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True, huge_tree=False)
 _session_ids = itertools.count(1)
@@ -128,12 +130,19 @@ class Datastores:
             return self.startup
         raise RpcError("invalid-value", f"unsupported datastore {name}", error_type="protocol")
 
-    def state(self) -> etree._Element:
+    def state(self) -> list[etree._Element]:
+        """State data for ``<get>``: ietf-system's clock and platform, and the
+        capabilities the device announces (RFC 6022 s3.1 ``netconf-state``)."""
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        return etree.fromstring(
+        system = etree.fromstring(
             f'<system-state xmlns="{_SYS}"><platform><os-name>callhome-sim</os-name></platform>'
             f"<clock><current-datetime>{now}</current-datetime></clock></system-state>"
         )
+        netconf = etree.Element(f"{{{_MON}}}netconf-state", nsmap={None: _MON})
+        capabilities = etree.SubElement(netconf, f"{{{_MON}}}capabilities")
+        for uri in (*CAPABILITIES, *self.capabilities):
+            etree.SubElement(capabilities, f"{{{_MON}}}capability").text = uri
+        return [system, netconf]
 
 
 # -- subtree filtering (RFC 6241 s6) -----------------------------------------------
@@ -349,7 +358,7 @@ class NetconfServerSession:
         name = qname.localname
         if name == "get":
             return self._data(
-                itertools.chain([c for c in self.stores.running], [self.stores.state()]), op.find(_NC + "filter")
+                itertools.chain([c for c in self.stores.running], self.stores.state()), op.find(_NC + "filter")
             )
         if name == "get-config":
             return self._data(self.stores.store(self._datastore(op, "source")), op.find(_NC + "filter"))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from callhome_transport.engine import EventLoopThread
+
 from .netconfd_peer import NetconfdDevice, peers_available
 
 
@@ -18,6 +20,14 @@ def netconfd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetconfdDevic
         pytest.skip(reason)
     with NetconfdDevice(tmp_path_factory.mktemp("peer"), name="shared") as device:
         yield device
+
+
+@pytest.fixture
+def loop() -> Iterator[EventLoopThread]:
+    """An event loop in a thread, for simulated devices (``loop.submit(device.call_home(...))``)."""
+    thread = EventLoopThread(name="devices")
+    yield thread
+    thread.stop()
 
 
 @pytest.fixture

@@ -71,13 +71,6 @@ def of(kind: str, device: str | None = None, **fields: Any) -> Any:
 
 
 @pytest.fixture
-def loop() -> Iterator[EventLoopThread]:
-    thread = EventLoopThread(name="devices")
-    yield thread
-    thread.stop()
-
-
-@pytest.fixture
 def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     good = SimulatedDevice("EV-GOOD")
     wrong = SimulatedDevice("EV-WRONG")  # the inventory has another password for it

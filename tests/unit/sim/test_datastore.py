@@ -13,6 +13,7 @@ from callhome_transport.sim.datastore import STARTUP_CAPABILITY, Datastores, Net
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 SYS = "urn:ietf:params:xml:ns:yang:ietf-system"
 IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
+MON = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
 CLIENT_HELLO = (
     f'<hello xmlns="{NC}"><capabilities><capability>urn:ietf:params:netconf:base:1.1</capability>'
     "</capabilities></hello>"
@@ -135,6 +136,23 @@ def test_get_includes_state_and_unknown_operations_fail(client: Client) -> None:
     assert re.match(r"\d{4}-\d\d-\d\d", text(state, ".//sys:current-datetime")[0])
     assert error_tag(client.rpc("<reboot-now/>")) == "operation-not-supported"
     assert error_tag(client.rpc("<get-config><source><startup/></source></get-config>")) == "invalid-value"
+
+
+def test_get_netconf_state_lists_the_hello_capabilities() -> None:
+    """RFC 6022 s3.1: what a manager reads to learn a device's capabilities
+    (the onboarding example does)."""
+    stores = Datastores(hostname="r1", capabilities=["urn:example:extra?module=extra"])
+    client = Client(stores)
+    hello = etree.fromstring(FrameDecoder(Framing.END_OF_MESSAGE).feed(NetconfServerSession(stores).start())[0])
+    announced = [c.text for c in hello.iter(f"{{{NC}}}capability")]
+    reply = client.rpc(
+        f'<get><filter type="subtree"><netconf-state xmlns="{MON}"><capabilities/></netconf-state></filter></get>'
+    )
+    listed = [e.text for e in reply.iterfind(".//mon:capability", {"mon": MON})]
+    assert listed == announced
+    assert f"{MON}?module=ietf-netconf-monitoring&revision=2010-10-04" in listed
+    assert "urn:example:extra?module=extra" in listed
+    assert text(reply, ".//sys:os-name") == []  # filtered out
 
 
 def test_end_of_message_framing_when_client_has_no_base11() -> None:
