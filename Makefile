@@ -74,6 +74,7 @@ bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/bench_storm.py --devices 1000
 	$(PY) benchmarks/bench_ansible.py
 	$(PY) benchmarks/bench_agent.py
+	$(PY) benchmarks/bench_events.py
 	$(PY) benchmarks/bench_memory.py
 
 clean:
