@@ -299,3 +299,22 @@ def test_the_state_file_round_trip(tmp_path: Path) -> None:
     path.write_text('{"since": "x"}')
     with pytest.raises(ge.BadArguments, match=r"state_file .* is unreadable: since is not an event id"):
         ge.load_position(str(path), fallback)
+
+
+def test_the_documented_options_are_the_accepted_arguments() -> None:
+    import yaml
+
+    doc = yaml.safe_load(ge.DOCUMENTATION)
+    assert tuple(doc["options"]) == ge.Options.KNOWN
+    assert doc["options"]["reconnect_delay"]["default"] == ge.Options({}).reconnect_delay
+    for event_type in ge.EVENT_TYPES:
+        assert f"C({event_type})" in ge.DOCUMENTATION
+    examples = yaml.safe_load(ge.EXAMPLES)
+    for source in examples[0]["sources"]:
+        ge.Options(source["callhome.network.gateway_events"])  # the example's arguments are valid
+
+
+def test_the_plugin_knows_the_libraries_event_types() -> None:
+    from callhome_transport.events import EventType
+
+    assert tuple(t.value for t in EventType) == ge.EVENT_TYPES
