@@ -85,9 +85,34 @@ def test_sdist_carries_tests_docs_and_changelog(built: Path) -> None:
     (sdist,) = built.glob("*.tar.gz")
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for wanted in ("pyproject.toml", "CHANGELOG.rst", "docs/gateway.md", "tests/pki.py", "tests/unit/test_framing.py"):
+    for wanted in (
+        "pyproject.toml",
+        "CHANGELOG.rst",
+        "docs/gateway.md",
+        "tests/pki.py",
+        "tests/unit/test_framing.py",
+        "extensions/eda/plugins/event_source/gateway_events.py",  # tests/unit/test_eda_gateway_events.py loads it
+    ):
         assert wanted in names, wanted
     assert not any(n.startswith(".venv/") or "__pycache__" in n for n in names)
+
+
+def test_the_collection_artifact_carries_the_eda_source(tmp_path: Path) -> None:
+    """ansible-rulebook finds callhome.network.gateway_events in an installed
+    collection only if galaxy.yml's manifest ships extensions/."""
+    proc = subprocess.run(
+        [_tool("ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (artifact,) = tmp_path.glob("callhome-network-*.tar.gz")
+    with tarfile.open(artifact) as tar:
+        names = set(tar.getnames())
+    assert "extensions/eda/plugins/event_source/gateway_events.py" in names
+    assert not any(n.startswith(("tests/integration", "callhome_transport/", "benchmarks/")) for n in names)
 
 
 def test_changelog_fragments_lint_clean() -> None:
