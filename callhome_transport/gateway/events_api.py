@@ -25,8 +25,9 @@ stream at once (503 beyond); a client that stops reading for
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..events import EventLog, parse_types
 from .http import Response, json_response
@@ -49,6 +50,19 @@ class EventsAPI:
     log: EventLog
     max_followers: int = 32
     followers: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while no answer streams
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """After :meth:`EventLog.close`: wait up to ``timeout`` for the answers
+        to end cleanly (their clients read the end of the stream)."""
+        if self.followers:
+            try:
+                await asyncio.wait_for(self.idle.wait(), timeout)
+            except TimeoutError:
+                return
 
     def request(self, query: Mapping[str, list[str]], client_gone: Callable[[], bool] = lambda: False) -> Response:
         """Answer ``GET /events?<query>`` (``query`` as ``urllib.parse.parse_qs``
@@ -66,6 +80,7 @@ class EventsAPI:
             )
         subscription = self.log.subscribe(after=since, types=types, epoch=epoch)
         self.followers += 1
+        self.idle.clear()
         released = False
 
         async def release() -> None:
@@ -73,6 +88,8 @@ class EventsAPI:
             if not released:
                 released = True
                 self.followers -= 1
+                if not self.followers:
+                    self.idle.set()
 
         async def body() -> AsyncIterator[bytes]:
             while True:

@@ -70,6 +70,8 @@ __all__ = ["Gateway", "run"]
 
 log = logging.getLogger(__name__)
 
+STOP_DRAIN = 1.0  # seconds event streams get to end at stop (a follower that is not reading is cut)
+
 
 @dataclass
 class _LocalUse:
@@ -200,6 +202,7 @@ class Gateway:
         if self.ready_file is not None:
             remove_ready_file(self.ready_file)
         async with self._reload_lock:  # a reload in progress finishes first (it is bounded)
+            await self._events_api.drain(STOP_DRAIN)  # event streams end cleanly, not cut
             if self._control is not None:
                 await self._control.close()
                 self._control = None

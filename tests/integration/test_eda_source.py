@@ -133,3 +133,18 @@ async def test_it_waits_for_a_gateway_that_is_not_there_yet(tmp_path: Path) -> N
     await asyncio.sleep(0.5)
     assert not source.task.done()  # retrying, not failed
     await source.stop()
+
+
+async def test_a_gateway_that_stops_ends_the_stream_cleanly(gateway: tuple[GatewayProcess, SimulatedDevice]) -> None:
+    """The source tells a stopping gateway (the stream's end was sent) from a
+    broken connection (an answer cut short): stop drains event streams first."""
+    gw, device = gateway
+    plugin = load_plugin()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    cursor = plugin.Cursor()
+    streaming = asyncio.create_task(plugin.stream_once(queue, plugin.Options({"run_dir": str(gw.run_dir)}), cursor))
+    await device.call_home("127.0.0.1", gw.ssh_port)
+    assert (await asyncio.wait_for(queue.get(), 20))["type"] == "device-connected"
+    await asyncio.to_thread(gw.stop)
+    assert await asyncio.wait_for(streaming, 20) is True  # returned, not GatewayEventsError
+    assert cursor.since == 1 and cursor.epoch

@@ -138,3 +138,25 @@ async def test_the_stream_is_an_async_iterator_of_bytes() -> None:
     assert stream is not None
     chunks = [chunk async for chunk in stream]
     assert all(isinstance(c, bytes) and c.endswith(b"\n") for c in chunks)
+
+
+async def test_drain_waits_for_the_streams_to_end_and_gives_up_after_its_timeout() -> None:
+    log = EventLog()
+    api = EventsAPI(log)
+    await api.drain(0)  # nothing streams: at once
+    response = api.request(query(""))
+    reader = asyncio.create_task(lines(response))
+    await asyncio.sleep(0)
+    log.close()
+    assert await reader == []
+    draining = asyncio.create_task(api.drain(5))
+    await asyncio.sleep(0)
+    assert not draining.done()  # the answer is sent; its done() has not run yet
+    assert response.done is not None
+    await response.done()
+    await asyncio.wait_for(draining, 5)
+    stuck = api.request(query(""))
+    assert stuck.status == 200
+    started = asyncio.get_running_loop().time()
+    await api.drain(0.05)  # a stream that never ends: drain returns after its timeout
+    assert asyncio.get_running_loop().time() - started >= 0.05
