@@ -124,14 +124,15 @@ def test_changelog_fragments_lint_clean() -> None:
     assert "CHANGELOG.rst" in (ROOT / "README.md").read_text()
 
 
-def test_execution_environment_example_builds_a_context(tmp_path: Path) -> None:
+@pytest.mark.parametrize("definition", ["execution-environment.yml", "decision-environment.yml"])
+def test_execution_environment_example_builds_a_context(tmp_path: Path, definition: str) -> None:
     """ansible-builder cannot build an image here (no container engine); it
     still reads and validates the definition and writes the build context."""
     example = tmp_path / "ee"
     shutil.copytree(ROOT / "examples/execution-environment", example)
     (example / f"callhome-network-{_version_in_init()}.tar.gz").write_bytes(b"")  # built by the user
     proc = subprocess.run(
-        [_tool("ansible-builder"), "create", "-f", "execution-environment.yml", "--context", "ctx"],
+        [_tool("ansible-builder"), "create", "-f", definition, "--context", "ctx"],
         cwd=example,
         capture_output=True,
         text=True,
@@ -142,6 +143,9 @@ def test_execution_environment_example_builds_a_context(tmp_path: Path) -> None:
     build = example / "ctx" / "_build"
     assert (build / "requirements.yml").read_text() == (example / "requirements.yml").read_text()
     assert (build / "collections" / f"callhome-network-{_version_in_init()}.tar.gz").exists()
+    if definition == "decision-environment.yml":  # ansible-rulebook and its Java 17
+        assert "ansible-rulebook" in (build / "requirements.txt").read_text()
+        assert "java-17-openjdk-headless [platform:rpm]" in (build / "bindep.txt").read_text()
 
 
 def test_collection_declares_what_execution_environments_read() -> None:
