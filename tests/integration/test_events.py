@@ -139,6 +139,9 @@ def test_events_of_a_device_lifecycle_refusals_blocks_and_local_sessions(
         assert call(loop, world["wrong"], gw.ssh_port) is not None
     failed = follower.wait_for(of("device-auth-failed", "EV-WRONG"))
     assert failed["transport"] == "ssh" and failed["peer_address"].startswith("127.0.0.1:")
+    assert (
+        failed["fingerprint"] == world["wrong"].fingerprint and "authentication as 'admin' failed" in failed["detail"]
+    )
     assert follower.wait_for(of("device-blocked", "EV-WRONG"))["seconds"] == 30
 
     # an unknown device from another address, twice: rejected with its fingerprint, then its address blocked
