@@ -229,6 +229,39 @@ def emit_cost(followers: int, count: int = 200_000) -> float:
     return asyncio.run(measure())
 
 
+def memory_per_event(count: int = 10_000) -> float:
+    """Bytes a full buffer holds per ``device-connected`` event (the largest
+    type), its JSON line included (tracemalloc)."""
+    import tracemalloc
+
+    from callhome_transport.events import Connected
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    log = EventLog(count)
+    line_bytes = 0
+    for i in range(count):
+        event = log.emit(
+            Connected(
+                device=f"SN-{i:05d}",
+                transport="ssh",
+                peer_address=f"[2001:db8::{i:x}]:{40000 + i % 20000}",
+                identity="SHA256:" + "x" * 43,
+                fingerprint="SHA256:" + "x" * 43,
+                first_call=True,
+                reconnects=0,
+                connected_at=1.7e9 + i,
+                handshake_seconds=0.0123,
+            )
+        )
+        line_bytes += len(event.line)  # made at a follower's first read: counted here
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    del log
+    assert line_bytes > 0
+    return held / count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000, help="devices in the storm")
@@ -308,7 +341,8 @@ def main() -> int:
     per_handshake = gateway_cpu / max(1, ok)
     idle = min(emit_cost(0) for _ in range(3))  # best of 3: the first run warms up
     busy = min(emit_cost(32) for _ in range(3))
-    print("3. EventLog.emit (this process)")
+    print("3. EventLog (this process)")
+    print(f"   memory per held event:             {memory_per_event():8.0f} bytes (device-connected, with its line)")
     print(f"   no follower:                       {idle * 1e6:8.2f} us per event")
     print(f"   32 followers waiting:              {busy * 1e6:8.2f} us per event")
     print(

@@ -59,7 +59,7 @@ __all__ = [
     "parse_types",
 ]
 
-DEFAULT_CAPACITY = 10_000  # events held; about 0.6 KiB each with its JSON line
+DEFAULT_CAPACITY = 10_000  # events held; up to about 1 KiB each with its JSON line (device-connected)
 BATCH = 256  # events a follower takes per step (one write on the control socket)
 SCAN = 4096  # ids a filtered follower looks at per step, so one step stays short
 
