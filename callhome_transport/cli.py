@@ -123,7 +123,7 @@ def _event_summary(e: dict[str, Any]) -> str:
         return f"{e.get('reason')}"
     if kind in ("device-rejected", "device-auth-failed"):
         parts = [e.get("reason", "auth-failed"), f"from {e.get('peer_address')} over {e.get('transport')}"]
-        parts += [str(e[k]) for k in ("fingerprint", "detail") if e.get(k)]
+        parts += [str(e[k]) for k in ("fingerprint", "device_id", "detail") if e.get(k)]
         return " ".join(parts)
     if kind == "source-blocked":
         return f"{e.get('source')} for {e.get('seconds'):g} s"
