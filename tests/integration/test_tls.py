@@ -160,8 +160,11 @@ def test_rejected_devices(
     assert match in rejected.detail
     assert match in caplog.text
     assert str(rejected.peer_address[0]) == "127.0.0.1"
+    assert rejected.transport == "tls"  # the listener, as the device-rejected event says it
     if serial in ("SN-9999", "impostor", "SN-0005"):  # seen after the handshake: the log names the certificate
         assert "subject 'serialNumber=" in caplog.text and "issuer 'CN=" in caplog.text
+        # and so does the refusal the registry records (the device-rejected event's certificate_subject)
+        assert rejected.certificate_subject is not None and "serialNumber=" in rejected.certificate_subject
     assert not server.connected()
     # a wait for SN-0003 ends with "not connected", or with the refusal of a
     # call that claimed to be SN-0003 (the other manufacturer's certificate)
