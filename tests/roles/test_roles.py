@@ -176,3 +176,28 @@ def test_the_agent_takes_the_same_call_home_variables_as_native_devices() -> Non
     text = "".join(p.read_text() for p in (ROLES_DIR / "callhome_agent").rglob("*.yml"))
     assert set(re.findall(r"(?<![\w.])(netconf_server_callhome_\w+)", text)) <= set(native)
     assert "validate_argument_spec" in (ROLES_DIR / "callhome_agent" / "tasks" / "preflight.yml").read_text()
+
+
+def _plays(path: Path) -> list[dict[str, Any]]:
+    """A playbook's plays as what they do: hosts and tasks (name, module, arguments, condition),
+    without the variables that say how to reach the hosts."""
+    out = []
+    for play in yaml.safe_load(path.read_text()):
+        tasks = [
+            {key: value for key, value in task.items() if key not in ("vars", "delegate_to")}
+            for task in play.get("tasks", [])
+        ]
+        out.append({"hosts": play["hosts"], "roles": play.get("roles", []), "tasks": tasks})
+    return out
+
+
+def test_the_scenarios_converge_with_the_example_playbook() -> None:
+    """The molecule converge runs the plays of examples/provision-fleet.yml (plus the harness's
+    connection settings, and RESTCONF for the devices that have it): they must not drift apart."""
+    example = _plays(REPO / "examples" / "provision-fleet.yml")
+    converge = _plays(REPO / "extensions" / "molecule" / "shared" / "converge.yml")
+    provisioning = [play for play in example if play["hosts"] in ("callhome_gateways", "callhome_devices")][:2]
+    assert len(provisioning) == 2
+    assert converge[0] == provisioning[0]
+    assert converge[1]["hosts"] == provisioning[1]["hosts"]
+    assert converge[1]["tasks"][: len(provisioning[1]["tasks"])] == provisioning[1]["tasks"]
