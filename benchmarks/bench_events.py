@@ -19,7 +19,7 @@ their own (commanded over stdin); consumers in this process
 3. **Emit cost**: ``EventLog.emit`` in this process, with no follower and
    with 32 waiting, against the gateway's CPU per handshake in the storm.
 
-Run: ``flock /tmp/bench.lock .venv/bin/python benchmarks/bench_events.py``.
+Run: ``.venv/bin/python benchmarks/bench_events.py``.
 """
 
 from __future__ import annotations
