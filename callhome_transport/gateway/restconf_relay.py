@@ -54,7 +54,7 @@ class DeviceHTTP:
             self.client.close()
         ours, theirs = socket.socketpair()
         try:
-            await self.gateway.server.open_netconf(self.device, wait, local=ours)
+            await self.gateway.server.open_restconf(self.device, wait, local=ours)
         except BaseException:
             ours.close()
             theirs.close()

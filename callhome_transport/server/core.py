@@ -715,7 +715,7 @@ class AsyncCallHomeServer:
         conn = await self.wait_for(device, timeout)
         if conn.is_closed:
             raise DeviceDisconnectedError(device=device, reason=conn.close_reason or "closed")
-        if conn.transport is Transport.RESTCONF:
+        if conn.transport is Transport.RESTCONF:  # kept for callers of old; use open_restconf
             return await conn.open_stream(local), conn
         session = await self.take_session(device, timeout)
         if local is not None:
@@ -728,6 +728,19 @@ class AsyncCallHomeServer:
         self._lending.add(task)
         task.add_done_callback(self._lending.discard)
         return theirs, conn
+
+    async def open_restconf(
+        self, device: str, timeout: float, local: socket.socket | None = None
+    ) -> tuple[socket.socket, DeviceConnection]:
+        """Wait for RESTCONF ``device`` and take its next unused call-home
+        connection, an HTTP/1.1 keep-alive stream the caller owns: relayed to
+        ``local`` when given, else handed over (a blocking socket).  Raises
+        what :meth:`wait_for` raises, and :class:`TransportError` for a
+        device that does not call home over RESTCONF."""
+        conn = await self.wait_for(device, timeout)
+        if conn.transport is not Transport.RESTCONF:
+            raise TransportError(f"device {device} calls home over {conn.transport.value}, not RESTCONF", device=device)
+        return await conn.open_stream(local), conn
 
     async def open_terminal(
         self,

@@ -175,7 +175,7 @@ class CallHomeServer:
 
         def opener(device: str, timeout: float) -> socket.socket:
             self._check_open()
-            sock, _conn = self._engine.run(self._server.open_netconf(device, timeout))
+            sock, _conn = self._engine.run(self._server.open_restconf(device, timeout))
             return sock
 
         return CallHomeAdapter(

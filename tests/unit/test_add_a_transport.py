@@ -17,9 +17,11 @@ import logging
 import time
 from typing import ClassVar
 
+import pytest
+
 from callhome_transport import AsyncCallHomeServer, Device, HostKeyPin, Inventory, SSHCredentials
 from callhome_transport._log import ContextAdapter
-from callhome_transport.errors import CallHomeError, UnknownDeviceError
+from callhome_transport.errors import CallHomeError, TransportError, UnknownDeviceError
 from callhome_transport.identity.inventory import Transport
 from callhome_transport.server import DeviceConnected, DeviceDisconnected
 from callhome_transport.status import DeviceState, RefusalReason
@@ -113,6 +115,8 @@ def test_a_transport_in_one_file_takes_the_servers_whole_path() -> None:
             device.write(b"IAM L1\n")
             conn = await waiter
             assert isinstance(conn, LineConnection)
+            with pytest.raises(TransportError, match="not RESTCONF"):
+                await server.open_restconf("L1", 1)  # the contract's transport, not the class, decides
             assert server.registry.status("L1").state is DeviceState.CONNECTED
             assert server.metrics.value("callhome_handshakes_total", transport="ssh", result="ok") == 1
             deadline = time.monotonic() + 5
