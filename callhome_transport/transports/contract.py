@@ -15,6 +15,7 @@ connection, many channels) a new call of the device replaces the old one.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from dataclasses import dataclass
@@ -24,14 +25,15 @@ from .._log import ContextAdapter
 from ..addresses import PeerAddress, format_peer
 from ..errors import TransportError
 from ..identity.inventory import Transport
+from ..protocol.session import SingleSession
 
 if TYPE_CHECKING:
     from ..errors import CallHomeError
-    from ..protocol.session import DeviceSession, DeviceTraits
+    from ..protocol.session import DeviceSession, DeviceStream, DeviceTraits
     from .preauth import PendingConnection
     from .relay import ChannelRelay
 
-__all__ = ["Acceptor", "ConnectionBase", "DeviceConnection", "Handshake", "NetconfSessions"]
+__all__ = ["Acceptor", "ConnectionBase", "DeviceConnection", "Handshake", "NetconfSessions", "next_conn_id"]
 
 
 class NetconfSessions(Protocol):
@@ -115,6 +117,14 @@ class DeviceConnection(Protocol):
     def close(self) -> None: ...
 
 
+_conn_ids = itertools.count(1)
+
+
+def next_conn_id() -> int:
+    """A number for the next accepted connection's log lines (``conn=``), unique across transports."""
+    return next(_conn_ids)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Handshake:
     """What a finished handshake knows: who called (identified and
@@ -126,6 +136,29 @@ class Handshake:
     log: ContextAdapter
     accepted_at: float  # time.monotonic() when the handshake began
     conn_id: int | str | None = None
+
+    @classmethod
+    def of(
+        cls, who: _Identified, peer: PeerAddress, log: ContextAdapter, accepted_at: float, conn_id: int | str | None
+    ) -> Handshake:
+        """The record of a handshake that identified ``who`` (an SSH
+        ``Identity`` or a ``TLSIdentified``: a device and its fingerprint)."""
+        return cls(
+            device=who.device,
+            fingerprint=who.fingerprint,
+            peer_address=peer,
+            log=log,
+            accepted_at=accepted_at,
+            conn_id=conn_id,
+        )
+
+
+class _Identified(Protocol):
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
 
 
 class ConnectionBase:
@@ -175,6 +208,18 @@ class ConnectionBase:
 
     async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
         return None  # no NETCONF session (RESTCONF)
+
+    def _one_session(self, stream: DeviceStream, hold: bool, hello_timeout: float) -> None:
+        """Give a pooled connection its one NETCONF session on ``stream`` (greeted now with ``hold``)."""
+        self.sessions = SingleSession(
+            device=self.device,
+            stream=stream,
+            hold=hold,
+            hello_timeout=hello_timeout,
+            peer_address=self.peer_address,
+            logger=self.log,
+        )
+        self.sessions.start()
 
     def holds_by_default(self, traits: DeviceTraits) -> bool:
         return True  # the connection carries that one session anyway (RFC 7589)

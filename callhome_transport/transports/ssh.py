@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
 import socket
 import time
@@ -44,7 +43,7 @@ from ..errors import (
 from ..identity.inventory import SSHCredentials, Transport, fingerprint_of_blob
 from ..identity.trust import Identity, PresentedKey, Trust
 from ..protocol.session import DeviceTraits, SessionPool
-from .contract import ConnectionBase, DeviceConnection, Handshake
+from .contract import ConnectionBase, DeviceConnection, Handshake, next_conn_id
 from .preauth import PendingConnection
 from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
 
@@ -60,7 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_conn_ids = itertools.count(1)
 
 # Sent as the SSH user name only if a connection were ever to authenticate
 # before identification, which the hook order makes impossible.
@@ -415,7 +413,7 @@ async def ssh_handshake(
     :class:`TransportError`.  ``sock`` is closed on failure.
     """
     accepted_at = time.monotonic()
-    conn_id = next(_conn_ids)
+    conn_id = next_conn_id()
     logger = ContextAdapter(log, peer=format_peer(peer), conn=conn_id)
     client = _DeviceClient(trust, peer, logger, client_keys)
     try:
@@ -464,14 +462,7 @@ async def ssh_handshake(
     assert client.identity is not None
     logger.info("authenticated as %s", client.identity.credentials.username)
     identity = client.identity
-    handshake = Handshake(
-        device=identity.device,
-        fingerprint=identity.fingerprint,
-        peer_address=peer,
-        log=logger,
-        accepted_at=accepted_at,
-        conn_id=conn_id,
-    )
+    handshake = Handshake.of(identity, peer, logger, accepted_at, conn_id)
     return SSHDeviceConnection(handshake, conn=conn, client=client, username=identity.credentials.username)
 
 

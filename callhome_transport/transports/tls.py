@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import socket
 import ssl
@@ -48,7 +47,7 @@ from ..identity.inventory import Transport
 from ..identity.tls_trust import TLSIdentified, TLSTrust
 from ..protocol.session import DeviceTraits, SingleSession
 from ..status import HANDED_OVER
-from .contract import ConnectionBase, DeviceConnection, Handshake
+from .contract import ConnectionBase, DeviceConnection, Handshake, next_conn_id
 from .preauth import PendingConnection
 from .relay import TransportStream
 
@@ -64,7 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_conn_ids = itertools.count(1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,15 +156,7 @@ class TLSDeviceConnection(ConnectionBase):
     async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
         if self.transport is Transport.RESTCONF:
             return  # HTTP, relayed whole
-        self.sessions = SingleSession(
-            device=self.device,
-            stream=self.stream,
-            hold=hold,
-            hello_timeout=hello_timeout,
-            peer_address=self.peer_address,
-            logger=self.log,
-        )
-        self.sessions.start()
+        self._one_session(self.stream, hold, hello_timeout)
 
     def facts(self) -> dict[str, Any]:
         return self.identified.facts()
@@ -246,7 +236,7 @@ async def tls_handshake(
     closed on failure.
     """
     accepted_at = time.monotonic()
-    conn_id = next(_conn_ids)
+    conn_id = next_conn_id()
     logger = ContextAdapter(log, peer=format_peer(peer), conn=f"tls-{conn_id}")
     config.apply_tcp_keepalive(sock)
     loop = asyncio.get_running_loop()
@@ -383,7 +373,7 @@ async def tls_handshake_direct(
     ``SSLSocket`` in ``executor`` and the result is handed over without a
     relay (:class:`DirectTLSConnection`).  Same checks, same errors."""
     accepted_at = time.monotonic()
-    conn_id = next(_conn_ids)
+    conn_id = next_conn_id()
     logger = ContextAdapter(log, peer=format_peer(peer), conn=f"tls-{conn_id}")
     config.apply_tcp_keepalive(sock)
     loop = asyncio.get_running_loop()
@@ -440,14 +430,7 @@ def identify_chain(
         identified.serial,
         over,
     )
-    handshake = Handshake(
-        device=identified.device,
-        fingerprint=identified.fingerprint,
-        peer_address=peer,
-        log=logger,
-        accepted_at=accepted_at,
-        conn_id=conn_id,
-    )
+    handshake = Handshake.of(identified, peer, logger, accepted_at, conn_id)
     return identified, handshake
 
 

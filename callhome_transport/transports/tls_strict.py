@@ -178,15 +178,7 @@ class StrictTLSConnection(ConnectionBase):
         except OSError as exc:
             raise self._unavailable(str(exc)) from exc
         self.claimed = False  # its NETCONF session is still free
-        self.sessions = SingleSession(
-            device=self.device,
-            stream=stream,
-            hold=hold,
-            hello_timeout=hello_timeout,
-            peer_address=self.peer_address,
-            logger=self.log,
-        )
-        self.sessions.start()
+        self._one_session(stream, hold, hello_timeout)
 
     def _on_heartbeat_response(self, _message: Any) -> None:
         self.heartbeats_answered += 1
