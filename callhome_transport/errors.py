@@ -47,6 +47,7 @@ __all__ = [
     "OutboundSSHKeyMismatchError",
     "OutboundSSHRefusedError",
     "PreambleHMACError",
+    "ProxyProtocolError",
     "RestconfDiscoveryError",
     "RevokedCertificateError",
     "ServerStateError",
@@ -167,6 +168,23 @@ class ListenerError(CallHomeError):
             listen_address=listen_address,
             listen_port=listen_port,
             reason=reason,
+        )
+
+
+class ProxyProtocolError(CallHomeError):
+    """A connection on a listener with the PROXY protocol enabled had no valid
+    header where one was required (from a trusted balancer), or carried one
+    where none is allowed (from any other source).  ``peer_address`` is the
+    connection's own source (the balancer, or the spoofer)."""
+
+    reason: str
+    peer_address: tuple[str, int] | None
+
+    def __init__(self, *, reason: str, peer_address: tuple[str, int] | None = None) -> None:
+        super().__init__(
+            f"PROXY protocol: {reason}" + (f" (from {_peer(peer_address)})" if peer_address else ""),
+            reason=reason,
+            peer_address=peer_address,
         )
 
 

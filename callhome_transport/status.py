@@ -65,6 +65,8 @@ class RefusalReason(enum.StrEnum):
     UNKNOWN_DEVICE_ID = "unknown-device-id"
     HMAC_MISMATCH = "hmac-mismatch"
     HOST_KEY_MISMATCH = "host-key-mismatch"
+    # behind an L4 balancer: a PROXY protocol header from a source not allowed to send one
+    PROXY_HEADER = "proxy-header"
 
 
 class BlockKind(enum.StrEnum):

@@ -10,11 +10,14 @@
 #   rendered payloads against the real schema);
 #   for the roles' molecule scenarios: iproute2 (network namespaces), nftables
 #   (the NAT router), python3-venv (the roles' virtualenvs);
-#   openjdk-17-jre-headless (ansible-rulebook's rule engine, Drools, is Java 17).
+#   openjdk-17-jre-headless (ansible-rulebook's rule engine, Drools, is Java 17);
+#   haproxy (the L4 balancer with PROXY v2 in front of gateways), redis-server (the
+#   cluster's shared registry), iproute2 and nftables (the cluster tests' hosts are
+#   network namespaces) - docs/scale.md. Their services are not started (policy-rc.d).
 # Never install netconfd-module-ietf-interfaces / -ietf-system: they act on the
 # host and crash netconfd on <get>.
 set -eu
-PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools iproute2 nftables python3-venv openjdk-17-jre-headless"
+PACKAGES="netconfd openssh-server openssh-client socat stunnel4 libnetconf2-dev libssh-dev libssl-dev gcc pkg-config libyang2-tools iproute2 nftables python3-venv openjdk-17-jre-headless haproxy redis-server"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

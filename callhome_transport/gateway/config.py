@@ -15,6 +15,10 @@
       restconf_port: 4336
       tls_strict_port: null         # strict RFC 8071 C4 listener (tlslite-ng)
       outbound_ssh_port: 7804       # Junos outbound-ssh (no IANA port); runs with outbound_ssh devices
+      proxy_protocol:               # behind an L4 balancer (docs/scale.md); absent: off
+        from: [192.0.2.10/32]       # the balancers allowed (and required) to send a PROXY header
+        listeners: [ssh, tls, restconf, tls-strict, outbound-ssh]   # default: all of them
+        timeout: 5                  # seconds a balancer has to send its header
     outbound_ssh: {preamble_timeout: 10}
     tls:                            # needed for TLS / RESTCONF devices
       certfile: pki/manager.pem
@@ -50,6 +54,7 @@ from ..errors import InventoryError
 from ..identity.inventory import Device, Inventory, Transport
 from ..server.admission import AdmissionConfig, FailureKind, Penalties
 from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
+from ..transports.proxy import LISTENER_KINDS, ProxyProtocolConfig
 from ..transports.ssh import SSHClientConfig
 from ..transports.tls import TLSClientConfig
 from ..yamlfile import read_yaml_file
@@ -91,6 +96,7 @@ class GatewayConfig:
     tls_strict_port: int | None = None
     outbound_ssh_port: int | None = JUNOS_OUTBOUND_SSH_PORT
     outbound_ssh: OutboundSSHConfig = field(default_factory=OutboundSSHConfig)
+    proxy_protocol: ProxyProtocolConfig | None = None
     tls: TLSClientConfig | None = None
     ssh: SSHClientConfig = field(default_factory=SSHClientConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
@@ -212,14 +218,7 @@ class _Parser:
         default = AdmissionConfig()
         kinds = [kind.value for kind in FailureKind]
         weights = self.section(adm.get("penalties"), "admission.penalties", tuple(kinds))
-        exempt = adm.get("exempt") or []
-        if not isinstance(exempt, list) or not all(isinstance(cidr, str) and cidr for cidr in exempt):
-            raise self.fail("admission.exempt", "a list of addresses or networks (CIDR), e.g. ['192.0.2.0/24']")
-        for index, cidr in enumerate(exempt):
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise self.fail(f"admission.exempt[{index}]", f"an address or network (CIDR), not {cidr!r}") from None
+        exempt = self.cidrs(adm.get("exempt") or [], "admission.exempt")
         values: dict[str, Any] = {}
         for key in ("max_pending_handshakes", "failures_before_block", "max_tracked_sources"):
             value = self.number(adm.get(key), f"admission.{key}", getattr(default, key))
@@ -242,6 +241,31 @@ class _Parser:
         if number != int(number) or number < minimum:
             raise self.fail(key, f"a whole number >= {minimum}")
         return int(number)
+
+    def cidrs(self, value: Any, key: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(cidr, str) and cidr for cidr in value):
+            raise self.fail(key, "a list of addresses or networks (CIDR), e.g. ['192.0.2.0/24']")
+        for index, cidr in enumerate(value):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise self.fail(f"{key}[{index}]", f"an address or network (CIDR), not {cidr!r}") from None
+        return value
+
+    def proxy_protocol(self, data: Any) -> ProxyProtocolConfig | None:
+        if data is None:
+            return None
+        section = self.section(data, "listen.proxy_protocol", ("from", "listeners", "timeout"))
+        trusted = self.cidrs(section.get("from"), "listen.proxy_protocol.from")
+        if not trusted:
+            raise self.fail("listen.proxy_protocol.from", "at least one balancer address or network (CIDR)")
+        listeners = section.get("listeners", list(LISTENER_KINDS))
+        if not isinstance(listeners, list) or not all(kind in LISTENER_KINDS for kind in listeners) or not listeners:
+            raise self.fail("listen.proxy_protocol.listeners", f"a list of listeners among {', '.join(LISTENER_KINDS)}")
+        timeout = self.number(section.get("timeout"), "listen.proxy_protocol.timeout", 5.0)
+        if timeout <= 0:
+            raise self.fail("listen.proxy_protocol.timeout", "a number of seconds > 0")
+        return ProxyProtocolConfig(trusted=tuple(trusted), listeners=frozenset(listeners), timeout=timeout)
 
     def parse(self, data: Any) -> GatewayConfig:
         top = self.section(data, "", _TOP)
@@ -268,7 +292,15 @@ class _Parser:
         listen = self.section(
             top.get("listen"),
             "listen",
-            ("addresses", "ssh_port", "tls_port", "restconf_port", "tls_strict_port", "outbound_ssh_port"),
+            (
+                "addresses",
+                "ssh_port",
+                "tls_port",
+                "restconf_port",
+                "tls_strict_port",
+                "outbound_ssh_port",
+                "proxy_protocol",
+            ),
         )
         addresses = listen.get("addresses")
         if addresses is not None and (
@@ -330,6 +362,7 @@ class _Parser:
                 listen.get("outbound_ssh_port", "default"), "listen.outbound_ssh_port", JUNOS_OUTBOUND_SSH_PORT
             ),
             outbound_ssh=outbound_ssh,
+            proxy_protocol=self.proxy_protocol(listen.get("proxy_protocol")),
             tls=tls,
             ssh=ssh,
             admission=admission,

@@ -117,6 +117,7 @@ class Gateway:
             hello_timeout=c.hello_timeout,
             outbound_ssh_listen_port=c.outbound_ssh_port,
             outbound_ssh=c.outbound_ssh,
+            proxy_protocol=c.proxy_protocol,
             restconf_direct=False,  # the gateway relays RESTCONF on its event loop
         )
         server.metrics.counter("callhome_local_sessions_total", "Local sessions opened on device endpoints")

@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT, PeerAddress, format_peer
 from ..errors import (
@@ -46,6 +46,7 @@ from ..transports.contract import Acceptor, DeviceConnection
 from ..transports.listener import Listener
 from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHAcceptor, OutboundSSHConfig
 from ..transports.preauth import PendingConnection, PreauthEnded
+from ..transports.proxy import ProxyProtocol, ProxyProtocolConfig
 from ..transports.relay import ChannelRelay
 from ..transports.ssh import ClientKeys, SSHAcceptor, SSHClientConfig, host_key_algorithms, load_client_keys
 from ..transports.tls import TLSAcceptor, TLSClientConfig, TLSListenerState, stream_pair
@@ -92,6 +93,7 @@ _PENALTY_OF: dict[RefusalReason, FailureKind | None] = {
     RefusalReason.UNKNOWN_DEVICE_ID: FailureKind.UNKNOWN_KEY,
     RefusalReason.HMAC_MISMATCH: FailureKind.UNKNOWN_KEY,
     RefusalReason.HOST_KEY_MISMATCH: FailureKind.UNKNOWN_KEY,
+    RefusalReason.PROXY_HEADER: FailureKind.GARBAGE,  # a device's own bytes carried a PROXY header: spoofing
 }
 
 
@@ -177,6 +179,7 @@ class AsyncCallHomeServer:
         hello_timeout: float = 30.0,
         outbound_ssh_listen_port: int | None = JUNOS_OUTBOUND_SSH_PORT,
         outbound_ssh: OutboundSSHConfig | None = None,
+        proxy_protocol: ProxyProtocolConfig | None = None,
     ) -> None:
         if hello_timeout <= 0:
             raise ValueError(f"hello_timeout must be > 0, not {hello_timeout}")
@@ -184,6 +187,7 @@ class AsyncCallHomeServer:
         self.hello_timeout = hello_timeout
         self._traits: dict[str, DeviceTraits] = {}  # what each device taught us, across its calls
         self._lending: set[asyncio.Task[None]] = set()
+        self.proxy_protocol = proxy_protocol
         self.admission = Admission(admission)
         # pending handshakes, per listener (a flood on one port leaves the others alone)
         self.startups: dict[str, Startups[PendingConnection]] = {}
@@ -248,7 +252,9 @@ class AsyncCallHomeServer:
         self.startups[acceptor.label] = Startups(self.admission.config.max_pending_handshakes)
         self._acceptors.append(acceptor)
         handler = functools.partial(self._accept, acceptor)
-        self._listeners[acceptor.label] = Listener(handler, listen_address=listen_address, listen_port=port)
+        self._listeners[acceptor.label] = Listener(
+            handler, listen_address=listen_address, listen_port=port, **self._proxy_for(acceptor.label)
+        )
 
     def _port(self, label: str, missing: str) -> int:
         listener = self._listeners.get(label)
@@ -426,6 +432,18 @@ class AsyncCallHomeServer:
 
     # -- the accept path ----------------------------------------------------------
 
+    def _proxy_for(self, listener: str) -> dict[str, Any]:
+        """The PROXY protocol arguments of ``listener``'s :class:`Listener`
+        (none unless it is configured for it)."""
+        config = self.proxy_protocol
+        if config is None or listener not in config.listeners:
+            return {}
+
+        def refused(peer: PeerAddress, reason: str) -> None:
+            self.metrics.inc("callhome_connections_refused_total", transport=listener, reason=reason)
+
+        return {"proxy": ProxyProtocol(config), "on_refused": refused}
+
     def _admit(self, sock: socket.socket, peer: PeerAddress, listener: str, *, tls: bool) -> PendingConnection | None:
         """A pending connection with a slot among ``listener``'s startups (the
         oldest one whose device has not sent its first bytes may be dropped
@@ -493,6 +511,10 @@ class AsyncCallHomeServer:
             await acceptor.before_handshake(pending)
         except PreauthEnded as exc:
             self._ended_early(pending, exc.reason, acceptor.kind)
+            return
+        except CallHomeError as exc:  # its first bytes refused it (a PROXY header it may not send)
+            pending.sock.close()
+            self._refused(pending.peer, exc, acceptor.kind)
             return
         try:
             conn = await acceptor.handshake(pending)

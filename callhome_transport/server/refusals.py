@@ -12,6 +12,7 @@ from ..errors import (
     DeviceBlockedError,
     HandshakeTimeoutError,
     OutboundSSHRefusedError,
+    ProxyProtocolError,
     RevokedCertificateError,
     UnknownDeviceError,
 )
@@ -65,6 +66,7 @@ _UNKNOWN_DEVICE_LOG = (
     "pin it under devices.<name>.ssh.host_keys to accept it"
 )
 _IDENTIFIED_LOG = "device=%(device)s peer=%(peer)s %(error)s"
+_PROXY_LOG = "peer=%(peer)s refused: a PROXY protocol header from a source not allowed to send one"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ _KINDS: dict[type[CallHomeError], _Kind] = {
     RevokedCertificateError: _Kind(RefusalReason.REVOKED, ends_wait=True, key_type="x509"),
     CertificateRejectedError: _Kind(RefusalReason.CERTIFICATE_REJECTED, ends_wait=True, key_type="x509"),
     HandshakeTimeoutError: _Kind(RefusalReason.HANDSHAKE_TIMEOUT, key_type=""),
+    ProxyProtocolError: _Kind(RefusalReason.PROXY_HEADER, key_type="", identified=False, log_format=_PROXY_LOG),
     CallHomeError: _Kind(RefusalReason.TRANSPORT_ERROR, key_type=""),
 }
 

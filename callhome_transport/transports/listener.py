@@ -3,6 +3,8 @@
 It binds IPv4 and IPv6, accepts connections from devices, records the peer
 address and hands over the connected socket.  It knows nothing of SSH, TLS or
 NETCONF.  An error on one connection never stops it; it runs until closed.
+Behind an L4 balancer it learns the device's address from the balancer's
+PROXY protocol header (:mod:`callhome_transport.proxy`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..addresses import NETCONF_CH_SSH_PORT, PeerAddress, format_peer
-from ..errors import ListenerError
+from ..errors import ListenerError, ProxyProtocolError
+
+if TYPE_CHECKING:
+    from .proxy import ProxyProtocol
 
 __all__ = ["Listener"]
 
 AcceptHandler = Callable[[socket.socket, PeerAddress], Awaitable[None]]
+RefusedCallback = Callable[[PeerAddress, str], None]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,11 @@ class Listener:
 
     ``handler(sock, peer_address)`` runs as its own task for every accepted
     connection; whatever it raises is logged and forgotten.
+
+    With ``proxy``, a connection from a trusted balancer gets the device's
+    address from its PROXY header (consumed before ``handler`` runs); one
+    without a valid header is closed, logged and reported to
+    ``on_refused(peer_address, reason)``.
     """
 
     def __init__(
@@ -57,6 +69,8 @@ class Listener:
         listen_address: str | Sequence[str] | None = None,
         listen_port: int = NETCONF_CH_SSH_PORT,
         backlog: int = 1024,
+        proxy: ProxyProtocol | None = None,
+        on_refused: RefusedCallback | None = None,
     ) -> None:
         if not 0 <= listen_port <= 65535:
             raise ValueError(f"listen_port must be 0..65535, not {listen_port}")
@@ -67,6 +81,8 @@ class Listener:
             self._hosts = list(listen_address)
         self._requested_port = listen_port
         self._backlog = backlog
+        self._proxy = proxy
+        self._on_refused = on_refused
         self._sockets: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task[None]] = []
         self._conn_tasks: set[asyncio.Task[None]] = set()
@@ -150,6 +166,12 @@ class Listener:
 
     async def _run_handler(self, conn: socket.socket, peer: PeerAddress) -> None:
         try:
+            if self._proxy is not None:
+                device_peer = await self._through_proxy(conn, peer)
+                if device_peer is None:
+                    conn.close()
+                    return
+                peer = device_peer
             await self._handler(conn, peer)
         except asyncio.CancelledError:
             conn.close()
@@ -157,6 +179,19 @@ class Listener:
         except Exception:  # one connection's failure never stops the listener
             log.exception("connection handler for %s failed", format_peer(peer))
             conn.close()
+
+    async def _through_proxy(self, conn: socket.socket, peer: PeerAddress) -> PeerAddress | None:
+        """The device's address behind a trusted balancer (``peer`` itself
+        from anyone else), or ``None``: refused, or the balancer's own
+        health check."""
+        assert self._proxy is not None
+        try:
+            return await self._proxy.resolve(conn, peer)
+        except ProxyProtocolError as exc:
+            log.warning("peer=%s refused: PROXY protocol: %s", format_peer(peer), exc.reason)
+            if self._on_refused is not None:
+                self._on_refused(peer, "proxy-header")
+            return None
 
     def _close_sockets(self) -> None:
         for sock in self._sockets:

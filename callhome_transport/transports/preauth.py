@@ -117,10 +117,11 @@ class PendingConnection:
         if not self.has_sent_first_bytes() and bytes_received(self.sock) is not None:
             self.end("banner-timeout")
 
-    async def ssh_banner(self, timeout: float, reason: str = "banner-timeout") -> None:
+    async def ssh_banner(self, timeout: float, reason: str = "banner-timeout") -> bytes:
         """Return once the device's SSH identification line (or a whole line
         before it, :func:`ssh_banner_complete`) has arrived, or it closed after
-        sending something (the SSH client then judges what it got).  Raises
+        sending something (the SSH client then judges what it got), with the
+        bytes seen (still unread).  Raises
         :class:`PreauthEnded`: ``reason`` after ``timeout`` seconds (0: no
         limit), ``closed-early`` if the peer closed without a byte, or the
         reason given to :meth:`end`."""
@@ -138,14 +139,14 @@ class PendingConnection:
                 except (BlockingIOError, InterruptedError):
                     data = None
                 except OSError:
-                    return  # reset: the SSH client reports it
+                    return b""  # reset: the SSH client reports it
                 if data == b"":
                     raise PreauthEnded("closed-early")  # the peer left without a byte
                 if data is not None and (
                     ssh_banner_complete(data) or (lowat and woken_with == len(data))  # readable, nothing new: EOF
                 ):
                     self._first_bytes = True
-                    return
+                    return data
                 if data and lowat:
                     try:  # wake only when more than what we have seen has arrived (or at the end)
                         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, len(data) + 1)

@@ -37,6 +37,7 @@ from ..errors import (
     AuthenticationFailedError,
     CallHomeError,
     HandshakeTimeoutError,
+    ProxyProtocolError,
     TransportError,
     UnknownDeviceError,
 )
@@ -45,6 +46,7 @@ from ..identity.trust import Identity, PresentedKey, Trust
 from ..protocol.session import DeviceTraits, SessionPool
 from .contract import ConnectionBase, DeviceConnection, Handshake, next_conn_id
 from .preauth import PendingConnection
+from .proxy import starts_with_proxy_header
 from .relay import ChannelRelay, open_channel_relay, open_subsystem_relay
 
 __all__ = [
@@ -506,7 +508,11 @@ class SSHAcceptor:
         # the first line (the SSH banner, or a preamble's first line) within the
         # shortest bound; the handshake timeout covers it too
         first_line, reason = min(self._first_line_bounds(), key=lambda bound: bound[0])
-        await pending.ssh_banner(first_line, reason)
+        first = await pending.ssh_banner(first_line, reason)
+        if starts_with_proxy_header(first):
+            # a PROXY header from the device itself (a trusted balancer's was consumed by the
+            # listener): never honoured; asyncssh would skip it as a line before the banner
+            raise ProxyProtocolError(reason="a header from a source not allowed to send one", peer_address=pending.peer)
 
     def _config(self, pending: PendingConnection) -> SSHClientConfig:
         """handshake_timeout bounds accept -> authenticated, the wait for the first line included."""

@@ -15,6 +15,7 @@ CASES = [
     errors.InventoryError("inv.yml", "devices.SN-1.ssh.host_keys[0]", "a fingerprint"),
     errors.UnsupportedOptionError("sock", "no socket to pass in"),
     errors.ListenerError("::1", 4334, "Address already in use"),
+    errors.ProxyProtocolError(reason="no PROXY protocol header", peer_address=PEER),
     errors.EndpointError(path="/run/callhome/control.sock", reason="Permission denied"),
     errors.UnknownDeviceError(peer_address=PEER, fingerprint="SHA256:abc", key_type="ssh-ed25519"),
     errors.HostKeyMismatchError(device="SN-1", peer_address=PEER, fingerprint="SHA256:abc", expected="SHA256:def"),

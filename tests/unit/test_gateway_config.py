@@ -88,3 +88,40 @@ def test_events_section(tmp_path: Path) -> None:
         with pytest.raises(InventoryError) as info:
             GatewayConfig.from_file(write_config(tmp_path, f"inventory: devices.yml\n{text}\n"))
         assert (info.value.key_path, info.value.expected) == (key, expected)
+
+
+def test_proxy_protocol_is_off_by_default_and_parsed_when_given(tmp_path: Path) -> None:
+    assert GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\n")).proxy_protocol is None
+    path = write_config(
+        tmp_path,
+        "inventory: devices.yml\nlisten:\n  proxy_protocol:\n    from: [192.0.2.10/32, '2001:db8::7']\n"
+        "    listeners: [ssh]\n    timeout: 2\n",
+    )
+    proxy = GatewayConfig.from_file(path).proxy_protocol
+    assert proxy is not None
+    assert proxy.trusted == ("192.0.2.10/32", "2001:db8::7")
+    assert proxy.listeners == frozenset({"ssh"})
+    assert proxy.timeout == 2.0
+    every = write_config(tmp_path, "inventory: devices.yml\nlisten:\n  proxy_protocol: {from: [10.0.0.1]}\n")
+    config = GatewayConfig.from_file(every).proxy_protocol
+    assert config is not None
+    assert config.listeners == frozenset({"ssh", "tls", "restconf", "tls-strict"})
+
+
+@pytest.mark.parametrize(
+    ("section", "key_path", "expected"),
+    [
+        ("{from: []}", "listen.proxy_protocol.from", "at least one balancer"),
+        ("{from: [10.0.0.300]}", "listen.proxy_protocol.from[0]", "not '10.0.0.300'"),
+        ("{from: 10.0.0.1}", "listen.proxy_protocol.from", "a list of addresses"),
+        ("{from: [10.0.0.1], listeners: [ftp]}", "listen.proxy_protocol.listeners", "among ssh, tls"),
+        ("{from: [10.0.0.1], timeout: 0}", "listen.proxy_protocol.timeout", "> 0"),
+        ("{from: [10.0.0.1], version: 2}", "listen.proxy_protocol.version", "one of the keys"),
+    ],
+)
+def test_proxy_protocol_errors_name_the_key(tmp_path: Path, section: str, key_path: str, expected: str) -> None:
+    path = write_config(tmp_path, f"inventory: devices.yml\nlisten:\n  proxy_protocol: {section}\n")
+    with pytest.raises(InventoryError) as info:
+        GatewayConfig.from_file(path)
+    assert info.value.key_path == key_path
+    assert expected in info.value.expected
