@@ -36,6 +36,13 @@
     events:                         # GET /events (docs/events.md)
       buffer: 10000                 # events held for consumers that reconnect (?since=ID)
       max_followers: 32             # event streams open at once
+    cluster:                        # a member of a gateway cluster (docs/scale.md); absent: alone
+      redis: redis://10.0.0.5:6379/0
+      gateway_id: gw-a              # unique in the cluster (default: host; --workers adds -w<N>)
+      host: gw-a                    # the name clients reach this host by (default: the host name)
+      ttl: 90                       # seconds a record outlives a gateway that died silently
+      refresh_interval: 30          # the SSH keepalive interval is a good value
+      timeout: 2                    # seconds per Redis command
 
 A bad file fails at start with the file, the key path and what was expected
 (:class:`~callhome_transport.errors.InventoryError`, shared with the inventory).
@@ -58,6 +65,7 @@ from ..transports.proxy import LISTENER_KINDS, ProxyProtocolConfig
 from ..transports.ssh import SSHClientConfig
 from ..transports.tls import TLSClientConfig
 from ..yamlfile import read_yaml_file
+from .cluster import ClusterConfig
 
 __all__ = ["AF_UNIX_PATH_MAX", "GatewayConfig"]
 
@@ -77,6 +85,7 @@ _TOP = (
     "admission",
     "outbound_ssh",
     "events",
+    "cluster",
 )
 
 
@@ -102,6 +111,7 @@ class GatewayConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     events_buffer: int = 10_000  # events held for GET /events?since=ID
     events_max_followers: int = 32  # GET /events streams open at once
+    cluster: ClusterConfig | None = None
 
     def endpoint_kinds(self, device: Device) -> tuple[str, ...]:
         """The local endpoints the gateway opens for ``device``:
@@ -267,6 +277,34 @@ class _Parser:
             raise self.fail("listen.proxy_protocol.timeout", "a number of seconds > 0")
         return ProxyProtocolConfig(trusted=tuple(trusted), listeners=frozenset(listeners), timeout=timeout)
 
+    def cluster(self, data: Any) -> ClusterConfig | None:
+        if data is None:
+            return None
+        keys = ("redis", "gateway_id", "host", "ttl", "refresh_interval", "timeout")
+        section = self.section(data, "cluster", keys)
+        url = section.get("redis")
+        if not isinstance(url, str) or not url:
+            raise self.fail("cluster.redis", "a Redis URL such as redis://10.0.0.5:6379/0")
+        names = {}
+        for key in ("gateway_id", "host"):
+            value = section.get(key, "")
+            if not isinstance(value, str):
+                raise self.fail(f"cluster.{key}", "a name (no spaces, ':' or glob characters)")
+            names[key] = value
+        default = ClusterConfig(redis_url="redis://localhost")
+        numbers = {key: self.number(section.get(key), f"cluster.{key}", getattr(default, key)) for key in keys[3:]}
+        try:
+            return ClusterConfig(
+                redis_url=url,
+                gateway_id=names["gateway_id"],
+                host=names["host"],
+                ttl=numbers["ttl"],
+                refresh_interval=numbers["refresh_interval"],
+                timeout=numbers["timeout"],
+            )
+        except ValueError as exc:
+            raise self.fail("cluster", str(exc)) from None
+
     def parse(self, data: Any) -> GatewayConfig:
         top = self.section(data, "", _TOP)
         inventory = self.file(top.get("inventory"), "inventory")
@@ -368,4 +406,5 @@ class _Parser:
             admission=admission,
             events_buffer=self.whole(events.get("buffer"), "events.buffer", 10_000, 1),
             events_max_followers=self.whole(events.get("max_followers"), "events.max_followers", 32, 0),
+            cluster=self.cluster(top.get("cluster")),
         )

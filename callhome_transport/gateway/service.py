@@ -101,6 +101,12 @@ class Gateway:
         self.event_log = EventLog(config.events_buffer)  # GET /events (docs/events.md), fed by the registry
         self._events_api = EventsAPI(self.event_log, max_followers=config.events_max_followers)
         self.server = self._make_server(self.inventory)
+        self.cluster: ClusterMember | None = None
+        self._background: set[asyncio.Task[bool]] = set()
+        if config.cluster is not None:
+            self.cluster = ClusterMember(
+                config.cluster, on_close=self._close_for_cluster, run_dir=str(config.run_dir), listening=self.listening
+            )
 
     def _make_server(self, inventory: Inventory) -> AsyncCallHomeServer:
         c = self.config
@@ -148,6 +154,8 @@ class Gateway:
             self._control = self._endpoint(run / "control.sock", self.config.socket_mode, self._control_connection)
             for device in self.inventory:
                 self._serve(device, self._bind_endpoints(device))
+            if self.cluster is not None:
+                await self.cluster.start()
             # control.sock appears last: a client that finds it finds every endpoint
             self._control.publish()
             self._announce_ready()
@@ -209,6 +217,8 @@ class Gateway:
                 self._control = None
             for name in list(self._endpoints):
                 await self._retire(name, self._endpoints.pop(name))
+            if self.cluster is not None:
+                await self.cluster.close()
             await self.server.close()
         self._stopped.set()
         log.info("gateway stopped")
@@ -421,6 +431,15 @@ class Gateway:
         """A local client used ``device``."""
         if device in self.local:
             self.server.registry.status(device).last_seen = time.time()
+
+    def _close_for_cluster(self, device: str, reason: str) -> None:
+        """The cluster says another gateway holds a newer session of ``device``: close ours."""
+        record = self.records.get(device)
+        if record is not None:
+            record.last_reason = reason
+        task = asyncio.get_running_loop().create_task(self.server.disconnect(device))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- local endpoints ------------------------------------------------------------------
 

@@ -1,0 +1,251 @@
+"""The shared registry against a real redis-server on loopback: records and
+events, newest session wins (no two owners), records expire without their
+gateway, Redis down and back (log once, resynchronise), an earlier life's
+records cleared."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from callhome_transport.gateway.cluster import ClusterConfig, ClusterMember, Placement
+
+from .cluster_peers import RedisServer, redis_available
+from .netconfd_peer import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    reason = redis_available()
+    if reason:
+        pytest.skip(reason)
+    server = RedisServer(tmp_path, host="127.0.0.1", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+class Closes:
+    def __init__(self) -> None:
+        self.devices: list[tuple[str, str]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, device: str, reason: str) -> None:
+        self.devices.append((device, reason))
+        self.event.set()
+
+
+def member(redis: RedisServer, gateway: str, closes: Closes, **config: float) -> ClusterMember:
+    settings = {"ttl": 5.0, "refresh_interval": 1.0, **config}
+    return ClusterMember(
+        ClusterConfig(redis_url=redis.url, gateway_id=gateway, host=f"host-{gateway}", **settings),
+        on_close=closes,
+        run_dir=f"/run/{gateway}",
+    )
+
+
+@pytest.fixture
+async def pair(redis_server: RedisServer) -> AsyncIterator[tuple[ClusterMember, Closes, ClusterMember, Closes]]:
+    closes_a, closes_b = Closes(), Closes()
+    a, b = member(redis_server, "gw-a", closes_a), member(redis_server, "gw-b", closes_b)
+    await a.start()
+    await b.start()
+    yield a, closes_a, b, closes_b
+    await a.close()
+    await b.close()
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition() if callable(condition) else condition
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def placement(m: ClusterMember, device: str) -> Placement | None:
+    return await m.placement(device)
+
+
+async def test_a_connected_device_is_published_with_its_gateway_and_removed_on_disconnect(
+    pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
+) -> None:
+    a, _, b, _ = pair
+    a.connected("SN-1", transport="ssh", peer="192.0.2.7:40000", connected_since=1000.0)
+    await until(lambda: placement(b, "SN-1"))
+    found = await b.placement("SN-1")
+    assert found is not None
+    assert (found.gateway, found.host, found.transport, found.peer) == ("gw-a", "host-gw-a", "ssh", "192.0.2.7:40000")
+    members = {m.gateway: m for m in await b.members()}
+    assert members["gw-a"].run_dir == "/run/gw-a"
+    assert (await b.placements()).keys() == {"SN-1"}
+    a.disconnected("SN-1", "closed")
+    await until(lambda: _absent(b, "SN-1"))
+
+
+async def _no_members(m: ClusterMember) -> bool:
+    return not await m.members()
+
+
+async def _absent(m: ClusterMember, device: str) -> bool:
+    return await m.placement(device) is None
+
+
+async def test_events_on_the_channel(
+    pair: tuple[ClusterMember, Closes, ClusterMember, Closes], redis_server: RedisServer
+) -> None:
+    import redis.asyncio as aioredis
+
+    a, _, _, _ = pair
+    client = aioredis.Redis.from_url(redis_server.url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(a.channel)
+    a.connected("SN-2", transport="tls", peer="192.0.2.8:1", connected_since=1.0)
+    await until(lambda: placement(a, "SN-2"))
+    a.disconnected("SN-2", "keepalive timeout")
+    events = []
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(events) < 2 and asyncio.get_running_loop().time() < deadline:
+        message = await pubsub.get_message(timeout=0.5)
+        if message:
+            events.append(json.loads(message["data"]))
+    assert [(e["event"], e["device"], e["gateway"]) for e in events] == [
+        ("connected", "SN-2", "gw-a"),
+        ("disconnected", "SN-2", "gw-a"),
+    ]
+    assert events[1]["reason"] == "keepalive timeout"
+    await pubsub.aclose()
+    await client.aclose()
+
+
+async def test_newest_session_wins_and_the_old_owner_closes_its_own(
+    pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
+) -> None:
+    a, closes_a, b, closes_b = pair
+    a.connected("SN-3", transport="ssh", peer="198.51.100.1:1000", connected_since=1000.0)
+    await until(lambda: placement(b, "SN-3"))
+    # the device's old session on gw-a is stale; it calls again and lands on gw-b
+    b.connected("SN-3", transport="ssh", peer="198.51.100.1:2000", connected_since=1001.0)
+    await asyncio.wait_for(closes_a.event.wait(), 5)
+    assert closes_a.devices == [("SN-3", "newer session on gateway gw-b")]
+    assert "SN-3" not in a.held()
+    found = await a.placement("SN-3")
+    assert found is not None and found.gateway == "gw-b"
+    # gw-a's late disconnect of its old session must not remove gw-b's record
+    a.disconnected("SN-3", "closed")
+    await asyncio.sleep(0.2)
+    found = await a.placement("SN-3")
+    assert found is not None and found.gateway == "gw-b"
+    assert closes_b.devices == []
+
+
+async def test_an_older_session_registering_late_loses_to_the_newer_one(
+    pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
+) -> None:
+    a, closes_a, b, closes_b = pair
+    b.connected("SN-4", transport="ssh", peer="p:2", connected_since=2000.0)
+    await until(lambda: placement(a, "SN-4"))
+    a.connected("SN-4", transport="ssh", peer="p:1", connected_since=1999.0)  # e.g. after a Redis outage
+    await asyncio.wait_for(closes_a.event.wait(), 5)
+    assert closes_a.devices == [("SN-4", "newer session on gateway gw-b")]
+    found = await b.placement("SN-4")
+    assert found is not None and found.gateway == "gw-b"
+    assert closes_b.devices == []
+
+
+async def test_held_records_are_refreshed_and_expire_without_their_gateway(redis_server: RedisServer) -> None:
+    closes = Closes()
+    a = member(redis_server, "gw-a", closes, ttl=0.5, refresh_interval=0.1)
+    observer = member(redis_server, "gw-o", Closes())
+    await a.start()
+    a.connected("SN-5", transport="ssh", peer="p:1", connected_since=1.0)
+    await until(lambda: placement(observer, "SN-5"))
+    await asyncio.sleep(1.2)  # a persistence check: more than twice the TTL, the refreshes keep it
+    assert await observer.placement("SN-5") is not None
+    for task in a._tasks:  # the gateway dies without a word (no withdrawal)
+        task.cancel()
+    await asyncio.gather(*a._tasks, return_exceptions=True)
+    await until(lambda: _absent(observer, "SN-5"), timeout=3)
+    await until(lambda: _no_members(observer), timeout=3)  # its member record expires too
+    await observer.close()
+
+
+async def test_redis_down_logs_once_keeps_serving_and_resynchronises(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callhome_transport.gateway.cluster")
+    closes = Closes()
+    a = member(redis_server, "gw-a", closes, refresh_interval=0.2)
+    await a.start()
+    a.connected("SN-6", transport="ssh", peer="p:1", connected_since=1.0)
+    await until(lambda: placement(a, "SN-6"))
+    redis_server.stop()
+    for index in range(20):  # devices come and go while Redis is away
+        a.connected(f"SN-D{index}", transport="ssh", peer="p:2", connected_since=2.0)
+    a.disconnected("SN-6", "closed")
+    await until(lambda: not a.up)
+    await asyncio.sleep(1.0)  # several refresh rounds and retries while down
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1, [r.getMessage() for r in unreachable]
+    assert len(a.held()) == 20  # still serving what it holds
+    redis_server.start()
+    await until(lambda: a.up, timeout=10)
+    assert any("is back: resynchronised 20 devices" in r.getMessage() for r in caplog.records)
+    assert set((await a.placements()).keys()) == {f"SN-D{i}" for i in range(20)}
+    assert closes.devices == []
+    await a.close()
+
+
+async def test_a_restarted_gateway_clears_what_its_earlier_life_left(redis_server: RedisServer) -> None:
+    first = member(redis_server, "gw-a", Closes())
+    await first.start()
+    first.connected("SN-7", transport="ssh", peer="p:1", connected_since=1.0)
+    first.connected("SN-8", transport="ssh", peer="p:1", connected_since=1.0)
+    await until(lambda: placement(first, "SN-8"))
+    for task in first._tasks:  # killed: nothing withdrawn
+        task.cancel()
+    await asyncio.gather(*first._tasks, return_exceptions=True)
+    second = member(redis_server, "gw-a", Closes())
+    second.connected("SN-8", transport="ssh", peer="p:2", connected_since=5.0)  # called again before Redis was reached
+    await second.start()
+    await until(lambda: _absent(second, "SN-7"))
+    found = await second.placement("SN-8")
+    assert found is not None and found.peer == "p:2"
+    await second.close()
+
+
+async def test_wait_elsewhere_wakes_on_the_connected_event(
+    pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
+) -> None:
+    a, _, b, _ = pair
+    waiting = asyncio.ensure_future(b.wait_elsewhere("SN-9", 10))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    a.connected("SN-9", transport="ssh", peer="p:1", connected_since=1.0)
+    found = await asyncio.wait_for(waiting, 5)
+    assert found is not None and found.gateway == "gw-a"
+    assert await b.wait_elsewhere("SN-missing", 0.2) is None
+
+
+def test_config_is_checked_when_built() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        ClusterConfig(redis_url="http://x")
+    with pytest.raises(ValueError, match="refresh_interval"):
+        ClusterConfig(redis_url="redis://x", ttl=10, refresh_interval=10)
+    with pytest.raises(ValueError, match="gateway_id"):
+        ClusterConfig(redis_url="redis://x", gateway_id="a:b")
+    config = ClusterConfig(redis_url="redis://x", host="gw-a")
+    assert config.gateway_id == "gw-a"
