@@ -62,6 +62,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .gateway import GatewayConfig, run
 
     config = GatewayConfig.from_file(args.config)
+    if args.workers > 1:
+        from .gateway.workers import run_workers
+
+        return run_workers(args.config, config, args.workers, ready_file=args.ready_file)
+    if args.worker is not None:
+        config = config.for_worker(args.worker)
     run(config, ready_file=args.ready_file)
     return 0
 
@@ -400,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="write this file (JSON: pid, run_dir, listening ports) once every listener and endpoint is up; "
         "removed at stop (under systemd, Type=notify gets READY=1 as well)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N gateway processes on the same ports (SO_REUSEPORT), one per core; they share the "
+        "cluster registry (cluster: in the configuration) and each has run_dir/w<i> (docs/scale.md)",
+    )
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # one worker, started by --workers
     serve.set_defaults(func=_cmd_serve)
 
     devices = command("devices", "list the gateway's devices and their call-home state")

@@ -50,6 +50,7 @@ A bad file fails at start with the file, the key path and what was expected
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
@@ -112,6 +113,19 @@ class GatewayConfig:
     events_buffer: int = 10_000  # events held for GET /events?since=ID
     events_max_followers: int = 32  # GET /events streams open at once
     cluster: ClusterConfig | None = None
+    reuse_port: bool = False  # set for the workers of "callhome serve --workers N"
+
+    def for_worker(self, index: int) -> GatewayConfig:
+        """Worker ``index`` of ``callhome serve --workers N``: the same
+        listeners with ``SO_REUSEPORT``, its own run directory
+        (``run_dir/w<index>``) and cluster id (``<gateway_id>-w<index>``)."""
+        if self.cluster is None:
+            raise InventoryError(self.source, "cluster", "a cluster.redis URL: --workers share the registry")
+        ports = [p for p in (self.ssh_port, self.tls_port, self.restconf_port, self.tls_strict_port) if p is not None]
+        if 0 in ports:
+            raise InventoryError(self.source, "listen", "fixed ports with --workers (0 would give each its own)")
+        cluster = dataclasses.replace(self.cluster, gateway_id=f"{self.cluster.gateway_id}-w{index}")
+        return dataclasses.replace(self, run_dir=self.run_dir / f"w{index}", cluster=cluster, reuse_port=True)
 
     def endpoint_kinds(self, device: Device) -> tuple[str, ...]:
         """The local endpoints the gateway opens for ``device``:

@@ -124,6 +124,7 @@ class Gateway:
             outbound_ssh_listen_port=c.outbound_ssh_port,
             outbound_ssh=c.outbound_ssh,
             proxy_protocol=c.proxy_protocol,
+            reuse_port=c.reuse_port,
             restconf_direct=False,  # the gateway relays RESTCONF on its event loop
         )
         server.metrics.counter("callhome_local_sessions_total", "Local sessions opened on device endpoints")

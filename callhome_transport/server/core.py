@@ -180,6 +180,7 @@ class AsyncCallHomeServer:
         outbound_ssh_listen_port: int | None = JUNOS_OUTBOUND_SSH_PORT,
         outbound_ssh: OutboundSSHConfig | None = None,
         proxy_protocol: ProxyProtocolConfig | None = None,
+        reuse_port: bool = False,
     ) -> None:
         if hello_timeout <= 0:
             raise ValueError(f"hello_timeout must be > 0, not {hello_timeout}")
@@ -188,6 +189,7 @@ class AsyncCallHomeServer:
         self._traits: dict[str, DeviceTraits] = {}  # what each device taught us, across its calls
         self._lending: set[asyncio.Task[None]] = set()
         self.proxy_protocol = proxy_protocol
+        self._reuse_port = reuse_port
         self.admission = Admission(admission)
         # pending handshakes, per listener (a flood on one port leaves the others alone)
         self.startups: dict[str, Startups[PendingConnection]] = {}
@@ -433,16 +435,16 @@ class AsyncCallHomeServer:
     # -- the accept path ----------------------------------------------------------
 
     def _proxy_for(self, listener: str) -> dict[str, Any]:
-        """The PROXY protocol arguments of ``listener``'s :class:`Listener`
-        (none unless it is configured for it)."""
+        """The per-listener arguments of ``listener``'s :class:`Listener`:
+        PROXY protocol (when configured for it) and ``SO_REUSEPORT``."""
         config = self.proxy_protocol
         if config is None or listener not in config.listeners:
-            return {}
+            return {"reuse_port": self._reuse_port}
 
         def refused(peer: PeerAddress, reason: str) -> None:
             self.metrics.inc("callhome_connections_refused_total", transport=listener, reason=reason)
 
-        return {"proxy": ProxyProtocol(config), "on_refused": refused}
+        return {"proxy": ProxyProtocol(config), "on_refused": refused, "reuse_port": self._reuse_port}
 
     def _admit(self, sock: socket.socket, peer: PeerAddress, listener: str, *, tls: bool) -> PendingConnection | None:
         """A pending connection with a slot among ``listener``'s startups (the

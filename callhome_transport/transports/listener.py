@@ -59,7 +59,8 @@ class Listener:
     With ``proxy``, a connection from a trusted balancer gets the device's
     address from its PROXY header (consumed before ``handler`` runs); one
     without a valid header is closed, logged and reported to
-    ``on_refused(peer_address, reason)``.
+    ``on_refused(peer_address, reason)``.  ``reuse_port`` sets
+    ``SO_REUSEPORT`` (``callhome serve --workers``: one port, N processes).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class Listener:
         backlog: int = 1024,
         proxy: ProxyProtocol | None = None,
         on_refused: RefusedCallback | None = None,
+        reuse_port: bool = False,
     ) -> None:
         if not 0 <= listen_port <= 65535:
             raise ValueError(f"listen_port must be 0..65535, not {listen_port}")
@@ -83,6 +85,7 @@ class Listener:
         self._backlog = backlog
         self._proxy = proxy
         self._on_refused = on_refused
+        self._reuse_port = reuse_port
         self._sockets: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task[None]] = []
         self._conn_tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +133,8 @@ class Listener:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:  # several processes on one port, the kernel spreading connections
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 # keep "::" to IPv6 so that "0.0.0.0" can bind the same port
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -1,0 +1,94 @@
+"""``callhome serve --workers 2``: two processes on one port (SO_REUSEPORT),
+members of one registry (a real redis-server on loopback); a storm of
+simulated devices is served by both, every device listed once by either
+worker's control socket, with the worker that holds it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from callhome_transport.engine import EventLoopThread
+from callhome_transport.gateway.client import GatewayClient
+from callhome_transport.sim.fleet import Fleet, FleetConfig
+
+from .cluster_peers import RedisServer, ServeProcess, redis_available
+from .netconfd_peer import free_port
+
+pytestmark = pytest.mark.integration
+
+DEVICES = 120
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    reason = redis_available()
+    if reason:
+        pytest.skip(reason)
+    server = RedisServer(tmp_path, host="127.0.0.1", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_storm_is_served_by_both_workers(tmp_path: Path, redis_server: RedisServer) -> None:
+    fleet = Fleet(FleetConfig(count=DEVICES, prefix="WK-", backoff_initial=0.2, backoff_max=1.0))
+    inventory = tmp_path / "devices.yml"
+    inventory.write_text(yaml.safe_dump(fleet.inventory()))
+    port = free_port()
+    gateway = ServeProcess(
+        tmp_path / "gw",
+        inventory,
+        listen={"addresses": ["127.0.0.1"], "ssh_port": port},
+        extra_args=["--workers", "2"],
+        cluster={"redis": redis_server.url, "gateway_id": "host1", "ttl": 30, "refresh_interval": 10},
+        admission={"max_pending_handshakes": 1024},
+    )
+    loop = EventLoopThread(name="fleet")
+    storm = None
+    try:
+        gateway.start()
+        ready = json.loads(gateway.ready_file.read_text())
+        assert len(ready["workers"]) == 2
+        storm = loop.submit(fleet.run("127.0.0.1", port))
+        client = GatewayClient(gateway.run_dir, timeout=10)  # run_dir/control.sock -> w0's
+        records: list[Any] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            records = client.devices()
+            if sum(r.connected for r in records) == DEVICES:
+                break
+            time.sleep(0.2)
+        assert sum(r.connected for r in records) == DEVICES, [r for r in records if not r.connected][:3]
+        names = [r.name for r in records]
+        assert len(names) == len(set(names)) == DEVICES  # each listed once
+        by_worker: dict[str, int] = {}
+        for record in records:
+            by_worker[record.gateway] = by_worker.get(record.gateway, 0) + 1
+        assert set(by_worker) == {"host1-w0", "host1-w1"}, by_worker  # both processes serve devices
+        # the other worker's control socket gives the same cluster-wide answer
+        other = GatewayClient(gateway.run_dir / "w1", timeout=10).devices()
+        assert {r.name: r.gateway for r in other} == {r.name: r.gateway for r in records}
+        # each device's endpoint is on the worker that holds it
+        held_by_w1 = next(r.name for r in records if r.gateway == "host1-w1")
+        with GatewayClient(gateway.run_dir / "w1").netconf_manager(held_by_w1, timeout=10) as m:
+            assert "<hostname>" in m.get_config(source="running").xml
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(30) == 0
+        assert not (gateway.run_dir / "control.sock").exists()
+    finally:
+        if storm is not None:
+            storm.cancel()
+        loop.stop()
+        gateway.stop()
+    log = gateway.output()
+    assert "2 workers ready" in log
+    assert "Traceback" not in log
