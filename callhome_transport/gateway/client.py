@@ -37,28 +37,33 @@ from ..errors import (
 )
 from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, manager_over_socket
 from ..status import DeviceInfo
+from .remote import LocalOpener, SSHGateway, SSHOpener, StreamOpener
 
-__all__ = ["DEFAULT_RUN_DIR", "DeviceInfo", "EventCursor", "GatewayClient", "UnixHTTPConnection", "connect"]
+__all__ = [
+    "DEFAULT_RUN_DIR",
+    "DeviceInfo",
+    "EventCursor",
+    "GatewayClient",
+    "UnixHTTPConnection",
+    "cluster_client",
+    "connect",
+]
 
 DEFAULT_RUN_DIR = "/run/callhome"
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over a Unix socket (the gateway's control and RESTCONF endpoints)."""
+    """``http.client`` over a Unix socket (the gateway's control and RESTCONF
+    endpoints), on this host or, with ``opener``, on another one."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float, *, opener: StreamOpener | None = None) -> None:
         super().__init__("localhost", timeout=timeout)
         self.path = path
+        self.opener = opener or LocalOpener()
+        self._open_timeout = timeout
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+        self.sock = self.opener.open(self.path, self._open_timeout)
 
 
 @dataclass
@@ -85,11 +90,22 @@ class GatewayClient:
     up."""
 
     def __init__(
-        self, run_dir: str | Path = DEFAULT_RUN_DIR, *, timeout: float = 30.0, start_wait: float = 0.0
+        self,
+        run_dir: str | Path = DEFAULT_RUN_DIR,
+        *,
+        timeout: float = 30.0,
+        start_wait: float = 0.0,
+        opener: StreamOpener | None = None,
+        remotes: Mapping[str, SSHGateway | None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.timeout = timeout
         self.start_wait = start_wait
+        self.opener = opener or LocalOpener()
+        # cluster members' hosts, by the name they announce: how to reach each (None: this host)
+        self.remotes = dict(remotes or {})
+        self._cluster: dict[str, Any] | None = None
+        self._openers: dict[str, StreamOpener] = {}
 
     @property
     def control_socket(self) -> Path:
@@ -104,10 +120,12 @@ class GatewayClient:
     def _connect(self, timeout: float | None, start_wait: float | None) -> UnixHTTPConnection:
         """A connection to the control socket, waiting up to ``start_wait``
         (default: the client's) for the gateway to start."""
-        sock_path = str(self.control_socket)
+        sock_path = self.opener.describe(str(self.control_socket))
         deadline = time.monotonic() + (self.start_wait if start_wait is None else start_wait)
         while True:
-            conn = UnixHTTPConnection(sock_path, self.timeout if timeout is None else timeout)
+            conn = UnixHTTPConnection(
+                str(self.control_socket), self.timeout if timeout is None else timeout, opener=self.opener
+            )
             try:
                 conn.connect()
                 return conn
@@ -131,7 +149,7 @@ class GatewayClient:
         """GET ``path`` on the control socket; the status and the decoded body
         (JSON when the gateway sent JSON, else text).  Waits up to
         ``start_wait`` (default: the client's) for the gateway to start."""
-        sock_path = str(self.control_socket)
+        sock_path = self.opener.describe(str(self.control_socket))
         conn = self._connect(timeout, start_wait)
         try:
             conn.request("GET", path)
@@ -230,7 +248,7 @@ class GatewayClient:
         if types:
             query["types"] = ",".join(types)
         path = "/events?" + urlencode(query)
-        sock_path = str(self.control_socket)
+        sock_path = self.opener.describe(str(self.control_socket))
         conn = self._connect(None if follow else self.timeout, start_wait)
         try:
             try:
@@ -280,25 +298,79 @@ class GatewayClient:
             raise GatewayRequestError(status=status, path="/metrics", detail=str(body))
         return str(body)
 
+    # -- a cluster (docs/scale.md) --------------------------------------------------------------
+
+    def cluster(self) -> dict[str, Any] | None:
+        """``GET /gateways`` (``{"self": id, "members": [...]}``), or ``None``
+        from a gateway that is not a cluster member.  Cached."""
+        if self._cluster is None:
+            status, body = self.get("/gateways")
+            self._cluster = body if status == 200 and isinstance(body, dict) else {}
+        return self._cluster or None
+
+    def for_device(self, info: DeviceInfo) -> GatewayClient:
+        """The client of the gateway holding the device ``info`` describes:
+        this one, another worker on the same host (its own run directory), or
+        a gateway on another host (over SSH, as ``remotes`` says).  Raises
+        :class:`GatewayRequestError` when that host is not in ``remotes``."""
+        cluster = self.cluster() if info.gateway else None
+        if cluster is None or info.gateway == cluster.get("self"):
+            return self
+        members = {m["gateway"]: m for m in cluster.get("members", [])}
+        member = members.get(info.gateway)
+        if member is None:
+            self._cluster = None  # a member that appeared since: ask again next time
+            cluster = self.cluster() or {}
+            member = {m["gateway"]: m for m in cluster.get("members", [])}.get(info.gateway)
+        if member is None:
+            raise GatewayRequestError(
+                status=404,
+                path="/gateways",
+                detail=f"device {info.name} is on gateway {info.gateway}, which is not live",
+            )
+        mine = members.get(cluster.get("self", ""), {})
+        if member["host"] == mine.get("host"):
+            opener: StreamOpener = self.opener  # another worker on the same host
+        elif member["host"] in self.remotes:
+            opener = self._opener_for(member["host"])
+        else:
+            raise GatewayRequestError(
+                status=404,
+                path="/gateways",
+                detail=f"device {info.name} is on gateway {info.gateway} at host {member['host']}: add that host "
+                "to the gateways this client may reach (the inventory plugin's 'gateways')",
+            )
+        return GatewayClient(member["run_dir"], timeout=self.timeout, opener=opener, remotes=self.remotes)._sharing(
+            self
+        )
+
+    def _opener_for(self, host: str) -> StreamOpener:
+        if host not in self._openers:
+            ssh = self.remotes.get(host)
+            self._openers[host] = LocalOpener() if ssh is None else SSHOpener(ssh)
+        return self._openers[host]
+
+    def _sharing(self, other: GatewayClient) -> GatewayClient:
+        self._openers = other._openers  # one SSH connection per host for every client derived from one
+        return self
+
     # -- local endpoints --------------------------------------------------------------------
 
     def connect_endpoint(self, device: str, kind: str, timeout: float | None = None) -> socket.socket:
         """A connected socket on ``device``'s local ``kind`` endpoint."""
         path = self.endpoint(device, kind)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout if timeout is None else timeout)
         try:
-            sock.connect(str(path))
+            sock: socket.socket = self.opener.open(str(path), self.timeout if timeout is None else timeout)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            sock.close()
-            if not self.control_socket.exists():
+            if isinstance(self.opener, LocalOpener) and not self.control_socket.exists():
                 raise GatewayUnavailableError(
                     socket_path=str(self.control_socket), reason=exc.strerror or str(exc)
                 ) from exc
-            raise UnknownGatewayDeviceError(device=device, run_dir=str(self.run_dir)) from exc
+            raise UnknownGatewayDeviceError(device=device, run_dir=self.opener.describe(str(self.run_dir))) from exc
         except OSError as exc:
-            sock.close()
-            raise GatewayUnavailableError(socket_path=str(path), reason=exc.strerror or str(exc)) from exc
+            raise GatewayUnavailableError(
+                socket_path=self.opener.describe(str(path)), reason=exc.strerror or str(exc)
+            ) from exc
         return sock
 
     def netconf_manager(
@@ -323,6 +395,16 @@ class GatewayClient:
         :class:`~callhome_transport.errors.MessageTooLargeError`."""
         started = time.monotonic()
         info = self.wait(device, wait) if wait > 0 else self.device(device)
+        holder = self.for_device(info)
+        if holder is not self:
+            return holder.netconf_manager(
+                device,
+                wait=max(0.0, wait - (time.monotonic() - started)),
+                timeout=timeout,
+                device_params=device_params,
+                on_close=on_close,
+                max_message_size=max_message_size,
+            )
         if info.transport not in ("ssh", "tls"):
             raise GatewayRequestError(
                 status=409,
@@ -391,3 +473,42 @@ def connect(
     :class:`TransportError` with the gateway's reason when the session fails."""
     directory = run_dir or os.environ.get("CALLHOME_RUN_DIR") or DEFAULT_RUN_DIR
     return GatewayClient(directory).netconf_manager(device, wait=wait, timeout=timeout, device_params=device_params)
+
+
+def cluster_client(
+    run_dir: str | Path | None,
+    remotes: Mapping[str, SSHGateway | None],
+    *,
+    timeout: float = 30.0,
+    hosts: Sequence[str] = (),
+) -> GatewayClient:
+    """A client of the first cluster member that answers: the gateway whose
+    ``run_dir`` is on this host (when it has a ``control.sock``), then those
+    of ``remotes`` (in order, or ``hosts``' order), over SSH at their
+    announced ``run_dir`` (the ``run_dir`` each entry gives, else
+    ``DEFAULT_RUN_DIR``).  A device is then reached on whichever member holds
+    it (:meth:`GatewayClient.for_device`).  Raises
+    :class:`GatewayUnavailableError` when none answers."""
+    openers: dict[str, StreamOpener] = {}
+    candidates: list[GatewayClient] = []
+    if run_dir is not None:
+        candidates.append(GatewayClient(run_dir, timeout=timeout, remotes=remotes))
+    for host in hosts or list(remotes):
+        ssh = remotes.get(host)
+        if ssh is None:
+            continue
+        opener = openers.setdefault(host, SSHOpener(ssh))
+        candidates.append(GatewayClient(ssh.run_dir, timeout=timeout, opener=opener, remotes=remotes))
+    errors = []
+    for candidate in candidates:
+        candidate._openers = openers
+        try:
+            candidate.get("/gateways", start_wait=0)
+        except GatewayUnavailableError as exc:
+            errors.append(str(exc))
+            continue
+        return candidate
+    raise GatewayUnavailableError(
+        socket_path=", ".join(c.opener.describe(str(c.control_socket)) for c in candidates) or "(none configured)",
+        reason="; ".join(errors) or "no gateway configured",
+    )
