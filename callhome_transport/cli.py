@@ -271,6 +271,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
             mode=args.mode,
             period=args.period,
             linger=args.linger,
+            backoff_max=args.backoff_max,
             transport=args.transport,
             pki_dir=pki_dir if args.transport != "ssh" else None,
         )
@@ -502,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--period", type=float, default=60.0, help="periodic: seconds between calls")
     sim.add_argument("--linger", type=float, default=10.0, help="periodic: seconds a call stays up")
+    sim.add_argument(
+        "--backoff-max", type=float, default=60.0, help="longest wait between failed calls, seconds (from 1 s, doubling)"
+    )
     sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     sim.add_argument("--wait-listener", action="store_true", help="wait until HOST:PORT accepts, then call all at once")
     sim.add_argument(

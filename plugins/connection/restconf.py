@@ -115,10 +115,11 @@ class Connection(NetworkConnectionBase):
             return
         started = time.monotonic()
         target = DeviceTarget(self, self.transport)
-        if not target.info.connected:
-            with callhome_errors():
-                target.client.wait(target.name, target.wait)
-        self._client = target.client
+        info = target.info
+        with callhome_errors():
+            if not info.connected:
+                info = target.client.wait(target.name, target.wait)
+            self._client = target.client.for_device(info)  # in a cluster: the gateway holding it
         self._device = target.name
         self.queue_message("vvv", "RESTCONF device %s ready after %.3fs" % (target.name, time.monotonic() - started))
         self._connected = True
@@ -127,7 +128,9 @@ class Connection(NetworkConnectionBase):
     def _open_http(self):
         path = str(self._client.endpoint(self._device, "restconf"))
         # answer before netcommon's command alarm does, with a message that names the device
-        return UnixHTTPConnection(path, max(1.0, float(self.get_option("persistent_command_timeout")) - 1))
+        return UnixHTTPConnection(
+            path, max(1.0, float(self.get_option("persistent_command_timeout")) - 1), opener=self._client.opener
+        )
 
     def send_request(self, data, path="", method="GET", accept=None, content_type=None):
         """Send one RESTCONF request; return the parsed JSON (or text) body, or

@@ -24,6 +24,22 @@ options:
       - name: CALLHOME_RUN_DIR
     vars:
       - name: ansible_callhome_run_dir
+  callhome_gateways:
+    description:
+      - The hosts of a gateway cluster (docs/scale.md), by the host name each gateway announces
+        (its C(cluster.host) setting), and how to reach the sockets of each over SSH. A device is
+        then reached on whichever gateway holds it now, through that host's sshd (a stream-local
+        channel to C(RUN_DIR/devices/NAME/netconf.sock)); a device held by the gateway of this host
+        keeps the direct socket.
+      - 'Each entry: C(ssh_host) (address; an entry without it is this host), C(ssh_port) (22),
+        C(ssh_user), C(ssh_key) (a private key file), C(known_hosts) (default: OpenSSH''s),
+        C(run_dir) (/run/callhome).'
+      - The gateway host's sshd needs C(AllowStreamLocalForwarding yes) and C(AllowTcpForwarding)
+        not C(no).
+      - The C(callhome.network.gateway) inventory plugin sets it from its own C(gateways) option.
+    type: dict
+    vars:
+      - name: ansible_callhome_gateways
   callhome_device:
     description:
       - Name of the device in the gateway's inventory (a device is named by its identity, not by its

@@ -40,6 +40,20 @@ options:
     default: /run/callhome
     env:
       - name: CALLHOME_RUN_DIR
+  gateways:
+    description:
+      - A gateway cluster (docs/scale.md) - its hosts, by the host name each gateway announces (its
+        C(cluster.host) setting), and how to reach each over SSH. The device list is read from the
+        first gateway that answers (this host's O(run_dir) first, then these in order); every
+        gateway answers for the whole cluster.
+      - 'Each entry: C(ssh_host) (address; an entry without it is this host), C(ssh_port) (22),
+        C(ssh_user), C(ssh_key) (a private key file), C(known_hosts) (default: OpenSSH''s),
+        C(run_dir) (/run/callhome).'
+      - Each host gets it as C(ansible_callhome_gateways), so the connection plugins reach a device on
+        whichever gateway holds it when a task runs (also after a failover), over SSH stream-local
+        forwarding (the gateway host's sshd needs C(AllowStreamLocalForwarding yes) and
+        C(AllowTcpForwarding) not C(no)); a device held on this host keeps the direct socket.
+    type: dict
   connected_only:
     description:
       - Only the devices connected when the inventory is read. By default every device of the
@@ -52,6 +66,11 @@ EXAMPLES = r"""
 # fleet.callhome.yml
 plugin: callhome.network.gateway
 run_dir: /run/callhome
+# a cluster: gateways on three hosts behind one balancer (this host is gw-a)
+gateways:
+  gw-a: {}
+  gw-b: {ssh_host: 10.0.1.2, ssh_user: callhome, ssh_key: ~/.ssh/callhome_ed25519}
+  gw-c: {ssh_host: 10.0.1.3, ssh_user: callhome, ssh_key: ~/.ssh/callhome_ed25519}
 keyed_groups:
   - key: callhome_transport
     prefix: transport
@@ -63,9 +82,12 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.basic import missing_required_lib
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
+from ansible.errors import AnsibleConnectionFailure
+from ansible_collections.callhome.network.plugins.plugin_utils.gateway import gateway_remotes
+
 try:
     from callhome_transport.errors import CallHomeError
-    from callhome_transport.gateway.client import GatewayClient
+    from callhome_transport.gateway.client import GatewayClient, cluster_client
 except ImportError as exc:
     HAS_CALLHOME = False
     CALLHOME_IMPORT_ERROR = exc
@@ -97,13 +119,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         if not HAS_CALLHOME:
             raise AnsibleParserError("%s: %s" % (missing_required_lib("callhome-transport"), CALLHOME_IMPORT_ERROR))
         run_dir = self.get_option("run_dir")
+        gateways = self.get_option("gateways")
         try:
-            devices = GatewayClient(run_dir).devices()
-        except CallHomeError as exc:
+            if gateways:
+                devices = cluster_client(run_dir, gateway_remotes(gateways)).devices()
+            else:
+                devices = GatewayClient(run_dir).devices()
+        except (CallHomeError, AnsibleConnectionFailure) as exc:
             raise AnsibleParserError("callhome.network.gateway (%s): %s" % (path, exc)) from None
-        self._populate(devices, run_dir)
+        self._populate(devices, run_dir, gateways)
 
-    def _populate(self, devices, run_dir):
+    def _populate(self, devices, run_dir, gateways=None):
         strict = self.get_option("strict")
         for info in devices:
             if self.get_option("connected_only") and not info.connected:
@@ -120,7 +146,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                 "callhome_connected_since": info.connected_since,
                 "callhome_last_seen": info.last_seen,
                 "callhome_reconnects": info.reconnects,
+                "callhome_gateway": info.gateway,
             }
+            if gateways:
+                variables["ansible_callhome_gateways"] = gateways
             for key, value in variables.items():
                 self.inventory.set_variable(host, key, value)
             for kind in (info.transport, info.state):

@@ -12,7 +12,8 @@ from ansible.module_utils.basic import missing_required_lib
 
 try:
     from callhome_transport.errors import CallHomeError
-    from callhome_transport.gateway.client import GatewayClient
+    from callhome_transport.gateway.client import GatewayClient, cluster_client
+    from callhome_transport.gateway.remote import SSHGateway
 except ImportError as exc:  # the plugins must still load for ansible-doc and sanity
     HAS_CALLHOME = False
     CALLHOME_IMPORT_ERROR = exc
@@ -52,8 +53,16 @@ class DeviceTarget:
                 "the wait for device %s happens inside the first command; lower ansible_callhome_wait_timeout or "
                 "raise ansible_command_timeout" % (self.wait, SETUP_MARGIN, self.command_timeout, self.name)
             )
-        self.client = GatewayClient(connection.get_option("callhome_run_dir"), timeout=self.command_timeout)
+        run_dir = connection.get_option("callhome_run_dir")
+        try:
+            gateways = connection.get_option("callhome_gateways")
+        except KeyError:  # a plugin without the option
+            gateways = None
         with callhome_errors():
+            if gateways:
+                self.client = cluster_client(run_dir, gateway_remotes(gateways), timeout=self.command_timeout)
+            else:
+                self.client = GatewayClient(run_dir, timeout=self.command_timeout)
             self.info = self.client.device(self.name)
         wanted = PLUGIN_FOR_TRANSPORT.get(self.info.transport)
         if wanted != plugin_name:
@@ -68,6 +77,40 @@ class DeviceTarget:
             connection.queue_message(
                 "vvv", "device %s is %s: waiting up to %gs for it to call home" % (self.name, self.info.state, self.wait)
             )
+
+
+def gateway_remotes(gateways):
+    """The C(gateways) option (host name -> SSH settings) as the client's
+    remotes: an SSHGateway per host, None for this host."""
+    remotes = {}
+    for host, entry in (gateways or {}).items():
+        entry = entry or {}
+        if not isinstance(entry, dict):
+            raise AnsibleConnectionFailure("callhome gateways.%s: expected a mapping of SSH settings" % host)
+        unknown = set(entry) - set(GATEWAY_KEYS)
+        if unknown:
+            raise AnsibleConnectionFailure(
+                "callhome gateways.%s: unknown keys %s (known: %s)"
+                % (host, ", ".join(sorted(unknown)), ", ".join(GATEWAY_KEYS))
+            )
+        if not entry.get("ssh_host"):
+            remotes[host] = None
+            continue
+        try:
+            remotes[host] = SSHGateway(
+                host=entry["ssh_host"],
+                port=int(entry.get("ssh_port", 22)),
+                username=entry.get("ssh_user"),
+                key_file=entry.get("ssh_key"),
+                known_hosts=entry.get("known_hosts"),
+                run_dir=entry.get("run_dir", "/run/callhome"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise AnsibleConnectionFailure("callhome gateways.%s: %s" % (host, exc)) from None
+    return remotes
+
+
+GATEWAY_KEYS = ("ssh_host", "ssh_port", "ssh_user", "ssh_key", "known_hosts", "run_dir")
 
 
 class callhome_errors:  # noqa: N801 - used as a statement: "with callhome_errors():"

@@ -21,6 +21,8 @@ import yaml
 
 from callhome_transport.gateway.client import UnixHTTPConnection
 
+from .netconfd_peer import in_netns
+
 HAPROXY = "/usr/sbin/haproxy"
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -40,12 +42,6 @@ def redis_available() -> str | None:
     return None
 
 
-def in_netns(netns: str | None, argv: Sequence[str]) -> list[str]:
-    """``argv`` run inside network namespace ``netns`` (``ip netns exec``
-    execs it, so the PID is the command's own)."""
-    return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
-
-
 def wait_port(host: str, port: int, timeout: float, *, netns: str | None = None, proc: Any = None) -> None:
     """Wait until ``host:port`` accepts (from inside ``netns`` when given)."""
     deadline = time.monotonic() + timeout
@@ -59,7 +55,7 @@ def wait_port(host: str, port: int, timeout: float, *, netns: str | None = None,
                     return
         else:
             probe = subprocess.run(
-                in_netns(netns, ["bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"]),
+                in_netns(netns, "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"),
                 capture_output=True,
                 check=False,
                 timeout=5,
@@ -162,7 +158,7 @@ backend gateways
 {servers}
 """
         )
-        super().__init__(in_netns(netns, [HAPROXY, "-f", str(self.config_path), "-db"]), workdir / "haproxy.log")
+        super().__init__(in_netns(netns, HAPROXY, "-f", str(self.config_path), "-db"), workdir / "haproxy.log")
 
     def start(self) -> subprocess.Popen[bytes]:
         check = subprocess.run(
@@ -186,7 +182,7 @@ class RedisServer(Process):
             *("--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"),
             *("--dir", str(workdir), "--protected-mode", "no", "--daemonize", "no"),
         ]
-        super().__init__(in_netns(netns, argv), workdir / f"redis-{port}.log")
+        super().__init__(in_netns(netns, *argv), workdir / f"redis-{port}.log")
 
     @property
     def url(self) -> str:
@@ -231,7 +227,7 @@ class ServeProcess(Process):
             *(sys.executable, "-m", "callhome_transport.cli", "serve"),
             *("--config", str(self.config_path), "--ready-file", str(self.ready_file), *extra_args),
         ]
-        super().__init__(in_netns(netns, argv), workdir / "gateway.log")
+        super().__init__(in_netns(netns, *argv), workdir / "gateway.log")
 
     def start(self, timeout: float = 30) -> subprocess.Popen[bytes]:
         with contextlib.suppress(FileNotFoundError):

@@ -168,8 +168,10 @@ class NetconfdDevice:
         name: str = "dev",
         max_sessions: int = 10,
         subsystem_wrapper: str | None = None,
+        netns: str | None = None,
     ) -> None:
         self.dir = Path(workdir) / f"netconfd-{name}"
+        self.netns = netns  # run inside this network namespace (tests/integration/netns.py)
         self.listen_host = listen_host
         if key_type not in host_key_types:
             raise ValueError(f"key_type {key_type!r} must be one of host_key_types {host_key_types}")
@@ -203,7 +205,7 @@ class NetconfdDevice:
         ensure_test_user(self.username, self.password)
         self.dir.mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(exist_ok=True)
-        self.ssh_port = free_port(self.listen_host)
+        self.ssh_port = free_port(self.listen_host if self.netns is None else "127.0.0.1")
         self.host_keys = {kind: HostKey.generate(self.dir, kind) for kind in self.host_key_types}
         self.host_key_public_line = self.host_keys[self.key_type].public_line
         self.host_key_fingerprint = self.host_keys[self.key_type].fingerprint
@@ -217,7 +219,8 @@ class NetconfdDevice:
         self.ncx_socket = sock
         (self.dir / "netconfd.conf").write_text("")  # never the host's /etc/yuma/netconfd.conf
         self._netconfd = subprocess.Popen(
-            [
+            in_netns(
+                self.netns,
                 NETCONFD,
                 f"--config={self.dir / 'netconfd.conf'}",
                 "--no-startup",
@@ -228,7 +231,7 @@ class NetconfdDevice:
                 "--log-level=info",
                 "--access-control=off",
                 f"--target={self.target}",
-            ],
+            ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -262,7 +265,7 @@ Subsystem netconf {subsystem}
         )
         subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True, timeout=30)
         self._sshd = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config), "-E", str(self.sshd_log)],
+            in_netns(self.netns, SSHD, "-D", "-e", "-f", str(config), "-E", str(self.sshd_log)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -278,7 +281,14 @@ Subsystem netconf {subsystem}
                 if proc is not None and proc.poll() is not None:
                     self.stop()
                     raise RuntimeError(self._failure(f"exited with {proc.returncode}"))
-            if sock.exists():
+            if sock.exists() and self.netns is not None:
+                probe = f"exec 3<>/dev/tcp/{self.listen_host}/{self.ssh_port}; head -c 8 <&3"
+                banner = subprocess.run(
+                    in_netns(self.netns, "timeout", "2", "bash", "-c", probe), capture_output=True, check=False
+                )
+                if banner.stdout.startswith(b"SSH-2.0-"):
+                    return
+            elif sock.exists():
                 with (
                     contextlib.suppress(OSError),
                     socket.create_connection((self.listen_host, self.ssh_port), 0.5) as c,
@@ -357,10 +367,12 @@ class ReverseRelay:
         listener_host: str = "127.0.0.1",
         device_host: str = "127.0.0.1",
         source_host: str | None = None,
+        netns: str | None = None,
     ) -> None:
         # source_host: the address the device calls from (any of 127.0.0.0/8 on Linux)
         bind = f",bind={source_host}" if source_host else ""
-        self.args = [
+        self.args = in_netns(
+            netns,
             SOCAT,
             "-T",
             "600",  # bounded: the relay ends after 10 min of silence at most
@@ -368,7 +380,7 @@ class ReverseRelay:
             # second small segment for the peer's 40 ms delayed ACK
             f"{_socat_addr(listener_host, listener_port)},retry=50,interval=0.1,nodelay{bind}",
             f"{_socat_addr(device_host, device_port)},nodelay",
-        ]
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -412,6 +424,11 @@ class ReverseRelay:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def in_netns(netns: str | None, *argv: str) -> list[str]:
+    """``argv``, run inside network namespace ``netns`` when given (``ip netns exec`` execs it: same PID)."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
 
 
 def _socat_addr(host: str, port: int) -> str:
