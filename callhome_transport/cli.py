@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--period", type=float, default=60.0, help="periodic: seconds between calls")
     sim.add_argument("--linger", type=float, default=10.0, help="periodic: seconds a call stays up")
     sim.add_argument(
-        "--backoff-max", type=float, default=60.0, help="longest wait between failed calls, seconds (from 1 s, doubling)"
+        "--backoff-max", type=float, default=60.0, help="longest wait between failed calls, s (from 1 s, doubling)"
     )
     sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     sim.add_argument("--wait-listener", action="store_true", help="wait until HOST:PORT accepts, then call all at once")
