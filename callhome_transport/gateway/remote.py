@@ -86,6 +86,7 @@ class SSHOpener:
         self._engine: object | None = None
         self._conn: object | None = None
         self._lock: asyncio.Lock | None = None
+        self._forwarded = False  # a stream-local channel has been opened on this host
 
     def describe(self, path: str) -> str:
         return f"{self.gateway.host}:{path}"
@@ -152,16 +153,18 @@ class SSHOpener:
             )
             relay = cast(ChannelRelay, session)
         except asyncssh.ChannelOpenError as exc:
-            # sshd could not connect to the socket (absent, refused) or refused stream-local forwarding
-            if exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
-                raise PermissionError(
-                    errno.EACCES,
-                    f"sshd on {self.gateway.host} refuses Unix socket forwarding: set AllowStreamLocalForwarding yes "
-                    "and AllowTcpForwarding not 'no'",
-                ) from exc
-            raise FileNotFoundError(errno.ENOENT, f"{self.describe(path)}: {exc.reason or 'open failed'}") from exc
+            # OpenSSH answers the same "open failed" whether the socket is absent or stream-local
+            # forwarding is denied (AllowTcpForwarding no): once a channel worked, it is the socket
+            reason = exc.reason or "open failed"
+            if not self._forwarded:
+                reason += (
+                    " (no socket there, or the gateway host's sshd refuses Unix socket forwarding: it needs "
+                    "AllowStreamLocalForwarding yes and AllowTcpForwarding not 'no')"
+                )
+            raise FileNotFoundError(errno.ENOENT, f"{self.describe(path)}: {reason}") from exc
         except asyncssh.Error as exc:
             raise ConnectionError(f"SSH to gateway host {self.gateway.host}: {_reason(exc)}") from exc
+        self._forwarded = True
         ours, theirs = socket.socketpair()
         try:
             await relay.attach_local(ours)

@@ -21,7 +21,9 @@ import yaml
 
 from callhome_transport.gateway.client import UnixHTTPConnection
 
-from .netconfd_peer import in_netns
+from .netconfd_peer import HostKey, in_netns
+
+SSHD = "/usr/sbin/sshd"
 
 HAPROXY = "/usr/sbin/haproxy"
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -260,3 +262,65 @@ class ServeProcess(Process):
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class GatewaySSHD(Process):
+    """A gateway host's OpenSSH sshd, for clients that reach its Unix sockets
+    through stream-local channels: key authentication of ``authorized_key``,
+    ``AllowStreamLocalForwarding yes`` and ``AllowTcpForwarding`` as given
+    (OpenSSH refuses stream-local channels while it is ``no``)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        address: str,
+        port: int,
+        authorized_key: str,
+        netns: str | None = None,
+        allow_tcp_forwarding: str = "yes",
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.address, self.port, self.netns = address, port, netns
+        self.host_key = HostKey.generate(workdir, "ed25519")
+        (workdir / "authorized_keys").write_text(authorized_key.strip() + "\n")
+        self.config_path = workdir / "sshd_config"
+        self.config_path.write_text(
+            f"""Port {port}
+ListenAddress {address}
+HostKey {self.host_key.path}
+PidFile {workdir / "sshd.pid"}
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+AuthorizedKeysFile {workdir / "authorized_keys"}
+AllowStreamLocalForwarding yes
+AllowTcpForwarding {allow_tcp_forwarding}
+MaxSessions 200
+MaxStartups 200
+LogLevel VERBOSE
+"""
+        )
+        super().__init__(in_netns(netns, SSHD, "-D", "-e", "-f", str(self.config_path)), workdir / "sshd.log")
+
+    @property
+    def known_hosts_line(self) -> str:
+        host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{host} {self.host_key.public_line}"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        Path("/run/sshd").mkdir(exist_ok=True)
+        subprocess.run([SSHD, "-t", "-f", str(self.config_path)], check=True, capture_output=True)
+        proc = super().start()
+        wait_port(self.address, self.port, 10, netns=self.netns, proc=proc)
+        return proc
+
+
+def client_key(directory: Path) -> Path:
+    """A fresh ed25519 key pair for an SSH client (never committed)."""
+    path = directory / "client_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path

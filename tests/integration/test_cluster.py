@@ -31,8 +31,16 @@ import yaml
 
 from callhome_transport.gateway.client import DeviceInfo, GatewayClient
 
-from .cluster_peers import HAProxy, RedisServer, ServeProcess, haproxy_available, redis_available
-from .netconfd_peer import HostKey, NetconfdDevice, peers_available
+from .cluster_peers import (
+    GatewaySSHD,
+    HAProxy,
+    RedisServer,
+    ServeProcess,
+    client_key,
+    haproxy_available,
+    redis_available,
+)
+from .netconfd_peer import NetconfdDevice, peers_available
 from .netns import Host, Lab, netns_available
 
 pytestmark = pytest.mark.integration
@@ -56,7 +64,6 @@ class Cluster:
         self.dir = workdir
         self.lab = lab
         self.gateways: dict[str, ServeProcess] = {}
-        self.sshd_keys: dict[str, HostKey] = {}
 
     # -- building --------------------------------------------------------------------------
 
@@ -87,13 +94,11 @@ class Cluster:
         self.inventory = self.dir / "devices.yml"
         self.inventory.write_text(yaml.safe_dump(inventory))
         # gateways, each with an sshd for the controller
-        self.client_key = self.dir / "ctl_ed25519"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key)], check=True)
+        self.client_key = client_key(self.dir)
         known_hosts = []
         for name, host in self.gw_hosts.items():
             self.gateways[name] = self._gateway(name, host)
-            self.sshd_keys[name] = self._sshd(name, host)
-            known_hosts.append(f"{host.address} {self.sshd_keys[name].public_line}")
+            known_hosts.append(self._sshd(name, host))
         self.known_hosts = self.dir / "known_hosts"
         self.known_hosts.write_text("\n".join(known_hosts) + "\n")
         self.balancer = HAProxy(
@@ -139,35 +144,17 @@ class Cluster:
         gateway.start()
         return gateway
 
-    def _sshd(self, name: str, host: Host) -> HostKey:
-        directory = self.dir / f"sshd-{name}"
-        directory.mkdir()
-        key = HostKey.generate(directory, "ed25519")
-        (directory / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
-        config = directory / "sshd_config"
-        config.write_text(
-            f"""Port 22
-ListenAddress {host.address}
-HostKey {key.path}
-PidFile {directory / "sshd.pid"}
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-StrictModes no
-AuthorizedKeysFile {directory / "authorized_keys"}
-AllowStreamLocalForwarding yes
-AllowTcpForwarding yes
-MaxSessions 200
-MaxStartups 200
-LogLevel VERBOSE
-"""
+    def _sshd(self, name: str, host: Host) -> str:
+        sshd = GatewaySSHD(
+            self.dir / f"sshd-{name}",
+            address=host.address,
+            port=22,
+            authorized_key=Path(f"{self.client_key}.pub").read_text(),
+            netns=host.netns,
         )
-        Path("/run/sshd").mkdir(exist_ok=True)
-        subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(config)], check=True, capture_output=True)
-        host.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], directory / "sshd.log")
-        return key
+        host.adopt(sshd)
+        sshd.start()
+        return sshd.known_hosts_line
 
     # -- using -------------------------------------------------------------------------------
 
