@@ -82,13 +82,16 @@ class PendingConnection:
         self.accepted_at = time.monotonic()
         self.ended: str | None = None  # why we ended it early, if we did
         self._first_bytes = False
+        # bytes the kernel received before the handshake started: a balancer's PROXY header,
+        # read by the listener (a TLS device itself sends nothing before our ClientHello)
+        self._received_before = (bytes_received(sock) or 0) if tls else 0
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def has_sent_first_bytes(self) -> bool:
         if not self._first_bytes and self.tls:
             received = bytes_received(self.sock)
-            self._first_bytes = received is not None and received >= TLS_FIRST_BYTES
+            self._first_bytes = received is not None and received - self._received_before >= TLS_FIRST_BYTES
         return self._first_bytes
 
     def end(self, reason: str) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from callhome_transport.transports.preauth import PendingConnection, PreauthEnded, bytes_received, ssh_banner_complete
+from callhome_transport.transports.proxy import build_v2
 
 
 @pytest.mark.parametrize(
@@ -151,5 +152,23 @@ def test_tls_first_bytes_are_counted_by_the_kernel() -> None:
         await until(answered.has_sent_first_bytes)
         ours.close()
         device.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO byte counts are Linux only")
+def test_a_proxy_header_read_before_does_not_count_as_the_tls_devices_first_bytes() -> None:
+    async def run() -> None:
+        ours, balancer = await tcp_pair()
+        header = build_v2(("2001:db8::7", 40000), ("2001:db8::1", 4335))  # 52 bytes: more than a ServerHello
+        balancer.send(header)
+        await until(lambda: bytes_received(ours) == len(header))
+        assert ours.recv(len(header)) == header  # the listener consumed it
+        pending = PendingConnection(ours, ("2001:db8::7", 40000), tls=True)
+        assert not pending.has_sent_first_bytes()  # failed before the fix: 52 >= 47
+        balancer.send(b"\x16" * 47)
+        await until(pending.has_sent_first_bytes)
+        ours.close()
+        balancer.close()
 
     asyncio.run(run())
