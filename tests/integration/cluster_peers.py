@@ -68,6 +68,22 @@ def wait_port(host: str, port: int, timeout: float, *, netns: str | None = None,
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s")
 
 
+def wait_listening(port: int, timeout: float, *, netns: str | None = None, proc: Any = None) -> None:
+    """Wait until a socket listens on TCP ``port`` (``ss``; no connection is
+    made, so a balancer does not forward a probe to its backends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited {proc.returncode} before listening on port {port}")
+        listing = subprocess.run(
+            in_netns(netns, "ss", "-Hltn", f"sport = :{port}"), capture_output=True, text=True, check=False, timeout=5
+        )
+        if listing.stdout.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
 class Process:
     """One background process, its output in ``log``, stopped by PID."""
 
@@ -169,7 +185,7 @@ backend gateways
         if check.returncode != 0:
             raise RuntimeError(f"haproxy -c: {check.stdout}{check.stderr}")
         proc = super().start()
-        wait_port(*self.bind, 10, netns=self.netns, proc=proc)
+        wait_listening(self.bind[1], 10, netns=self.netns, proc=proc)
         return proc
 
 

@@ -13,6 +13,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ import yaml
 from callhome_transport.engine import EventLoopThread
 from callhome_transport.transports.proxy import build_v2
 from callhome_transport.sim import SimulatedDevice
+from callhome_transport.sim.tls_device import SimPKI, SimulatedTLSDevice
 
 from .cluster_peers import HAProxy, ServeProcess, haproxy_available
 from .netconfd_peer import free_port
@@ -189,3 +191,47 @@ async def _reconnect(sim: SimulatedDevice, port: int) -> None:
     sim.close()
     await sim.wait_closed()
     await _call_from(sim, "127.0.0.31", port)
+
+
+def test_a_tls_device_through_haproxy(tmp_path: Path) -> None:
+    """NETCONF over TLS: the device sends nothing before our ClientHello, so
+    the header HAProxy sends first is all the listener reads."""
+    pki = SimPKI(tmp_path / "pki")
+    sim = SimulatedTLSDevice("PX-TLS", pki)
+    inventory = tmp_path / "devices.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "devices": {
+                    sim.name: {"transport": "tls", "tls": {"issuers": [str(pki.ca_file)], "identifier": sim.name}}
+                },
+            }
+        )
+    )
+    tls_port = free_port()
+    gateway = ServeProcess(
+        tmp_path / "gw",
+        inventory,
+        listen={
+            "addresses": ["127.0.0.1"],
+            "ssh_port": None,
+            "tls_port": tls_port,
+            "proxy_protocol": {"from": [f"{BALANCER}/32"], "listeners": ["tls"]},
+        },
+        tls={"certfile": str(pki.manager_cert), "keyfile": str(pki.manager_key)},
+    )
+    balancer = HAProxy(tmp_path, bind=("127.0.0.1", free_port()), backends=[("127.0.0.1", tls_port)], source=BALANCER)
+    loop = EventLoopThread(name="tls-device")
+    try:
+        gateway.start()
+        balancer.start()
+        loop.submit(sim.call_home("127.0.0.1", balancer.bind[1]))
+        status, record = gateway.get(f"/devices/{sim.name}/wait?timeout=20")
+        assert status == 200, gateway.output()[-2000:]
+        assert record["peer_address"].startswith("127.0.0.1:")  # the device's address, not HAProxy's
+        assert "WARNING" not in gateway.output()
+    finally:
+        loop.stop()
+        balancer.stop()
+        gateway.stop()
