@@ -73,9 +73,13 @@ def test_a_storm_is_served_by_both_workers(tmp_path: Path, redis_server: RedisSe
         for record in records:
             by_worker[record.gateway] = by_worker.get(record.gateway, 0) + 1
         assert set(by_worker) == {"host1-w0", "host1-w1"}, by_worker  # both processes serve devices
-        # the other worker's control socket gives the same cluster-wide answer
-        other = GatewayClient(gateway.run_dir / "w1", timeout=10).devices()
-        assert {r.name: r.gateway for r in other} == {r.name: r.gateway for r in records}
+        # the other worker's control socket gives the same cluster-wide answer, once the last
+        # registrations have reached Redis (a worker knows its own devices first)
+        expected = {r.name: r.gateway for r in records}
+        deadline = time.monotonic() + 10
+        while (seen := {r.name: r.gateway for r in GatewayClient(gateway.run_dir / "w1").devices()}) != expected:
+            assert time.monotonic() < deadline, {n: g for n, g in seen.items() if expected[n] != g}
+            time.sleep(0.1)
         # each device's endpoint is on the worker that holds it
         held_by_w1 = next(r.name for r in records if r.gateway == "host1-w1")
         with GatewayClient(gateway.run_dir / "w1").netconf_manager(held_by_w1, timeout=10) as m:
