@@ -123,7 +123,7 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"redis_url: a redis://, rediss:// or unix:// URL, not {self.redis_url!r}")
+            raise ValueError(f"redis_url: a redis://, rediss:// or unix:// URL, not {_safe_url(self.redis_url)!r}")
         host = self.host or socket.gethostname()
         object.__setattr__(self, "host", host)
         object.__setattr__(self, "gateway_id", self.gateway_id or host)
@@ -317,9 +317,14 @@ class ClusterMember:
         found: dict[str, Placement] = {}
         for start in range(0, len(keys), _SCAN_BATCH):
             for value in await self._redis.mget(keys[start : start + _SCAN_BATCH]):
-                if value is not None:
+                if value is None:
+                    continue  # expired between SCAN and MGET
+                try:
                     placement = Placement.from_json(value)
-                    found[placement.device] = placement
+                except (ValueError, KeyError, TypeError):
+                    log.debug("cluster: ignoring a malformed record %r", value[:200])
+                    continue
+                found[placement.device] = placement
         return found
 
     async def placement(self, device: str) -> Placement | None:

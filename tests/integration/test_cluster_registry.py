@@ -92,6 +92,8 @@ async def test_a_connected_device_is_published_with_its_gateway_and_removed_on_d
     members = {m.gateway: m for m in await b.members()}
     assert members["gw-a"].run_dir == "/run/gw-a"
     assert (await b.placements()).keys() == {"SN-1"}
+    await b._redis.set("callhome:device:JUNK", b"not json")  # someone else's key under our prefix
+    assert (await b.placements()).keys() == {"SN-1"}
     a.disconnected("SN-1", "closed")
     await until(lambda: _absent(b, "SN-1"))
 
@@ -241,8 +243,9 @@ async def test_wait_elsewhere_wakes_on_the_connected_event(
 
 
 def test_config_is_checked_when_built() -> None:
-    with pytest.raises(ValueError, match="redis://"):
-        ClusterConfig(redis_url="http://x")
+    with pytest.raises(ValueError, match="redis://") as info:
+        ClusterConfig(redis_url="http://:s3cret@x")
+    assert "s3cret" not in str(info.value)
     with pytest.raises(ValueError, match="refresh_interval"):
         ClusterConfig(redis_url="redis://x", ttl=10, refresh_interval=10)
     with pytest.raises(ValueError, match="gateway_id"):
