@@ -224,6 +224,7 @@ class ClusterMember:
         self._ops: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._up = False
+        self._closed = False
         self._resync = True  # at start: clear what an earlier life of this gateway left
         self._waiters: dict[str, list[asyncio.Event]] = {}
         self._started_at = f"{time.time():.6f}"
@@ -264,7 +265,11 @@ class ClusterMember:
         ]
 
     async def close(self) -> None:
-        """Withdraw this gateway's records (best effort) and stop."""
+        """Withdraw this gateway's records (best effort) and stop.  A second
+        call (a second SIGTERM while stopping) returns at once."""
+        if self._closed:
+            return
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

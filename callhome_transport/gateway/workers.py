@@ -111,8 +111,9 @@ def run_workers(config_path: Path, config: GatewayConfig, count: int, *, ready_f
             time.sleep(_POLL * 4)
     finally:
         sd_notify("STOPPING=1")
-        for worker in workers:
-            worker.signal(signal.SIGTERM)
+        if not stopping:  # on_stop has signalled them already: a second SIGTERM would stop them twice
+            for worker in workers:
+                worker.signal(signal.SIGTERM)
         for worker in workers:
             if worker.proc is not None:
                 try:

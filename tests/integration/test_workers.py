@@ -96,3 +96,36 @@ def test_a_storm_is_served_by_both_workers(tmp_path: Path, redis_server: RedisSe
     log = gateway.output()
     assert "2 workers ready" in log
     assert "Traceback" not in log
+
+
+def test_a_second_sigterm_while_stopping_is_harmless(tmp_path: Path, redis_server: RedisServer) -> None:
+    fleet = Fleet(FleetConfig(count=30, prefix="ST-", backoff_initial=0.2, backoff_max=1.0))
+    inventory = tmp_path / "devices.yml"
+    inventory.write_text(yaml.safe_dump(fleet.inventory()))
+    port = free_port()
+    gateway = ServeProcess(
+        tmp_path / "gw",
+        inventory,
+        listen={"addresses": ["127.0.0.1"], "ssh_port": port},
+        cluster={"redis": redis_server.url, "gateway_id": "st", "ttl": 30, "refresh_interval": 10},
+    )
+    loop = EventLoopThread(name="fleet")
+    storm = None
+    try:
+        gateway.start()
+        storm = loop.submit(fleet.run("127.0.0.1", port))
+        client = GatewayClient(gateway.run_dir, timeout=10)
+        deadline = time.monotonic() + 30
+        while sum(r.connected for r in client.devices()) < 30:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.send_signal(signal.SIGTERM)  # systemd and an impatient operator
+        assert gateway.proc.wait(30) == 0
+    finally:
+        if storm is not None:
+            storm.cancel()
+        loop.stop()
+        gateway.stop()
+    assert "Traceback" not in gateway.output(), gateway.output()[-3000:]
