@@ -18,8 +18,8 @@ import logging
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from ..errors import REFUSAL_ERRORS, CallHomeError, DeviceNotConnectedError, refusal_to_dict
 from .cluster import ClusterMember, Placement
-from ..errors import DeviceNotConnectedError
 from .http import Response, json_response
 
 if TYPE_CHECKING:
@@ -113,6 +113,11 @@ class ClusterView:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if local in done and local.exception() is None:
                     return json_response(200, self._merge(record, {}))
+                refused = local.exception() if local in done else None
+                if isinstance(refused, CallHomeError) and isinstance(refused, tuple(REFUSAL_ERRORS.values())):
+                    # it called here during the wait and was refused: the same inventory refuses it everywhere
+                    body = {"error": str(refused), "device": record.name, "refusal": refusal_to_dict(refused)}
+                    return json_response(502, body)
                 found = elsewhere.result() if elsewhere in done else None
                 if found is not None:
                     return json_response(200, self._merge(record, {record.name: found}))

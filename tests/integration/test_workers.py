@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 
 from callhome_transport.engine import EventLoopThread
 from callhome_transport.gateway.client import GatewayClient
+from callhome_transport.sim import SimulatedDevice
 from callhome_transport.sim.fleet import Fleet, FleetConfig
 
 from .cluster_peers import RedisServer, ServeProcess, redis_available
@@ -129,3 +131,35 @@ def test_a_second_sigterm_while_stopping_is_harmless(tmp_path: Path, redis_serve
         loop.stop()
         gateway.stop()
     assert "Traceback" not in gateway.output(), gateway.output()[-3000:]
+
+
+def test_a_cluster_wait_ends_with_the_devices_refusal(tmp_path: Path, redis_server: RedisServer) -> None:
+    """As without a cluster: a device that calls during the wait and is refused ends it with why."""
+    sim = SimulatedDevice("RF-1", password="right")
+    inventory = tmp_path / "devices.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "devices": {
+                    sim.name: {"ssh": {"host_keys": [sim.host_key_line], "username": "admin", "password": "wrong"}}
+                }
+            }
+        )
+    )
+    port = free_port()
+    gateway = ServeProcess(
+        tmp_path / "gw",
+        inventory,
+        listen={"addresses": ["127.0.0.1"], "ssh_port": port},
+        cluster={"redis": redis_server.url, "gateway_id": "rf", "ttl": 30, "refresh_interval": 10},
+    )
+    loop = EventLoopThread(name="device")
+    try:
+        gateway.start()
+        threading.Timer(0.5, lambda: loop.submit(sim.call_home("127.0.0.1", port))).start()
+        status, body = gateway.get(f"/devices/{sim.name}/wait?timeout=20")
+    finally:
+        loop.stop()
+        gateway.stop()
+    assert status == 502, body
+    assert body["refusal"]["type"] == "AuthenticationFailedError"
