@@ -262,9 +262,10 @@ async def _closed(sim: Any) -> None:
 # -- Redis capacity ----------------------------------------------------------------------------------
 
 
-async def redis_writes(count: int, work: Path) -> tuple[float, float]:
+async def redis_writes(count: int, work: Path) -> tuple[float, float, float]:
     """Registration scripts per second through one member, pipelined (the
-    refresh path), and per second of Redis CPU (the server's own cost)."""
+    refresh path), per second of Redis CPU (the server's own cost), and Redis
+    memory per record (bytes)."""
     from callhome_transport.cluster import ClusterConfig, ClusterMember
 
     redis = RedisServer(work, host="127.0.0.1", port=free_port())
@@ -276,10 +277,13 @@ async def redis_writes(count: int, work: Path) -> tuple[float, float]:
             run_dir=str(work),
         )
         await member.start()
+        await asyncio.sleep(0.2)  # the member's own start-up writes
+        memory0 = int((await member._redis.info("memory"))["used_memory"])
         for index in range(count):
             member.connected(f"CAP-{index:06d}", transport="ssh", peer="p:1", connected_since=1.0)
         while len(await member.placements()) < count:  # first writes (new records, events)
             await asyncio.sleep(0.05)
+        per_record = (int((await member._redis.info("memory"))["used_memory"]) - memory0) / count
         held = list(member.held().values())
         redis_cpu0 = await _redis_cpu(member)
         started = time.perf_counter()
@@ -288,7 +292,7 @@ async def redis_writes(count: int, work: Path) -> tuple[float, float]:
         elapsed = time.perf_counter() - started
         redis_cpu = await _redis_cpu(member) - redis_cpu0
         await member.close()
-        return count / elapsed, count / redis_cpu if redis_cpu > 0 else float("nan")
+        return count / elapsed, count / redis_cpu if redis_cpu > 0 else float("nan"), per_record
     finally:
         redis.stop()
 
@@ -356,10 +360,11 @@ def main() -> int:
             print(f"  ratio with / without Redis: {shared / local:.2f}x (+{1000 * (shared - local):.2f} ms)")
         if "redis" in args.only:
             (work / "cap").mkdir()
-            rate, per_cpu = asyncio.run(redis_writes(args.redis_records, work / "cap"))
+            rate, per_cpu, per_record = asyncio.run(redis_writes(args.redis_records, work / "cap"))
             print(
                 f"\nRedis: {rate:,.0f} registration writes/s from one member (script, pipelined by 500, "
-                f"{args.redis_records} records); {per_cpu:,.0f} writes per second of Redis CPU"
+                f"{args.redis_records} records); {per_cpu:,.0f} writes per second of Redis CPU; "
+                f"{per_record:.0f} bytes of Redis memory per device record"
             )
     return 1 if errors else 0
 
