@@ -76,14 +76,18 @@ def fleet_main(count: int, inventory_out: Path, target: str, go: Path) -> None:
 # -- storms ---------------------------------------------------------------------------------------
 
 
-def connected(run_dirs: list[Path]) -> int:
-    total = 0
+def connected_per_process(run_dirs: list[Path]) -> list[int]:
+    counts = []
     for run_dir in run_dirs:
         _, text = GatewayClient(run_dir, timeout=30).get("/metrics")
-        for line in str(text).splitlines():
-            if line.startswith("callhome_connected_devices{"):
-                total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+        counts.append(
+            sum(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in str(text).splitlines()
+                if line.startswith("callhome_connected_devices{")
+            )
+        )
+    return counts
 
 
 def storm(scenario: str, count: int, work: Path) -> dict[str, float]:
@@ -139,17 +143,20 @@ def storm(scenario: str, count: int, work: Path) -> dict[str, float]:
             proxy_pid = balancer.pid
         cpu0 = sum(cpu_of(pid) for pid in pids)
         proxy_cpu0 = cpu_of(proxy_pid) if proxy_pid else 0.0
+        fleet_cpu0 = cpu_of(fleet.pid)
         t0 = time.monotonic()
         go.touch()
-        while (done := connected(run_dirs)) < count:
+        while sum(per_process := connected_per_process(run_dirs)) < count:
             if time.monotonic() - t0 > 600:
-                raise RuntimeError(f"only {done} of {count} registered after 600 s")
+                raise RuntimeError(f"only {sum(per_process)} of {count} registered after 600 s")
             time.sleep(0.1)
         elapsed = time.monotonic() - t0
         return {
             "elapsed": elapsed,
             "gateway_cpu": sum(cpu_of(pid) for pid in pids) - cpu0,
             "haproxy_cpu": (cpu_of(proxy_pid) - proxy_cpu0) if proxy_pid else 0.0,
+            "fleet_cpu": cpu_of(fleet.pid) - fleet_cpu0,
+            "smallest_share": min(per_process) / count,
         }
     finally:
         fleet.terminate()
@@ -184,7 +191,7 @@ async def registry_latency(samples: int, work: Path) -> dict[str, list[float]]:
     )
     results: dict[str, list[float]] = {}
     try:
-        for mode in ("local", "redis"):
+        for mode in ("local", "redis", "haproxy"):
             results[mode] = await _latencies(mode, inventory, sims, devices_loop, redis.url, work)
     finally:
         devices_loop.stop()
@@ -208,7 +215,10 @@ async def _latencies(
         if future is not None and not future.done():
             future.set_result(time.perf_counter())
 
-    server = AsyncCallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0)
+    from callhome_transport.proxy import ProxyProtocolConfig
+
+    proxy = ProxyProtocolConfig(trusted=("127.0.0.2/32",)) if mode == "haproxy" else None
+    server = AsyncCallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0, proxy_protocol=proxy)
     member = None
     if mode == "redis":
         member = ClusterMember(
@@ -237,12 +247,25 @@ async def _latencies(
     else:
         server.add_connect_callback(lambda event: mark(event.device))
     await server.start()
+    port = server.listen_port
+    balancer = None
+    if mode == "haproxy":
+        (work / "haproxy").mkdir(exist_ok=True)
+        balancer = HAProxy(
+            work / "haproxy", bind=("127.0.0.1", free_port()), backends=[("127.0.0.1", port)], source="127.0.0.2"
+        )
+        await asyncio.to_thread(balancer.start)
+        port = balancer.bind[1]
     latencies = []
-    for sim in sims:
-        registered[sim.name] = loop.create_future()
-        dialled = time.perf_counter()
-        devices_loop.submit(sim.call_home("127.0.0.1", server.listen_port))
-        latencies.append(await asyncio.wait_for(registered[sim.name], 30) - dialled)
+    try:
+        for sim in sims:
+            registered[sim.name] = loop.create_future()
+            dialled = time.perf_counter()
+            devices_loop.submit(sim.call_home("127.0.0.1", port))
+            latencies.append(await asyncio.wait_for(registered[sim.name], 30) - dialled)
+    finally:
+        if balancer is not None:
+            balancer.stop()
     await server.close()
     for sim in sims:
         await asyncio.wrap_future(devices_loop.submit(_closed(sim)))
@@ -337,9 +360,11 @@ def main() -> int:
                     print(f"  {scenario:11s} FAILED: {errors.get(scenario, 'no result')}")
                     continue
                 cpu = median([r["gateway_cpu"] for r in results[scenario]])
-                extra = ""
+                extra = f", fleet CPU {median([r['fleet_cpu'] for r in results[scenario]]):.1f} s"
                 if scenario.startswith("haproxy"):
-                    extra = f", HAProxy CPU {median([r['haproxy_cpu'] for r in results[scenario]]):.1f} s"
+                    extra += f", HAProxy CPU {median([r['haproxy_cpu'] for r in results[scenario]]):.1f} s"
+                if scenario.endswith("2w"):
+                    extra += f", smaller worker's share {median([r['smallest_share'] for r in results[scenario]]):.0%}"
                 print(
                     f"  {scenario:11s} {elapsed[scenario]:7.2f} s  gateway CPU {cpu:6.1f} s "
                     f"({1000 * cpu / args.devices:.2f} ms/device)  {args.devices / elapsed[scenario]:7.0f}/s{extra}"
@@ -354,10 +379,15 @@ def main() -> int:
         if "latency" in args.only:
             latency = asyncio.run(registry_latency(args.latency_samples, work / "latency"))
             local, shared = median(latency["local"]), median(latency["redis"])
-            print(f"\nregistry latency, dial -> registered, {args.latency_samples} devices one at a time (median)")
+            balanced = median(latency["haproxy"])
+            print(f"\nlatency, dial -> registered, {args.latency_samples} devices one at a time (median)")
             print(f"  local registry only:        {1000 * local:7.2f} ms (p95 {1000 * _p95(latency['local']):.2f})")
             print(f"  + Redis (event received):   {1000 * shared:7.2f} ms (p95 {1000 * _p95(latency['redis']):.2f})")
+            print(
+                f"  through HAProxy (PROXY v2): {1000 * balanced:7.2f} ms (p95 {1000 * _p95(latency['haproxy']):.2f})"
+            )
             print(f"  ratio with / without Redis: {shared / local:.2f}x (+{1000 * (shared - local):.2f} ms)")
+            print(f"  ratio HAProxy / direct:     {balanced / local:.2f}x (+{1000 * (balanced - local):.2f} ms)")
         if "redis" in args.only:
             (work / "cap").mkdir()
             rate, per_cpu, per_record = asyncio.run(redis_writes(args.redis_records, work / "cap"))
