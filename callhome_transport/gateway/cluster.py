@@ -272,12 +272,13 @@ class ClusterMember:
         self._closed = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a stop never waits on Redis for long
+            await asyncio.wait(self._tasks, timeout=self.config.timeout)
         if self._up:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._withdraw(), self.config.timeout * 2)
         with contextlib.suppress(Exception):
-            await self._redis.aclose()
+            await asyncio.wait_for(self._redis.aclose(), self.config.timeout)
 
     # -- ClusterObserver ----------------------------------------------------------------------
 
@@ -556,7 +557,7 @@ class ClusterMember:
                 delay = min(delay * 2, _RETRY_MAX)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), self.config.timeout)  # type: ignore[no-untyped-call]
 
     def _event(self, data: bytes | str) -> None:
         try:
