@@ -55,8 +55,10 @@ class _Worker:
     def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.ready_file.unlink()
-        # the worker's log lines go where ours go (journal, terminal)
-        self.proc = subprocess.Popen(self.argv)
+        # the worker's log lines go where ours go (journal, terminal); systemd hears from the
+        # supervisor only (NotifyAccess=main would log every worker's READY=1 as refused)
+        env = {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
+        self.proc = subprocess.Popen(self.argv, env=env)
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
 
     def signal(self, sig: int) -> None:
