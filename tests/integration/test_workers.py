@@ -6,7 +6,9 @@ worker's control socket, with the worker that holds it."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -53,12 +55,21 @@ def test_a_storm_is_served_by_both_workers(tmp_path: Path, redis_server: RedisSe
         cluster={"redis": redis_server.url, "gateway_id": "host1", "ttl": 30, "refresh_interval": 10},
         admission={"max_pending_handshakes": 1024},
     )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # as systemd's NOTIFY_SOCKET
+    notify.bind(str(tmp_path / "notify.sock"))
+    gateway.env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
     loop = EventLoopThread(name="fleet")
     storm = None
     try:
         gateway.start()
         ready = json.loads(gateway.ready_file.read_text())
         assert len(ready["workers"]) == 2
+        notify.settimeout(5)
+        first = notify.recv(4096).decode()
+        assert "READY=1" in first and f"MAINPID={ready['pid']}" in first  # the supervisor, once all are up
+        notify.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            notify.recv(4096)  # and nothing from the workers (NotifyAccess=main would refuse them)
         storm = loop.submit(fleet.run("127.0.0.1", port))
         client = GatewayClient(gateway.run_dir, timeout=10)  # run_dir/control.sock -> w0's
         records: list[Any] = []
@@ -95,6 +106,7 @@ def test_a_storm_is_served_by_both_workers(tmp_path: Path, redis_server: RedisSe
             storm.cancel()
         loop.stop()
         gateway.stop()
+        notify.close()
     log = gateway.output()
     assert "2 workers ready" in log
     assert "Traceback" not in log
