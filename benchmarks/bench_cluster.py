@@ -204,7 +204,7 @@ async def _latencies(
 ) -> list[float]:
     import redis.asyncio as aioredis
 
-    from callhome_transport.cluster import ClusterConfig, ClusterMember
+    from callhome_transport.gateway.cluster import ClusterConfig, ClusterMember
     from callhome_transport.server import AsyncCallHomeServer
 
     loop = asyncio.get_running_loop()
@@ -215,7 +215,7 @@ async def _latencies(
         if future is not None and not future.done():
             future.set_result(time.perf_counter())
 
-    from callhome_transport.proxy import ProxyProtocolConfig
+    from callhome_transport.transports.proxy import ProxyProtocolConfig
 
     proxy = ProxyProtocolConfig(trusted=("127.0.0.2/32",)) if mode == "haproxy" else None
     server = AsyncCallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0, proxy_protocol=proxy)
@@ -289,7 +289,7 @@ async def redis_writes(count: int, work: Path) -> tuple[float, float, float]:
     """Registration scripts per second through one member, pipelined (the
     refresh path), per second of Redis CPU (the server's own cost), and Redis
     memory per record (bytes)."""
-    from callhome_transport.cluster import ClusterConfig, ClusterMember
+    from callhome_transport.gateway.cluster import ClusterConfig, ClusterMember
 
     redis = RedisServer(work, host="127.0.0.1", port=free_port())
     redis.start()

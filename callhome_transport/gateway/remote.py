@@ -142,7 +142,7 @@ class SSHOpener:
     async def _open(self, path: str, timeout: float) -> socket.socket:
         import asyncssh
 
-        from ..relay import ChannelRelay
+        from ..transports.relay import ChannelRelay
 
         conn = await asyncio.wait_for(self._connection(), timeout)
         assert isinstance(conn, asyncssh.SSHClientConnection)

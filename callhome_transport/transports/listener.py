@@ -4,7 +4,7 @@ It binds IPv4 and IPv6, accepts connections from devices, records the peer
 address and hands over the connected socket.  It knows nothing of SSH, TLS or
 NETCONF.  An error on one connection never stops it; it runs until closed.
 Behind an L4 balancer it learns the device's address from the balancer's
-PROXY protocol header (:mod:`callhome_transport.proxy`).
+PROXY protocol header (:mod:`callhome_transport.transports.proxy`).
 """
 
 from __future__ import annotations

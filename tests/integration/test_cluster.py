@@ -300,7 +300,7 @@ def test_real_source_addresses_through_proxy_v2(cluster: Cluster) -> None:
 def test_a_spoofed_header_from_a_device_address_is_refused(cluster: Cluster) -> None:
     gw1 = cluster.gw_hosts["gw1"]
     script = (
-        "import socket; from callhome_transport.proxy import build_v2; "
+        "import socket; from callhome_transport.transports.proxy import build_v2; "
         f"s = socket.create_connection(('{gw1.address}', {PORT}), 5); "
         f"s.sendall(build_v2(('203.0.113.9', 4242), ('{gw1.address}', {PORT})) + b'SSH-2.0-OpenSSH_9.2\\r\\n'); "
         "s.settimeout(5)\ntry: print(repr(s.recv(100)))\nexcept ConnectionResetError: print('reset')"

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from callhome_transport.engine import EventLoopThread
-from callhome_transport.transports.proxy import build_v2
 from callhome_transport.sim import SimulatedDevice
 from callhome_transport.sim.tls_device import SimPKI, SimulatedTLSDevice
+from callhome_transport.transports.proxy import build_v2
 
 from .cluster_peers import HAProxy, ServeProcess, haproxy_available
 from .netconfd_peer import free_port

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callhome_transport.errors import ProxyProtocolError
 from callhome_transport.addresses import PeerAddress
+from callhome_transport.errors import ProxyProtocolError
 from callhome_transport.transports.listener import Listener
 from callhome_transport.transports.proxy import (
     PROXY_V1_MAX,
