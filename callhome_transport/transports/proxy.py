@@ -306,7 +306,7 @@ class ProxyProtocolConfig:
     ``trusted``: the balancers' addresses or networks (CIDRs); only they may
     send a header, and every connection from them must start with one.
     ``listeners``: which listeners expect it (``ssh``, ``tls``, ``restconf``,
-    ``tls-strict``).  ``timeout``: seconds a balancer has to send its header
+    ``tls-strict``, ``outbound-ssh``).  ``timeout``: seconds a balancer has to send its header
     (HAProxy sends it at once)."""
 
     trusted: tuple[str, ...]

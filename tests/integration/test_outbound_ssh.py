@@ -5,6 +5,7 @@ accept it on their outbound-ssh port; RFC 8071 devices on 4334 are unaffected.""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,9 @@ import yaml
 from callhome_transport import CallHomeServer, Inventory
 from callhome_transport.errors import PreambleHMACError
 from callhome_transport.transports.outbound_ssh import OutboundSSHConfig
+from callhome_transport.transports.proxy import ProxyProtocolConfig, build_v2
 
+from .cluster_peers import HAProxy, haproxy_available
 from .junos_peer import JunosOutboundSSH
 from .netconfd_peer import NACM_GROUP_FILTER, NetconfdDevice, ReverseRelay, free_port, wait_rejected
 from .test_gateway import GatewayProcess
@@ -205,6 +208,42 @@ def test_garbage_overlong_silent_and_rfc8071_callers_are_refused_quickly(
         assert "longer than 4096 bytes" in attempts[1].detail
         assert "RFC 8071 device calling the outbound-ssh port" in attempts[5].detail
         assert server.connected() == []
+
+
+def test_a_junos_device_through_haproxy_and_a_spoofed_header(netconfd: NetconfdDevice, tmp_path: Path) -> None:
+    """PROXY protocol v2 on the outbound-ssh listener: a Junos device behind
+    HAProxy (``send-proxy-v2`` from 127.0.0.2) is recorded with its own
+    address; a header sent by a device itself, before its preamble, is refused."""
+    reason = haproxy_available()
+    if reason:
+        pytest.skip(reason)
+    proxy = ProxyProtocolConfig(trusted=("127.0.0.2/32",), listeners=frozenset({"outbound-ssh"}))
+    with server_for({"MX-A": junos_entry(netconfd, "mx-a", SECRET)}, proxy_protocol=proxy) as server:
+        port = server.outbound_ssh_listen_port
+        balancer = HAProxy(
+            tmp_path, bind=("127.0.0.1", free_port()), backends=[("127.0.0.1", port)], source="127.0.0.2"
+        )
+        balancer.start()
+        try:
+            with junos(balancer.bind[1], netconfd), server.netconf("MX-A", timeout=15) as m:
+                assert has_group_filter_answer(m)
+                event = server.wait_for("MX-A", 1)
+            assert event.peer_address[0] == "127.0.0.1"  # the device's address, not HAProxy's 127.0.0.2
+            assert server.rejected() == []  # HAProxy's health checks (LOCAL headers) are no refusals
+        finally:
+            balancer.stop()
+        spoof = build_v2(("203.0.113.9", 4242), ("127.0.0.1", port))
+        preamble = b"MSG-ID: DEVICE-CONN-INFO\r\nMSG-VER: V1\r\nDEVICE-ID: mx-a\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(spoof + preamble)
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(4096):  # until the manager closes
+                    pass
+        (attempt,) = wait_rejected(server)
+        assert attempt.reason == "proxy-header"
+        assert attempt.peer_address[0] == "127.0.0.1"  # the connection's own source, not the header's
+        metrics = server.aio.metrics
+        assert metrics.value("callhome_handshakes_total", transport="outbound-ssh", result="proxy-header") == 1
 
 
 def test_rfc8071_device_on_the_normal_port_is_unaffected(netconfd: NetconfdDevice, device_b: NetconfdDevice) -> None:

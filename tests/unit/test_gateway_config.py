@@ -105,7 +105,7 @@ def test_proxy_protocol_is_off_by_default_and_parsed_when_given(tmp_path: Path) 
     every = write_config(tmp_path, "inventory: devices.yml\nlisten:\n  proxy_protocol: {from: [10.0.0.1]}\n")
     config = GatewayConfig.from_file(every).proxy_protocol
     assert config is not None
-    assert config.listeners == frozenset({"ssh", "tls", "restconf", "tls-strict"})
+    assert config.listeners == frozenset({"ssh", "tls", "restconf", "tls-strict", "outbound-ssh"})
 
 
 @pytest.mark.parametrize(
