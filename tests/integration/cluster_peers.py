@@ -5,13 +5,16 @@ by PID and stopped by PID."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -229,7 +232,10 @@ class ServeProcess(Process):
         workdir.mkdir(parents=True, exist_ok=True)
         self.dir = workdir
         self.netns = netns
-        self.run_dir = workdir / "run"
+        # a short run directory: socket paths must fit AF_UNIX (107 bytes), and pytest's
+        # tmp paths (longer under pytest-xdist) leave little room
+        self.run_dir = Path(tempfile.mkdtemp(prefix="chsv-"))
+        atexit.register(shutil.rmtree, self.run_dir, True)
         self.ready_file = workdir / "ready.json"
         self.config_path = workdir / "gateway.yml"
         cfg: dict[str, Any] = {
