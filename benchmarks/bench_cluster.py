@@ -221,11 +221,7 @@ async def _latencies(
     server = AsyncCallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0, proxy_protocol=proxy)
     member = None
     if mode == "redis":
-        member = ClusterMember(
-            ClusterConfig(redis_url=redis_url, gateway_id="lat", host="lat"),
-            on_close=lambda device, reason: None,
-            run_dir=str(work),
-        )
+        member = ClusterMember(ClusterConfig(redis_url=redis_url, gateway_id="lat", host="lat"), run_dir=str(work))
         await member.start()
         client = aioredis.Redis.from_url(redis_url)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -238,12 +234,7 @@ async def _latencies(
                     mark(json.loads(message["data"])["device"])
 
         listener = loop.create_task(events())
-        connected = member.connected
-        server.add_connect_callback(
-            lambda event: connected(
-                event.device, transport="ssh", peer=str(event.peer_address), connected_since=event.connected_at
-            )
-        )
+        member.attach(server.registry)  # as the gateway does: an observer of the registry
     else:
         server.add_connect_callback(lambda event: mark(event.device))
     await server.start()
@@ -294,16 +285,12 @@ async def redis_writes(count: int, work: Path) -> tuple[float, float, float]:
     redis = RedisServer(work, host="127.0.0.1", port=free_port())
     redis.start()
     try:
-        member = ClusterMember(
-            ClusterConfig(redis_url=redis.url, gateway_id="cap", host="cap"),
-            on_close=lambda device, reason: None,
-            run_dir=str(work),
-        )
+        member = ClusterMember(ClusterConfig(redis_url=redis.url, gateway_id="cap", host="cap"), run_dir=str(work))
         await member.start()
         await asyncio.sleep(0.2)  # the member's own start-up writes
         memory0 = int((await member._redis.info("memory"))["used_memory"])
         for index in range(count):
-            member.connected(f"CAP-{index:06d}", transport="ssh", peer="p:1", connected_since=1.0)
+            member.publish(f"CAP-{index:06d}", transport="ssh", peer="p:1", connected_since=1.0)
         while len(await member.placements()) < count:  # first writes (new records, events)
             await asyncio.sleep(0.05)
         per_record = (int((await member._redis.info("memory"))["used_memory"]) - memory0) / count

@@ -54,8 +54,11 @@ def _cell(info: DeviceInfo, name: str) -> str:
 
 
 def _devices_table(infos: list[DeviceInfo]) -> str:
-    rows = [[_cell(info, name) for _, name in TABLE_COLUMNS] for info in infos]
-    return _table(rows, [header for header, _ in TABLE_COLUMNS])
+    columns = list(TABLE_COLUMNS)
+    if any(info.gateway for info in infos):  # a cluster member answered: say where each lives
+        columns.insert(3, ("GATEWAY", "gateway"))
+    rows = [[_cell(info, name) for _, name in columns] for info in infos]
+    return _table(rows, [header for header, _ in columns])
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

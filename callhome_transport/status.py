@@ -137,6 +137,7 @@ class DeviceInfo(DeviceStatus):
     session_held: bool = False  # a greeted NETCONF session is ready for the next local client
     last_session_error: str | None = None  # why the last local session failed (the client only saw a close)
     last_session_error_at: float | None = None
+    gateway: str | None = None  # in a cluster (docs/scale.md): the id of the member holding the device
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

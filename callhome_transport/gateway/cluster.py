@@ -27,8 +27,13 @@ is back they resynchronise: every held session is registered again (newest
 wins again) and records left under their own id by an earlier life are
 removed.
 
-The registry core calls this through :class:`ClusterObserver`; it gets
-back "close your session of device X" through ``on_close``.
+The member is an observer of the server's one device registry
+(:class:`~callhome_transport.server.registry.RegistryObserver`, attached by
+:meth:`ClusterMember.attach`): the registry's ``connected`` and
+``disconnected`` events are what it publishes, and "close your session of
+device X" goes back to that registry (:meth:`Registry.disconnect`).  The TTL
+of a record is renewed for as long as the registry holds the session (its
+SSH keepalives, or TCP keepalive for TLS, are what keep it held).
 """
 
 from __future__ import annotations
@@ -43,12 +48,17 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from ..addresses import format_peer
+from ..status import DeviceState
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-__all__ = ["ClusterConfig", "ClusterMember", "ClusterObserver", "Member", "Placement"]
+    from ..server.registry import DeviceConnected, DeviceDisconnected, Registry, RejectedAttempt
+
+__all__ = ["ClusterConfig", "ClusterMember", "Member", "Placement"]
 
 log = logging.getLogger(__name__)
 
@@ -170,20 +180,6 @@ class Member:
     listening: dict[str, int] = field(default_factory=dict)
 
 
-class ClusterObserver(Protocol):
-    """What the device registry tells the cluster (every call is on the
-    event loop and returns at once; the writes happen behind it)."""
-
-    def connected(self, device: str, *, transport: str, peer: str, connected_since: float) -> None:
-        """``device`` is identified and authenticated here."""
-
-    def disconnected(self, device: str, reason: str) -> None:
-        """This gateway holds no session of ``device`` any more."""
-
-    def refreshed(self, device: str) -> None:
-        """``device``'s session answered a keepalive (its record's TTL may be renewed)."""
-
-
 CloseRequest = Callable[[str, str], None]  # (device, reason): close your session of this device
 
 
@@ -194,24 +190,28 @@ class _Held:
 
 
 class ClusterMember:
-    """This gateway as a member of the cluster (a :class:`ClusterObserver`).
+    """This gateway as a member of the cluster: an observer of its device
+    registry (:meth:`attach`), or driven directly through :meth:`publish`
+    and :meth:`withdraw`.
 
     ``on_close(device, reason)`` is called when another gateway holds a newer
-    session of a device this one holds; the gateway closes its own.
-    ``run_dir`` and ``listening`` are announced for clients."""
+    session of a device this one holds (:meth:`attach` sets it to the
+    registry's disconnect).  ``run_dir`` and ``listening`` are announced for
+    clients."""
 
     def __init__(
         self,
         config: ClusterConfig,
         *,
-        on_close: CloseRequest,
+        on_close: CloseRequest | None = None,
         run_dir: str,
         listening: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         import redis.asyncio as aioredis  # the optional extra 'cluster'
 
         self.config = config
-        self._on_close = on_close
+        self._on_close: CloseRequest = on_close or (lambda device, reason: None)
+        self._closing: set[asyncio.Task[bool]] = set()
         self._listening = listening or dict
         self.member = Member(
             gateway=config.gateway_id, host=config.host, run_dir=run_dir, pid=os.getpid(), started=time.time()
@@ -280,9 +280,40 @@ class ClusterMember:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._redis.aclose(), self.config.timeout)
 
-    # -- ClusterObserver ----------------------------------------------------------------------
+    # -- the registry's observer ----------------------------------------------------------------
 
-    def connected(self, device: str, *, transport: str, peer: str, connected_since: float) -> None:
+    def attach(self, registry: Registry) -> None:
+        """Publish what ``registry`` holds, and close its session of a device
+        another gateway holds a newer session of."""
+        registry.add_observer(self)
+
+        def close(device: str, reason: str) -> None:
+            task = asyncio.get_running_loop().create_task(registry.disconnect(device))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        self._on_close = close
+
+    def connected(self, event: DeviceConnected) -> None:
+        self.publish(
+            event.device,
+            transport=event.transport.value,
+            peer=format_peer(event.peer_address),
+            connected_since=event.connected_at,
+        )
+
+    def disconnected(self, event: DeviceDisconnected) -> None:
+        if event.state is not DeviceState.CONNECTED:  # no usable call of it left here
+            self.withdraw(event.device, event.reason)
+
+    def rejected(self, attempt: RejectedAttempt) -> None:
+        """Refusals stay with the gateway that saw them (``GET /rejected``)."""
+
+    # -- what this gateway holds ------------------------------------------------------------------
+
+    def publish(self, device: str, *, transport: str, peer: str, connected_since: float) -> None:
+        """``device`` is identified and authenticated here (returns at once;
+        the write happens behind it)."""
         placement = Placement(
             device=device,
             gateway=self.config.gateway_id,
@@ -295,19 +326,11 @@ class ClusterMember:
         self._held[device] = _Held(placement)
         self._ops.put_nowait(("register", placement))
 
-    def disconnected(self, device: str, reason: str) -> None:
+    def withdraw(self, device: str, reason: str) -> None:
+        """This gateway holds no session of ``device`` any more."""
         held = self._held.pop(device, None)
         if held is not None:
             self._ops.put_nowait(("unregister", (held.placement, reason)))
-
-    def refreshed(self, device: str) -> None:
-        """A keepalive answered: write the record again if it is due (at most
-        once per ``refresh_interval``; the periodic sweep covers sessions
-        whose keepalives are not reported one by one)."""
-        held = self._held.get(device)
-        if held is not None and self._up and held.written <= time.monotonic() - self.config.refresh_interval:
-            held.written = time.monotonic()  # not twice while this write is queued
-            self._ops.put_nowait(("register", held.placement))
 
     def held(self) -> dict[str, Placement]:
         """The sessions this gateway holds, as published."""
@@ -520,7 +543,7 @@ class ClusterMember:
     async def _refresher(self) -> None:
         """Keep this member's record and those of the sessions it holds alive:
         each is written again once ``refresh_interval`` has passed since its
-        last write (sooner only through :meth:`refreshed`)."""
+        last write."""
         while True:
             await asyncio.sleep(self.config.refresh_interval / 4)
             if not self._up:

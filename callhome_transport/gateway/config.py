@@ -121,7 +121,8 @@ class GatewayConfig:
         (``run_dir/w<index>``) and cluster id (``<gateway_id>-w<index>``)."""
         if self.cluster is None:
             raise InventoryError(self.source, "cluster", "a cluster.redis URL: --workers share the registry")
-        ports = [p for p in (self.ssh_port, self.tls_port, self.restconf_port, self.tls_strict_port) if p is not None]
+        listeners = (self.ssh_port, self.tls_port, self.restconf_port, self.tls_strict_port, self.outbound_ssh_port)
+        ports = [p for p in listeners if p is not None]
         if 0 in ports:
             raise InventoryError(self.source, "listen", "fixed ports with --workers (0 would give each its own)")
         cluster = dataclasses.replace(self.cluster, gateway_id=f"{self.cluster.gateway_id}-w{index}")

@@ -57,6 +57,8 @@ from ..server.core import AsyncCallHomeServer, PreparedInventory
 from ..server.registry import DeviceConnected, DeviceDisconnected, RejectedAttempt
 from ..status import DeviceInfo
 from . import control
+from .cluster import ClusterMember
+from .cluster_view import ClusterView
 from .config import GatewayConfig
 from .endpoints import UnixEndpoint
 from .events_api import EventsAPI
@@ -101,12 +103,11 @@ class Gateway:
         self.event_log = EventLog(config.events_buffer)  # GET /events (docs/events.md), fed by the registry
         self._events_api = EventsAPI(self.event_log, max_followers=config.events_max_followers)
         self.server = self._make_server(self.inventory)
+        # a cluster member (docs/scale.md): publishes what the registry holds, answers for the cluster
         self.cluster: ClusterMember | None = None
-        self._background: set[asyncio.Task[bool]] = set()
         if config.cluster is not None:
-            self.cluster = ClusterMember(
-                config.cluster, on_close=self._close_for_cluster, run_dir=str(config.run_dir), listening=self.listening
-            )
+            self.cluster = ClusterMember(config.cluster, run_dir=str(config.run_dir), listening=self.listening)
+            self.cluster.attach(self.server.registry)
 
     def _make_server(self, inventory: Inventory) -> AsyncCallHomeServer:
         c = self.config
@@ -433,15 +434,6 @@ class Gateway:
         if device in self.local:
             self.server.registry.status(device).last_seen = time.time()
 
-    def _close_for_cluster(self, device: str, reason: str) -> None:
-        """The cluster says another gateway holds a newer session of ``device``: close ours."""
-        record = self.records.get(device)
-        if record is not None:
-            record.last_reason = reason
-        task = asyncio.get_running_loop().create_task(self.server.disconnect(device))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     # -- local endpoints ------------------------------------------------------------------
 
     def _netconf_handler(self, device: str) -> Callable[[socket.socket], Awaitable[None]]:
@@ -515,7 +507,10 @@ class Gateway:
 
     async def _control_connection(self, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=sock)
-        await serve_http(reader, writer, functools.partial(control.handle, self))
+        handler = (
+            functools.partial(control.handle, self) if self.cluster is None else ClusterView(self, self.cluster).handle
+        )
+        await serve_http(reader, writer, handler)
 
     # -- what the control API reads (control.ControlView) ----------------------------------------
 

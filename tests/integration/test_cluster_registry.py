@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from callhome_transport.gateway.cluster import ClusterConfig, ClusterMember, Placement
+from callhome_transport.server.registry import Registry
+from callhome_transport.status import DeviceState
 
+from ..unit.test_registry import FakeConnection
 from .cluster_peers import RedisServer, redis_available
 from .netconfd_peer import free_port
 
@@ -84,7 +88,7 @@ async def test_a_connected_device_is_published_with_its_gateway_and_removed_on_d
     pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
 ) -> None:
     a, _, b, _ = pair
-    a.connected("SN-1", transport="ssh", peer="192.0.2.7:40000", connected_since=1000.0)
+    a.publish("SN-1", transport="ssh", peer="192.0.2.7:40000", connected_since=1000.0)
     await until(lambda: placement(b, "SN-1"))
     found = await b.placement("SN-1")
     assert found is not None
@@ -94,7 +98,7 @@ async def test_a_connected_device_is_published_with_its_gateway_and_removed_on_d
     assert (await b.placements()).keys() == {"SN-1"}
     await b._redis.set("callhome:device:JUNK", b"not json")  # someone else's key under our prefix
     assert (await b.placements()).keys() == {"SN-1"}
-    a.disconnected("SN-1", "closed")
+    a.withdraw("SN-1", "closed")
     await until(lambda: _absent(b, "SN-1"))
 
 
@@ -115,9 +119,9 @@ async def test_events_on_the_channel(
     client = aioredis.Redis.from_url(redis_server.url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(a.channel)
-    a.connected("SN-2", transport="tls", peer="192.0.2.8:1", connected_since=1.0)
+    a.publish("SN-2", transport="tls", peer="192.0.2.8:1", connected_since=1.0)
     await until(lambda: placement(a, "SN-2"))
-    a.disconnected("SN-2", "keepalive timeout")
+    a.withdraw("SN-2", "keepalive timeout")
     events = []
     deadline = asyncio.get_running_loop().time() + 5
     while len(events) < 2 and asyncio.get_running_loop().time() < deadline:
@@ -137,18 +141,19 @@ async def test_newest_session_wins_and_the_old_owner_closes_its_own(
     pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
 ) -> None:
     a, closes_a, b, closes_b = pair
-    a.connected("SN-3", transport="ssh", peer="198.51.100.1:1000", connected_since=1000.0)
+    a.publish("SN-3", transport="ssh", peer="198.51.100.1:1000", connected_since=1000.0)
     await until(lambda: placement(b, "SN-3"))
     # the device's old session on gw-a is stale; it calls again and lands on gw-b
-    b.connected("SN-3", transport="ssh", peer="198.51.100.1:2000", connected_since=1001.0)
+    b.publish("SN-3", transport="ssh", peer="198.51.100.1:2000", connected_since=1001.0)
     await asyncio.wait_for(closes_a.event.wait(), 5)
     assert closes_a.devices == [("SN-3", "newer session on gateway gw-b")]
     assert "SN-3" not in a.held()
     found = await a.placement("SN-3")
     assert found is not None and found.gateway == "gw-b"
     # gw-a's late disconnect of its old session must not remove gw-b's record
-    a.disconnected("SN-3", "closed")
-    await asyncio.sleep(0.2)
+    a.withdraw("SN-3", "closed")
+    a.publish("SN-3b", transport="ssh", peer="p:9", connected_since=1.0)  # gw-a's writer runs in order:
+    await until(lambda: placement(b, "SN-3b"))  # once this is there, anything gw-a queued before is done
     found = await a.placement("SN-3")
     assert found is not None and found.gateway == "gw-b"
     assert closes_b.devices == []
@@ -158,9 +163,9 @@ async def test_an_older_session_registering_late_loses_to_the_newer_one(
     pair: tuple[ClusterMember, Closes, ClusterMember, Closes],
 ) -> None:
     a, closes_a, b, closes_b = pair
-    b.connected("SN-4", transport="ssh", peer="p:2", connected_since=2000.0)
+    b.publish("SN-4", transport="ssh", peer="p:2", connected_since=2000.0)
     await until(lambda: placement(a, "SN-4"))
-    a.connected("SN-4", transport="ssh", peer="p:1", connected_since=1999.0)  # e.g. after a Redis outage
+    a.publish("SN-4", transport="ssh", peer="p:1", connected_since=1999.0)  # e.g. after a Redis outage
     await asyncio.wait_for(closes_a.event.wait(), 5)
     assert closes_a.devices == [("SN-4", "newer session on gateway gw-b")]
     found = await b.placement("SN-4")
@@ -173,7 +178,7 @@ async def test_held_records_are_refreshed_and_expire_without_their_gateway(redis
     a = member(redis_server, "gw-a", closes, ttl=0.5, refresh_interval=0.1)
     observer = member(redis_server, "gw-o", Closes())
     await a.start()
-    a.connected("SN-5", transport="ssh", peer="p:1", connected_since=1.0)
+    a.publish("SN-5", transport="ssh", peer="p:1", connected_since=1.0)
     await until(lambda: placement(observer, "SN-5"))
     await asyncio.sleep(1.2)  # a persistence check: more than twice the TTL, the refreshes keep it
     assert await observer.placement("SN-5") is not None
@@ -192,12 +197,12 @@ async def test_redis_down_logs_once_keeps_serving_and_resynchronises(
     closes = Closes()
     a = member(redis_server, "gw-a", closes, refresh_interval=0.2)
     await a.start()
-    a.connected("SN-6", transport="ssh", peer="p:1", connected_since=1.0)
+    a.publish("SN-6", transport="ssh", peer="p:1", connected_since=1.0)
     await until(lambda: placement(a, "SN-6"))
     redis_server.stop()
     for index in range(20):  # devices come and go while Redis is away
-        a.connected(f"SN-D{index}", transport="ssh", peer="p:2", connected_since=2.0)
-    a.disconnected("SN-6", "closed")
+        a.publish(f"SN-D{index}", transport="ssh", peer="p:2", connected_since=2.0)
+    a.withdraw("SN-6", "closed")
     await until(lambda: not a.up)
     await asyncio.sleep(1.0)  # several refresh rounds and retries while down
     unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
@@ -214,14 +219,14 @@ async def test_redis_down_logs_once_keeps_serving_and_resynchronises(
 async def test_a_restarted_gateway_clears_what_its_earlier_life_left(redis_server: RedisServer) -> None:
     first = member(redis_server, "gw-a", Closes())
     await first.start()
-    first.connected("SN-7", transport="ssh", peer="p:1", connected_since=1.0)
-    first.connected("SN-8", transport="ssh", peer="p:1", connected_since=1.0)
+    first.publish("SN-7", transport="ssh", peer="p:1", connected_since=1.0)
+    first.publish("SN-8", transport="ssh", peer="p:1", connected_since=1.0)
     await until(lambda: placement(first, "SN-8"))
     for task in first._tasks:  # killed: nothing withdrawn
         task.cancel()
     await asyncio.gather(*first._tasks, return_exceptions=True)
     second = member(redis_server, "gw-a", Closes())
-    second.connected("SN-8", transport="ssh", peer="p:2", connected_since=5.0)  # called again before Redis was reached
+    second.publish("SN-8", transport="ssh", peer="p:2", connected_since=5.0)  # called again before Redis was reached
     await second.start()
     await until(lambda: _absent(second, "SN-7"))
     found = await second.placement("SN-8")
@@ -234,12 +239,44 @@ async def test_wait_elsewhere_wakes_on_the_connected_event(
 ) -> None:
     a, _, b, _ = pair
     waiting = asyncio.ensure_future(b.wait_elsewhere("SN-9", 10))
-    await asyncio.sleep(0.1)
+    await until(lambda: "SN-9" in b._waiters)  # it found no record and waits for the event
     assert not waiting.done()
-    a.connected("SN-9", transport="ssh", peer="p:1", connected_since=1.0)
+    a.publish("SN-9", transport="ssh", peer="p:1", connected_since=1.0)
     found = await asyncio.wait_for(waiting, 5)
     assert found is not None and found.gateway == "gw-a"
     assert await b.wait_elsewhere("SN-missing", 0.2) is None
+
+
+async def test_attached_to_the_registry_it_publishes_withdraws_and_closes_through_it(redis_server: RedisServer) -> None:
+    """The seam: a member is one of the device registry's observers.  A
+    connection the registry takes is published with its peer; when it ends,
+    the record goes; when another gateway holds a newer session, the member
+    closes this gateway's through the registry."""
+    registry = Registry(is_known=lambda name: name.startswith("SN-R"))
+    a, b = member(redis_server, "gw-a", Closes()), member(redis_server, "gw-b", Closes())
+    a.attach(registry)
+    await a.start()
+    await b.start()
+    try:
+        ending = FakeConnection("SN-R1")
+        registry.add(ending)
+        await until(lambda: placement(b, "SN-R1"))
+        found = await b.placement("SN-R1")
+        assert found is not None and (found.gateway, found.peer, found.transport) == ("gw-a", "192.0.2.7:50000", "ssh")
+        ending.end("closed by device")
+        await until(lambda: _absent(b, "SN-R1"))
+        stale = FakeConnection("SN-R2")
+        registry.add(stale)
+        await until(lambda: placement(b, "SN-R2"))
+        # the device's session here is stale; it calls again and lands on gw-b
+        b.publish("SN-R2", transport="ssh", peer="198.51.100.1:2000", connected_since=time.time() + 1)
+        assert await asyncio.wait_for(stale.closed, 5) == "closed"  # closed through the registry
+        await until(lambda: registry.status("SN-R2").state is DeviceState.DISCONNECTED)
+        found = await a.placement("SN-R2")
+        assert found is not None and found.gateway == "gw-b"  # this gateway's close did not remove gw-b's record
+    finally:
+        await a.close()
+        await b.close()
 
 
 def test_config_is_checked_when_built() -> None:

@@ -15,6 +15,7 @@ from callhome_transport.errors import (
     DeviceBlockedError,
     HandshakeTimeoutError,
     PreambleHMACError,
+    ProxyProtocolError,
     RevokedCertificateError,
     TransportError,
     UnknownDeviceError,
@@ -23,6 +24,7 @@ from callhome_transport.identity.inventory import Transport
 from callhome_transport.server.refusals import refusal_of
 from callhome_transport.status import RefusalReason
 from callhome_transport.transports.outbound_ssh import OutboundSSHAcceptor, OutboundSSHConfig
+from callhome_transport.transports.proxy import build_v1, build_v2
 from callhome_transport.transports.ssh import SSHAcceptor, SSHClientConfig
 from callhome_transport.transports.tls import TLSAcceptor, TLSClientConfig
 from callhome_transport.transports.tls_strict import StrictTLSAcceptor
@@ -39,11 +41,14 @@ class FakeHost:
 
 
 class FakePending:
-    def __init__(self) -> None:
+    def __init__(self, first: bytes = b"SSH-2.0-OpenSSH_9.2\r\n") -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.first = first
+        self.peer = PEER
 
-    async def ssh_banner(self, timeout: float, reason: str) -> None:
+    async def ssh_banner(self, timeout: float, reason: str) -> bytes:
         self.calls.append(("ssh_banner", (timeout, reason)))
+        return self.first
 
     def watch_first_bytes(self, timeout: float) -> None:
         self.calls.append(("watch_first_bytes", (timeout,)))
@@ -63,6 +68,20 @@ def test_ssh_waits_for_the_banner_within_the_shortest_bound() -> None:
     assert first_wait(SSHAcceptor(host(10))) == [("ssh_banner", (10, "banner-timeout"))]
     assert first_wait(SSHAcceptor(host(0))) == [("ssh_banner", (30, "handshake-timeout"))]
     assert first_wait(OutboundSSHAcceptor(host(10))) == [("ssh_banner", (5, "preamble-timeout"))]
+
+
+@pytest.mark.parametrize("acceptor", [SSHAcceptor, OutboundSSHAcceptor])
+@pytest.mark.parametrize("header", [build_v1(("203.0.113.9", 4242), PEER), build_v2(("203.0.113.9", 4242), PEER)])
+def test_a_proxy_header_in_a_devices_own_first_bytes_is_refused(acceptor: Any, header: bytes) -> None:
+    """Only a trusted balancer's header is read (by the listener, before
+    the acceptor): one the device sends itself is spoofing, refused before
+    the SSH client or the preamble parser sees it."""
+    pending = FakePending(header + b"SSH-2.0-OpenSSH_9.2\r\n")
+    with pytest.raises(ProxyProtocolError) as refused:
+        asyncio.run(acceptor(host(10)).before_handshake(pending))
+    assert refused.value.peer_address == PEER
+    refusal = refusal_of(refused.value)
+    assert (refusal.reason, refusal.device, refusal.ends_wait) == (RefusalReason.PROXY_HEADER, None, False)
 
 
 def test_tls_watches_the_first_bytes_only_when_the_banner_bound_is_shorter(tmp_path: Any) -> None:
