@@ -13,13 +13,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from callhome_transport.engine import EventLoopThread
 from callhome_transport.gateway.cluster import ClusterConfig, ClusterMember, Placement
 from callhome_transport.server.registry import Registry
+from callhome_transport.sim import SimulatedDevice
 from callhome_transport.status import DeviceState
 
 from ..unit.test_registry import FakeConnection
-from .cluster_peers import RedisServer, redis_available
+from .cluster_peers import RedisServer, ServeProcess, redis_available
 from .netconfd_peer import free_port
 
 pytestmark = pytest.mark.integration
@@ -289,3 +292,61 @@ def test_config_is_checked_when_built() -> None:
         ClusterConfig(redis_url="redis://x", gateway_id="a:b")
     config = ClusterConfig(redis_url="redis://x", host="gw-a")
     assert config.gateway_id == "gw-a"
+
+
+def test_two_gateways_the_newest_session_wins_and_the_stale_one_is_closed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """End to end, two ``callhome serve`` members of one Redis: a device's
+    session on gw1 has gone stale (the device no longer uses it) and the
+    device calls gw2; gw1 closes its own session, and every member lists the
+    device once, on gw2."""
+    old = SimulatedDevice("NW-1", password="pw")
+    new = SimulatedDevice("NW-1", password="pw", host_key=old.host_key)  # the same device, calling again
+    inventory = tmp_path / "devices.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "defaults": {"ssh": {"username": "admin", "password": "pw"}},
+                "devices": {old.name: {"ssh": {"host_keys": [old.host_key_line]}}},
+            }
+        )
+    )
+    gateways = []
+    loop = EventLoopThread(name="devices")
+    try:
+        for name in ("gw1", "gw2"):
+            gateway = ServeProcess(
+                tmp_path / name,
+                inventory,
+                listen={"addresses": ["127.0.0.1"], "ssh_port": free_port()},
+                cluster={"redis": redis_server.url, "gateway_id": name, "ttl": 30, "refresh_interval": 10},
+            )
+            gateways.append(gateway)
+            gateway.start()
+        gw1, gw2 = gateways
+        ports = [yaml.safe_load(g.config_path.read_text())["listen"]["ssh_port"] for g in gateways]
+        loop.run(old.call_home("127.0.0.1", ports[0]))
+        assert gw2.get(f"/devices/{old.name}/wait?timeout=10")[1]["gateway"] == "gw1"  # gw2 sees it on gw1
+        loop.run(new.call_home("127.0.0.1", ports[1]))
+        loop.run(asyncio.wait_for(old.wait_closed(), 10))  # gw1 hung up on the stale session
+        for gateway in gateways:
+            deadline = time.monotonic() + 10
+            while (record := gateway.device(old.name))["gateway"] != "gw2" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (record["state"], record["gateway"]) == ("connected", "gw2")
+        assert "a newer session on gateway gw2" in gw1.output()
+        _, listed = gw1.get("/devices")
+        assert [r["gateway"] for r in listed if r["name"] == old.name] == ["gw2"]
+    finally:
+        loop.run(_closed(old, new))
+        loop.stop()
+        for gateway in gateways:
+            gateway.stop()
+
+
+async def _closed(*devices: SimulatedDevice) -> None:
+    for device in devices:
+        device.close()
+        await device.wait_closed()
