@@ -142,7 +142,7 @@ class SSHOpener:
     async def _open(self, path: str, timeout: float) -> socket.socket:
         import asyncssh
 
-        from ..transports.relay import ChannelRelay
+        from ..transports.relay import ChannelRelay, attached_pair
 
         conn = await asyncio.wait_for(self._connection(), timeout)
         assert isinstance(conn, asyncssh.SSHClientConnection)
@@ -165,15 +165,7 @@ class SSHOpener:
         except asyncssh.Error as exc:
             raise ConnectionError(f"SSH to gateway host {self.gateway.host}: {_reason(exc)}") from exc
         self._forwarded = True
-        ours, theirs = socket.socketpair()
-        try:
-            await relay.attach_local(ours)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        theirs.setblocking(True)
-        return theirs
+        return await attached_pair(relay.attach_local)
 
     def close(self) -> None:
         from ..engine import EventLoopThread

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 import asyncssh
 
 from ..protocol.session import EarlyData
 
-__all__ = ["ChannelRelay", "TransportStream", "open_channel_relay", "open_subsystem_relay"]
+__all__ = ["ChannelRelay", "TransportStream", "attached_pair", "open_channel_relay", "open_subsystem_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,23 @@ async def open_channel_relay(conn: asyncssh.SSHClientConnection, subsystem: str 
     :meth:`ChannelRelay.attach_local`."""
     _, session = await conn.create_session(ChannelRelay, subsystem=subsystem, encoding=None)
     return cast(ChannelRelay, session)
+
+
+async def attached_pair(
+    attach: Callable[[socket.socket], Awaitable[None]],
+    pair: Callable[[], tuple[socket.socket, socket.socket]] = socket.socketpair,
+) -> socket.socket:
+    """A new socket pair: one end given to ``attach`` (a relay's local side),
+    the other returned, blocking, for a caller; both closed if ``attach`` fails."""
+    ours, theirs = pair()
+    try:
+        await attach(ours)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    theirs.setblocking(True)
+    return theirs
 
 
 async def open_subsystem_relay(

@@ -49,7 +49,7 @@ from ..protocol.session import DeviceTraits, SingleSession
 from ..status import HANDED_OVER
 from .contract import ConnectionBase, DeviceConnection, Handshake, next_conn_id
 from .preauth import PendingConnection
-from .relay import TransportStream
+from .relay import TransportStream, attached_pair
 
 __all__ = [
     "DirectTLSConnection",
@@ -173,15 +173,7 @@ class TLSDeviceConnection(ConnectionBase):
         if local is not None:
             await self.stream.attach_local(local)
             return local
-        ours, theirs = stream_pair()
-        try:
-            await self.stream.attach_local(ours)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        theirs.setblocking(True)
-        return theirs
+        return await attached_pair(self.stream.attach_local, stream_pair)
 
     def close(self) -> None:
         if self.sessions is not None:

@@ -9,7 +9,8 @@ import pytest
 
 from callhome_transport.engine import EventLoopThread
 
-from .netconfd_peer import NetconfdDevice, peers_available
+from .cluster_peers import RedisServer, redis_available
+from .netconfd_peer import NetconfdDevice, free_port, peers_available
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,15 @@ def ln2_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if reason:
         pytest.skip(reason)
     return build_ln2(LN2_SOURCE, tmp_path_factory.mktemp("ln2-build"))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port, stopped at the end of the test."""
+    reason = redis_available()
+    if reason:
+        pytest.skip(reason)
+    server = RedisServer(tmp_path, host="127.0.0.1", port=free_port())
+    server.start()
+    yield server
+    server.stop()

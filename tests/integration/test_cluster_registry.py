@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,21 +22,10 @@ from callhome_transport.sim import SimulatedDevice
 from callhome_transport.status import DeviceState
 
 from ..unit.test_registry import FakeConnection
-from .cluster_peers import RedisServer, ServeProcess, redis_available
+from .cluster_peers import RedisServer, ServeProcess
 from .netconfd_peer import free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    reason = redis_available()
-    if reason:
-        pytest.skip(reason)
-    server = RedisServer(tmp_path, host="127.0.0.1", port=free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 class Closes:

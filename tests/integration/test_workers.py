@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +22,12 @@ from callhome_transport.gateway.client import GatewayClient
 from callhome_transport.sim import SimulatedDevice
 from callhome_transport.sim.fleet import Fleet, FleetConfig
 
-from .cluster_peers import RedisServer, ServeProcess, redis_available
+from .cluster_peers import RedisServer, ServeProcess
 from .netconfd_peer import free_port
 
 pytestmark = pytest.mark.integration
 
 DEVICES = 120
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    reason = redis_available()
-    if reason:
-        pytest.skip(reason)
-    server = RedisServer(tmp_path, host="127.0.0.1", port=free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_storm_is_served_by_both_workers(tmp_path: Path, redis_server: RedisServer) -> None:
