@@ -46,7 +46,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -275,10 +275,8 @@ class ClusterMember:
         if self._tasks:  # bounded: a stop never waits on Redis for long
             await asyncio.wait(self._tasks, timeout=self.config.timeout)
         if self._up:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._withdraw(), self.config.timeout * 2)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._redis.aclose(), self.config.timeout)
+            await _within(self._withdraw(), self.config.timeout * 2)
+        await _within(self._redis.aclose(), self.config.timeout)
 
     # -- the registry's observer ----------------------------------------------------------------
 
@@ -579,8 +577,7 @@ class ClusterMember:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), self.config.timeout)  # type: ignore[no-untyped-call]
+                await _within(pubsub.aclose(), self.config.timeout)  # type: ignore[no-untyped-call]
 
     def _event(self, data: bytes | str) -> None:
         try:
@@ -601,6 +598,19 @@ class ClusterMember:
             and held.placement.connected_since <= placement.connected_since
         ):
             self._superseded(held.placement, placement)
+
+
+async def _within(step: Awaitable[Any], timeout: float) -> None:
+    """Run a clean-up ``step`` (best effort) for at most ``timeout`` seconds.
+    Unlike ``asyncio.wait_for``, never waits longer for a step that does not
+    end when cancelled (a Redis client stuck on a dead connection): it is
+    cancelled and left behind."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("cluster: clean-up step failed: %s", task.exception())
 
 
 def _safe_url(url: str) -> str:

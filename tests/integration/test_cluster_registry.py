@@ -176,7 +176,8 @@ async def test_held_records_are_refreshed_and_expire_without_their_gateway(redis
     assert await observer.placement("SN-5") is not None
     for task in a._tasks:  # the gateway dies without a word (no withdrawal)
         task.cancel()
-    await asyncio.gather(*a._tasks, return_exceptions=True)
+    _, running = await asyncio.wait(a._tasks, timeout=5)
+    assert not running  # every task of the member stopped
     await until(lambda: _absent(observer, "SN-5"), timeout=3)
     await until(lambda: _no_members(observer), timeout=3)  # its member record expires too
     await observer.close()
@@ -216,7 +217,8 @@ async def test_a_restarted_gateway_clears_what_its_earlier_life_left(redis_serve
     await until(lambda: placement(first, "SN-8"))
     for task in first._tasks:  # killed: nothing withdrawn
         task.cancel()
-    await asyncio.gather(*first._tasks, return_exceptions=True)
+    _, running = await asyncio.wait(first._tasks, timeout=5)
+    assert not running
     second = member(redis_server, "gw-a", Closes())
     second.publish("SN-8", transport="ssh", peer="p:2", connected_since=5.0)  # called again before Redis was reached
     await second.start()
