@@ -56,7 +56,14 @@ from ..status import DeviceState
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from ..server.registry import DeviceConnected, DeviceDisconnected, Registry, RejectedAttempt
+    from ..server.registry import (
+        Blocked,
+        DeviceConnected,
+        DeviceDisconnected,
+        LocalSession,
+        Registry,
+        RejectedAttempt,
+    )
 
 __all__ = ["ClusterConfig", "ClusterMember", "Member", "Placement"]
 
@@ -307,6 +314,12 @@ class ClusterMember:
     def rejected(self, attempt: RejectedAttempt) -> None:
         """Refusals stay with the gateway that saw them (``GET /rejected``)."""
 
+    def blocked(self, block: Blocked) -> None:
+        """Blocks stay with the gateway that set them (``GET /blocked``)."""
+
+    def local_session(self, session: LocalSession) -> None:
+        """Local sessions are the holding gateway's own (its ``GET /devices``)."""
+
     # -- what this gateway holds ------------------------------------------------------------------
 
     def publish(self, device: str, *, transport: str, peer: str, connected_since: float) -> None:
@@ -397,6 +410,7 @@ class ClusterMember:
                 if self._resync or not self._up:
                     await self._synchronise()
                     delay = _RETRY_INITIAL
+                _reraise_cancel()  # before waiting: a cancellation the client swallowed ends the task here
                 batch = [await self._ops.get()]
                 while not self._ops.empty() and len(batch) < _WRITE_BATCH:
                     batch.append(self._ops.get_nowait())
@@ -406,6 +420,7 @@ class ClusterMember:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # redis.ConnectionError, TimeoutError, ...
+                _reraise_cancel()
                 self._went_down(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
@@ -543,6 +558,7 @@ class ClusterMember:
         each is written again once ``refresh_interval`` has passed since its
         last write."""
         while True:
+            _reraise_cancel()
             await asyncio.sleep(self.config.refresh_interval / 4)
             if not self._up:
                 continue
@@ -554,6 +570,7 @@ class ClusterMember:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _reraise_cancel()
                 self._went_down(exc)
                 self._ops.put_nowait(("noop", None))  # wake the writer: it retries and resynchronises
 
@@ -567,12 +584,14 @@ class ClusterMember:
                 await pubsub.subscribe(self.channel)
                 delay = _RETRY_INITIAL
                 while True:
+                    _reraise_cancel()
                     message = await pubsub.get_message(timeout=None)
                     if message is not None and message.get("type") == "message":
                         self._event(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _reraise_cancel()
                 log.debug("cluster: event subscription lost (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
@@ -598,6 +617,16 @@ class ClusterMember:
             and held.placement.connected_since <= placement.connected_since
         ):
             self._superseded(held.placement, placement)
+
+
+def _reraise_cancel() -> None:
+    """Raise ``CancelledError`` if this task is being cancelled.  The Redis
+    client sometimes swallows a cancellation that reaches it mid-command
+    (returning, or raising a connection error): a loop that went on to wait
+    again would never end.  Called before every wait of the member's loops."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _within(step: Awaitable[Any], timeout: float) -> None:
