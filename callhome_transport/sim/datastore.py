@@ -20,7 +20,7 @@ from lxml import etree
 
 from ..protocol.framing import FrameDecoder, Framing, FramingError, encode
 
-__all__ = ["STARTUP_CAPABILITY", "Datastores", "NetconfServerSession", "default_config"]
+__all__ = ["NC", "STARTUP_CAPABILITY", "Datastores", "NetconfServerSession", "default_config", "edit_tree"]
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _NC = f"{{{NC}}}"
@@ -251,6 +251,19 @@ def _edit(target_parent: etree._Element, config_parent: etree._Element, default_
                 _edit(existing, cfg, op, here)  # the operation is inherited (RFC 6241 s7.2)
 
 
+def edit_tree(store: etree._Element, config: etree._Element, default_operation: str = "merge") -> etree._Element:
+    """A copy of ``store`` (a ``<data>`` root) with the edit ``config`` (a
+    ``<config>`` element, ``nc:operation`` attributes honoured) applied, as
+    edit-config does with ``default_operation`` (RFC 6241 s7.2); raises
+    :class:`RpcError`.  ``store`` and ``config`` are left as they are."""
+    work = copy.deepcopy(store)
+    if default_operation == "replace":
+        for child in list(work):
+            work.remove(child)
+    _edit(work, copy.deepcopy(config), "merge" if default_operation == "replace" else default_operation, "")
+    return work
+
+
 def _strip_operations(el: etree._Element) -> etree._Element:
     for node in el.iter():
         node.attrib.pop(_NC + "operation", None)
@@ -420,12 +433,7 @@ class NetconfServerSession:
         default_op = (default_el.text or "merge").strip() if default_el is not None else "merge"
         if default_op not in ("merge", "replace", "none"):
             raise RpcError("invalid-value", f"bad default-operation {default_op}", error_type="protocol")
-        work = copy.deepcopy(self.stores.store(target))
-        if default_op == "replace":
-            for child in list(work):
-                work.remove(child)
-        _edit(work, copy.deepcopy(config), "merge" if default_op == "replace" else default_op, "")
-        self._store(target, work)
+        self._store(target, edit_tree(self.stores.store(target), config, default_op))
 
     def _copy_config(self, op: etree._Element) -> None:
         target = self._datastore(op, "target")

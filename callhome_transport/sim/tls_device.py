@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .datastore import Datastores, NetconfServerSession
+from .restconf import RestconfData, YangSchema
 
 __all__ = ["SimPKI", "SimulatedTLSDevice"]
 
@@ -197,15 +198,31 @@ class _Protocol(asyncio.Protocol):
 
 
 class SimulatedTLSDevice:
-    """A NETCONF-over-TLS (``protocol="netconf"``) or RESTCONF device."""
+    """A NETCONF-over-TLS (``protocol="netconf"``) or RESTCONF device.
 
-    def __init__(self, name: str, pki: SimPKI, *, protocol: str = "netconf") -> None:
+    As a RESTCONF device it serves ``ietf-system:system`` from a plain JSON
+    document, and, given a ``schema``, the data resources of the schema's
+    modules from ``datastores`` (:mod:`.restconf`): pass the
+    :attr:`~.device.SimulatedDevice.datastores` of a NETCONF device to make
+    the two one device with two management interfaces."""
+
+    def __init__(
+        self,
+        name: str,
+        pki: SimPKI,
+        *,
+        protocol: str = "netconf",
+        datastores: Datastores | None = None,
+        schema: YangSchema | None = None,
+    ) -> None:
         if protocol not in ("netconf", "restconf"):
             raise ValueError("protocol must be 'netconf' or 'restconf'")
         self.name = name
         self.protocol = protocol
         self.context = pki.device_context(name)
-        self.datastores = Datastores(hostname=name.lower())
+        self.datastores = datastores if datastores is not None else Datastores(hostname=name.lower())
+        # RESTCONF data resources of the schema's modules live in the NETCONF datastore
+        self.resources = RestconfData(self.datastores, schema) if schema is not None else None
         self.data: dict[str, Any] = {"ietf-system:system": {"hostname": name.lower(), "location": "lab"}}
         self._proto: _Protocol | None = None
 
@@ -236,6 +253,8 @@ class SimulatedTLSDevice:
                 200,
                 b'<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0"><Link rel="restconf" href="/restconf"/></XRD>',
             )
+        if self.resources is not None and self.resources.handles(target):
+            return self.resources.request(method, target, body)
         top = target.removeprefix("/restconf/data/").split("?")[0]
         if top in self.data:
             if method == "GET":
