@@ -332,7 +332,9 @@ class RestconfData:
         elements = [e for e in top if isinstance(e.tag, str)]
         edit = [elements[0]]
         for segment in segments[1:]:
-            edit.append(next(c for c in edit[-1] if isinstance(c.tag, str) and etree.QName(c).localname == segment.name))
+            edit.append(
+                next(c for c in edit[-1] if isinstance(c.tag, str) and etree.QName(c).localname == segment.name)
+            )
         if last.keys and not self._matches(edit[-1], last):
             raise RestconfRequestError(400, "invalid-value", "the key values of the body differ from the URI's")
         return edit
