@@ -1,172 +1,610 @@
-"""Call-home storm: N simulated SSH devices (``callhome sim``, a separate
-process) call the manager at once; time until all are identified,
-authenticated and registered, handshakes per second and manager CPU per
-handshake.  Then the same fleet idles: manager CPU for keepalives and RSS
-per session.  Baseline in the same run: stock ``ncclient.manager.call_home``,
-which takes one device per call (measured on a sample of devices).
+"""Call-home storm: N simulated SSH devices call at once; rate and CPU of
+each manager against a bare asyncssh loop and a C floor, in the same run.
 
-Run: ``.venv/bin/python benchmarks/bench_storm.py --devices 1000``.
+Every party runs in a process of its own, so every CPU figure is that
+process's own (``/proc/<pid>/stat``, 10 ms ticks):
+
+- the fleet: ``benchmarks/_fleet.py`` (the simulated devices of
+  ``callhome_transport.sim``), whose CPU per handshake is printed beside the
+  manager's: on this 2-core machine the devices cost about as much as the
+  manager, and the two share the cores;
+- the managers, one after the other against the same fleet (the devices
+  hang up between them):
+
+  storm (every device at once; registered = identified and authenticated)
+    ``bare``     a bare asyncssh client loop, same accept loop, same host-key
+                 check and password, options passed per connection
+                 (``benchmarks/_managers.py``);
+    ``server``   our ``AsyncCallHomeServer`` in a process of its own;
+    ``gateway``  the real ``callhome serve`` (INFO logging, its netconf.sock
+                 per device), then ``--idle`` seconds with every session
+                 idle and keepalives running, its event loop probed with a
+                 tiny control request every 50 ms.
+  sessions with the hello (``--hello-devices`` at once)
+    ``C``        libnetconf2's client (``nc_accept_callhome``, one session
+                 after the other): ``benchmarks/ln2_manager/ln2_manager.c``,
+                 compiled here with gcc and pkg-config: the C floor;
+    ``bare``     + the ``netconf`` channel and the hello;
+    ``server``   + ``open_netconf`` and the hello over the relayed socket;
+    ``Manager``  ``CallHomeServer.netconf()``: an ncclient Manager per device.
+  stock (``--stock-devices``, one after the other)
+    ``stock``    ncclient ``connect_ssh(sock=accepted)`` behind the same accept
+                 loop (its own ``call_home`` cannot bind twice in a process).
+
+Before each measured storm one warm-up device calls (lazy imports, first
+allocations), and is not counted.  Registration is waited for on events
+(the managers' callbacks, the fleet's report), never by polling a registry;
+the rate is devices / (command to the fleet -> its last authentication), the
+same clock for every manager.  Admission limits are raised to the fleet size
+(``max_pending_handshakes``), so the storm measures handshakes, not refusals.
+
+The open-file limit is reported: the gateway holds descriptors per
+inventory device and per connected device; if the limit cannot hold
+``--devices``, the benchmark says so before the storm and after it (how many
+registered), and prints no ratio for the incomplete storm.
+
+Run: ``.venv/bin/python benchmarks/bench_storm.py --devices 1000`` (and
+``--devices 10000``; ``make bench`` runs both).  ``--profile DIR`` records a
+py-spy profile of each Python manager during its storm (py-spy from PyPI).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
-import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import yaml
+from _common import (
+    ROOT,
+    CpuMeter,
+    LineProcess,
+    goal,
+    med,
+    nofile_limits,
+    proc_fds,
+    proc_rss_kib,
+    raise_nofile,
+    ratio,
+)
+
 sys.path.insert(0, str(ROOT))
 
-from callhome_transport import AdmissionConfig, Inventory, SSHClientConfig  # noqa: E402
-from callhome_transport.server import AsyncCallHomeServer  # noqa: E402
-from tests.integration.netconfd_peer import free_port  # noqa: E402
+from tests.integration.libnetconf2_peer import LN2_YANG_DIR, build_ln2, ln2_available
+from tests.integration.netconfd_peer import free_port
+from tests.integration.test_gateway import GatewayProcess
+
+HERE = Path(__file__).resolve().parent
+C_SOURCE = HERE / "ln2_manager" / "ln2_manager.c"
+C_PACKAGES = ("libnetconf2", "libyang", "libssh")
+# the modules the simulated device announces, preloaded in the C client's shared context
+C_MODULES = ("ietf-netconf-acm", "ietf-system@2014-08-06", "ietf-interfaces@2018-02-20")
+C_SEARCHPATHS = (LN2_YANG_DIR, Path("/usr/share/yuma/nmda-modules/ietf"))
+PY = sys.executable
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+class Phase:
+    """One manager's measured run: what it did and what it cost."""
 
+    def __init__(self, name: str, devices: int) -> None:
+        self.name = name
+        self.devices = devices
+        self.ok = 0
+        self.failed = 0
+        self.seconds: float | None = None
+        self.cpu = 0.0
+        self.cpu_system = 0.0
+        self.fleet_cpu = 0.0
+        self.algorithms: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.extra: dict[str, Any] = {}
+        self.error: str | None = None
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    @property
+    def complete(self) -> bool:
+        return self.error is None and self.ok == self.devices and self.seconds is not None
 
+    @property
+    def rate(self) -> float | None:
+        return self.devices / self.seconds if self.complete and self.seconds else None
 
-def start_fleet(
-    count: int, port: int, inventory: Path, prefix: str, duration: float, *, wait_listener: bool = True
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "callhome_transport.cli", "sim", "--devices", str(count),
-            "--gateway", f"127.0.0.1:{port}", "--inventory-out", str(inventory), "--prefix", prefix,
-            "--duration", str(duration), *(["--wait-listener"] if wait_listener else []),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    @property
+    def cpu_ms(self) -> float | None:
+        return 1000 * self.cpu / self.ok if self.ok and self.error is None else None
 
+    @property
+    def fleet_ms(self) -> float | None:
+        return 1000 * self.fleet_cpu / self.ok if self.ok else None
 
-def wait_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 300
-    while not path.exists() or path.stat().st_size == 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the fleet did not start")
-        time.sleep(0.1)
-    time.sleep(0.2)
-
-
-async def storm(count: int, idle_seconds: float, work: Path) -> dict[str, float]:
-    port = free_port()
-    inventory_path = work / "fleet.yml"
-    fleet = start_fleet(count, port, inventory_path, "SIM-", duration=600)
-    try:
-        await asyncio.to_thread(wait_file, inventory_path, fleet)
-        inventory = Inventory.from_file(inventory_path)
-        server = AsyncCallHomeServer(
-            inventory,
-            listen_address="127.0.0.1",
-            listen_port=port,
-            ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=30),
-            admission=AdmissionConfig(max_pending_handshakes=count * 2, failures_before_block=0),
+    def line(self) -> str:
+        if self.error is not None:
+            return f"  {self.name:34s} error: {self.error}"
+        rate = f"{self.rate:8.1f}/s" if self.rate else "incomplete"
+        cpu = f"{self.cpu_ms:6.2f} ms" if self.cpu_ms is not None else "   -   "
+        fleet = f"{self.fleet_ms:6.2f} ms" if self.fleet_ms is not None else "   -   "
+        sys_ms = 1000 * self.cpu_system / self.ok if self.ok else 0.0
+        return (
+            f"  {self.name:34s} {self.ok:6d}/{self.devices:<6d} {rate:>11s}  manager {cpu} "
+            f"(kernel {sys_ms:5.2f})  fleet {fleet}"
         )
-        rss_before = rss_kib()
-        cpu0, t0 = cpu_seconds(), time.monotonic()
-        await server.start()
-        while len(server.connected()) < count:
-            if time.monotonic() - t0 > 300:
-                raise RuntimeError(f"only {len(server.connected())} of {count} connected after 300 s")
-            await asyncio.sleep(0.01)
-        elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
-        # idle: keepalives (30 s) and RSS; also the worst event-loop stall seen
-        stalls: list[float] = []
-        idle_cpu0, idle_t0 = cpu_seconds(), time.monotonic()
-        while time.monotonic() - idle_t0 < idle_seconds:
-            before = time.monotonic()
-            await asyncio.sleep(0.05)
-            stalls.append(time.monotonic() - before - 0.05)
-        idle_cpu = (cpu_seconds() - idle_cpu0) / (time.monotonic() - idle_t0)
-        rss_after = rss_kib()
-        await server.close()
-        return {
-            "elapsed": elapsed,
-            "cpu": cpu,
-            "idle_cpu": idle_cpu,
-            "rss_per_session_kib": (rss_after - rss_before) / count,
-            "max_stall": max(stalls) if stalls else 0.0,
-        }
-    finally:
-        fleet.terminate()
-        fleet.wait(30)
 
 
-def _quiet_close(m: object) -> None:
-    try:
-        m.close_session()  # type: ignore[attr-defined]
-    except Exception:  # the fleet may already be gone
-        return
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.total = max(args.devices, args.hello_devices, args.stock_devices)
+        self.warm = self.total  # index of the warm-up device (one past the measured ones)
+        self.fleet: LineProcess | None = None
+        self.inventory = work / "fleet.yml"
+        self.fingerprints = work / "fingerprints.txt"
+        self.profiles: list[Path] = []
 
+    # -- the fleet ----------------------------------------------------------------------------
 
-def stock_rate(sample: int, work: Path) -> float:
-    """Devices per second for stock ncclient.manager.call_home, one device per call."""
-    from ncclient import manager
+    def start_fleet(self) -> None:
+        self.fleet = LineProcess(
+            [
+                PY, str(HERE / "_fleet.py"), "--devices", str(self.total + 1),
+                "--inventory-out", str(self.inventory), "--fingerprints-out", str(self.fingerprints),
+            ],
+            log=self.work / "fleet.log",
+        )  # fmt: skip
+        self.fleet.expect("ready", 600)
 
-    port = free_port()
-    inventory_path = work / "stock.yml"
-    # no readiness probe here: stock call_home would accept the probe as its one device
-    fleet = start_fleet(sample, port, inventory_path, "STOCK-", duration=300, wait_listener=False)
-    wait_file(inventory_path, fleet)
-    managers = []
-    started = time.monotonic()
-    try:
-        for _ in range(sample):
-            managers.append(
-                manager.call_home(
-                    host="127.0.0.1", port=port, username="admin", password="admin", hostkey_verify=False,
-                    allow_agent=False, look_for_keys=False, timeout=60,
+    def call(self, port: int, first: int, count: int) -> tuple[float, dict[str, Any]]:
+        """Devices first..first+count-1 call ``port``; (when the command went, the fleet's report)."""
+        assert self.fleet is not None
+        timeout = max(60.0, count / 40)
+        sent = self.fleet.send(f"call 127.0.0.1 {port} {first} {count} {timeout}")
+        return sent, self.fleet.expect("called", timeout + 120)
+
+    def hangup(self) -> None:
+        assert self.fleet is not None
+        self.fleet.send("hangup")
+        self.fleet.expect("closed", 300)
+
+    def warm_up(self, port: int) -> None:
+        _, report = self.call(port, self.warm, 1)
+        if report["ok"] != 1:
+            raise RuntimeError(f"the warm-up device could not call: {report['errors']}")
+
+    # -- profiles -----------------------------------------------------------------------------
+
+    def profile(self, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+        if not self.args.profile:
+            return None
+        pyspy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PY).parent))
+        if pyspy is None:
+            print("note: --profile needs py-spy (pip install py-spy): no profile", flush=True)
+            return None
+        out = self.args.profile / f"{name}-{self.args.devices}.txt"
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        self.profiles.append(out)
+        proc = subprocess.Popen(
+            [pyspy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--output", str(out), "--threads"],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.work / f"py-spy-{name}.log").open("wb"),
+        )
+        time.sleep(1.0)  # py-spy attaches
+        return proc
+
+    @staticmethod
+    def stop_profile(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+
+    # -- Python managers ----------------------------------------------------------------------
+
+    def python_phase(
+        self, name: str, kind: str, level: str, count: int, *, by_fleet_clock: bool, idle: float = 0.0
+    ) -> Phase:
+        phase = Phase(name, count)
+        manager = LineProcess(
+            [
+                PY, str(HERE / "_managers.py"), kind, "--level", level, "--count", str(count + 1),
+                "--inventory", str(self.inventory), "--fingerprints", str(self.fingerprints),
+                "--keepalive", str(self.args.keepalive),
+            ],
+            log=self.work / f"manager-{kind}-{level}.log",
+        )  # fmt: skip
+        try:
+            port = manager.expect("ready", 120)["port"]
+            self.warm_up(port)
+            manager.expect("first", 60)
+            profiler = self.profile(manager.pid, f"{kind}-{level}") if level == "auth" else None
+            cpu = CpuMeter(manager.pid).start()
+            rss0 = proc_rss_kib(manager.pid)
+            sent, report = self.call(port, 0, count)
+            done = manager.expect("done", 600)
+            cpu.stop()
+            self.stop_profile(profiler)
+            phase.ok, phase.failed = report["ok"], report["failed"]
+            if done["ok"] != count + 1:
+                phase.ok = min(phase.ok, done["ok"] - 1)
+            phase.seconds = report["seconds"] if by_fleet_clock else done["_at"] - sent
+            phase.cpu, phase.cpu_system = cpu.total, cpu.system
+            phase.fleet_cpu = report["cpu_user"] + report["cpu_system"]
+            phase.algorithms, phase.errors = report["algorithms"], {**report["errors"], **done["errors"]}
+            phase.extra = {k: v for k, v in done.items() if k.startswith("gc_")}
+            phase.extra["rss_per_session_kib"] = (proc_rss_kib(manager.pid) - rss0) / max(1, phase.ok)
+            if idle:
+                manager.send(f"idle {idle}")
+                phase.extra["idle"] = manager.expect("idle", idle + 120)
+        except RuntimeError as exc:
+            phase.error = str(exc).splitlines()[0]
+        finally:
+            manager.stop()
+            self.hangup()
+        return phase
+
+    # -- the C client -------------------------------------------------------------------------
+
+    def c_phase(self, count: int) -> Phase:
+        phase = Phase("C libnetconf2 client (with hello)", count)
+        reason = ln2_available()
+        if reason is None:
+            for tool_check in C_PACKAGES[2:]:
+                probe = subprocess.run(["pkg-config", "--exists", tool_check], capture_output=True, check=False)
+                if probe.returncode != 0:
+                    reason = f"pkg-config does not know {tool_check} (libssh-dev)"
+        if reason is not None:
+            phase.error = f"cannot build the C client: {reason}"
+            return phase
+        try:
+            binary = build_ln2(C_SOURCE, self.work / "build", packages=C_PACKAGES)
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            phase.error = f"cannot build the C client: {exc}"
+            return phase
+        port = free_port()
+        searchpaths = [a for p in C_SEARCHPATHS if p.is_dir() for a in ("--searchpath", str(p))]
+        modules = [a for m in C_MODULES for a in ("--module", m)]
+        manager = LineProcess(
+            [
+                str(binary), "--port", str(port), "--count", str(count + 1),
+                "--fingerprints", str(self.fingerprints), "--username", "admin",
+                "--password-env", "BENCH_DEVICE_PASSWORD", *searchpaths, *modules,
+            ],
+            log=self.work / "manager-c.log",
+            env={**os.environ, "BENCH_DEVICE_PASSWORD": "admin"},
+        )  # fmt: skip
+        try:
+            manager.expect("text", 60)  # "ready <port>"
+            self.warm_up(port)
+            manager.expect("text", 60)  # "first"
+            cpu = CpuMeter(manager.pid).start()
+            sent, report = self.call(port, 0, count)
+            done = manager.expect("text", 600)  # "done ok failed seconds"
+            cpu.stop()
+            _, ok, _failed, _ = done["text"].split()
+            phase.ok = min(report["ok"], int(ok) - 1)
+            phase.failed = count - phase.ok
+            phase.seconds = done["_at"] - sent
+            phase.cpu, phase.cpu_system = cpu.total, cpu.system
+            phase.fleet_cpu = report["cpu_user"] + report["cpu_system"]
+            phase.algorithms, phase.errors = report["algorithms"], report["errors"]
+        except (RuntimeError, ValueError) as exc:
+            phase.error = str(exc).splitlines()[0]
+        finally:
+            manager.stop()
+            self.hangup()
+        return phase
+
+    # -- the gateway --------------------------------------------------------------------------
+
+    def gateway_phase(self, count: int) -> Phase:
+        phase = Phase("callhome serve (gateway)", count)
+        gw_dir = self.work / "gateway"
+        gw_dir.mkdir(exist_ok=True)
+        inventory = yaml.safe_load(self.inventory.read_text())
+        gw = GatewayProcess(
+            gw_dir,
+            inventory,
+            ssh={"handshake_timeout": 120, "keepalive_interval": self.args.keepalive, "keepalive_count_max": 3},
+            admission={"max_pending_handshakes": max(256, 2 * count), "failures_before_block": 0},
+        )
+        proc = gw.launch()
+        try:
+            deadline = time.monotonic() + 600
+            while not gw.ready_file.exists():  # startup, not measured
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the gateway did not start: {gw.log.read_text()[-500:]}")
+                time.sleep(0.1)
+            soft, _hard = gateway_nofile(proc.pid)
+            fds_start = proc_fds(proc.pid)
+            phase.extra.update(nofile_soft=soft, fds_start=fds_start, inventory_devices=self.total + 1)
+            room = soft - fds_start
+            if room < count + 1:
+                print(
+                    f"note: the gateway cannot hold {count} devices: its open-file limit is {soft}, it holds "
+                    f"{fds_start} descriptors after start ({self.total + 1} inventory devices: a listening "
+                    f"netconf.sock each) and needs at least one more per connected device: room for {room}",
+                    flush=True,
                 )
-            )  # fmt: skip
-        return sample / (time.monotonic() - started)
-    finally:
-        for m in managers:
-            threading.Thread(target=_quiet_close, args=(m,), daemon=True).start()
-        fleet.terminate()
-        fleet.wait(30)
+            self.warm_up(gw.ssh_port)
+            status, _ = gw.get(f"/devices/{device_name(self.warm, self.total + 1)}/wait?timeout=60", 90)
+            if status != 200:
+                raise RuntimeError("the warm-up device did not register with the gateway")
+            profiler = self.profile(proc.pid, "gateway")
+            cpu = CpuMeter(proc.pid).start()
+            rss0 = proc_rss_kib(proc.pid)
+            _, report = self.call(gw.ssh_port, 0, count)
+            registered = wait_registered(gw, report["ok"] + 1, 30) - 1
+            cpu.stop()
+            self.stop_profile(profiler)
+            phase.ok, phase.failed = registered, count - registered
+            phase.seconds = report["seconds"]
+            phase.cpu, phase.cpu_system = cpu.total, cpu.system
+            phase.fleet_cpu = report["cpu_user"] + report["cpu_system"]
+            phase.algorithms, phase.errors = report["algorithms"], report["errors"]
+            fds_end = proc_fds(proc.pid)
+            phase.extra.update(
+                fds_end=fds_end,
+                fds_per_session=(fds_end - fds_start) / max(1, registered),
+                rss_per_session_kib=(proc_rss_kib(proc.pid) - rss0) / max(1, registered),
+            )
+            if registered < count:
+                text = gw.log.read_text(errors="replace")
+                phase.extra["log_emfile"] = text.count("Too many open files")
+                phase.extra["log_unknown_user"] = text.count("Unknown local username")
+            if self.args.idle:
+                phase.extra["idle"] = probe_idle(gw, device_name(0, self.total + 1), self.args.idle, proc.pid)
+        except RuntimeError as exc:
+            phase.error = str(exc).splitlines()[0]
+        finally:
+            gw.stop()
+            self.hangup()
+        return phase
+
+
+def device_name(index: int, count: int) -> str:
+    """The fleet's name of device ``index`` (``callhome_transport.sim.fleet``)."""
+    return f"SIM-{index + 1:0{max(5, len(str(count)))}d}"
+
+
+def gateway_nofile(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    return nofile_limits()
+
+
+def handshakes_ok(gw: GatewayProcess) -> int:
+    _, text = gw.get("/metrics", 60)
+    total = 0
+    for line in str(text).splitlines():
+        if line.startswith("callhome_handshakes_total{") and 'result="ok"' in line:
+            total += int(float(line.split()[-1]))
+    return total
+
+
+def wait_registered(gw: GatewayProcess, expected: int, timeout: float) -> int:
+    """The gateway's count of registered handshakes once it reaches
+    ``expected`` (the fleet already saw them authenticated; this waits out
+    the gateway's queue, up to ``timeout`` seconds, 20 requests a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = handshakes_ok(gw)
+        if got >= expected or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def probe_idle(gw: GatewayProcess, device: str, seconds: float, pid: int) -> dict[str, float]:
+    """A tiny control request every 50 ms for ``seconds``: its latency shows the
+    gateway's event-loop stalls (keepalives, garbage collection)."""
+    latencies: list[float] = []
+    cpu = CpuMeter(pid).start()
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        before = time.monotonic()
+        gw.get(f"/devices/{device}", 30)
+        latencies.append(time.monotonic() - before)
+        time.sleep(max(0.0, 0.05 - (time.monotonic() - before)))
+    cpu.stop()
+    latencies.sort()
+    return {
+        "worst": latencies[-1],
+        "p99": latencies[int(0.99 * (len(latencies) - 1))],
+        "median": med(latencies),
+        "samples": len(latencies),
+        "cpu_share": cpu.total / (time.monotonic() - started),
+    }
+
+
+def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
+    n = args.devices
+    cores = os.cpu_count()
+    print()
+    print(f"call-home storm, {cores} cores; every party in its own process; CPU per device from /proc (10 ms ticks)")
+    print(f"  {'manager':34s} {'registered':>13s} {'rate':>11s}  CPU per device")
+    print(f"storm: {n} devices at once (registered = identified + authenticated)")
+    for key in ("bare", "server", "gateway"):
+        if key in phases:
+            print(phases[key].line())
+    print(f"sessions with the NETCONF hello: {args.hello_devices} devices at once")
+    for key in ("c", "bare-hello", "server-hello", "server-manager"):
+        if key in phases:
+            print(phases[key].line())
+    if "stock" in phases:
+        print(f"stock ncclient, {args.stock_devices} devices one after the other (with hello)")
+        print(phases["stock"].line())
+    print("negotiated (as the devices saw it):")
+    for key, phase in phases.items():
+        if phase.algorithms:
+            print(f"  {key:16s} {', '.join(phase.algorithms)}")
+    for key, phase in phases.items():
+        if phase.errors:
+            print(f"  errors, {key}: {json.dumps(phase.errors)[:300]}")
+    for key in ("bare", "server"):
+        phase = phases.get(key)
+        if phase and "gc_count" in phase.extra:
+            e = phase.extra
+            print(
+                f"  GC during the storm, {key}: {e['gc_count']} collections, {e['gc_total']:.2f} s, "
+                f"worst {1000 * e['gc_worst']:.0f} ms"
+            )
+
+    print()
+    print("same-run ratios")
+    bare, server, gw = phases.get("bare"), phases.get("server"), phases.get("gateway")
+    c_floor, srv_hello = phases.get("c"), phases.get("server-hello")
+    bare_hello, srv_mgr, stock = phases.get("bare-hello"), phases.get("server-manager"), phases.get("stock")
+
+    def show(label: str, ours: float | None, base: float | None, base_name: str) -> float | None:
+        value = ratio(ours, base, base_name=base_name)
+        if value is not None:
+            print(f"  {label:58s} {value:6.2f}")
+        return value
+
+    cpu_server = show("in-process server CPU / bare CPU (per handshake)", cpu_of(server), cpu_of(bare), "bare loop")
+    cpu_gw = show("gateway CPU / bare CPU (per handshake)", cpu_of(gw), cpu_of(bare), "bare loop")
+    show("in-process server rate / bare rate", rate_of(server), rate_of(bare), "bare loop")
+    rate_gw = show("gateway rate / bare rate", rate_of(gw), rate_of(bare), "bare loop")
+    show("fleet CPU per handshake / manager's (gateway storm)", fleet_of(gw), cpu_of(gw), "gateway storm")
+    c_ratio = show("our CPU per session with hello / C client", cpu_of(srv_hello), cpu_of(c_floor), "C client")
+    show("bare asyncssh with hello / C client", cpu_of(bare_hello), cpu_of(c_floor), "C client")
+    show("ncclient Manager per device (CPU) / C client", cpu_of(srv_mgr), cpu_of(c_floor), "C client")
+    show("our CPU with hello / bare asyncssh with hello", cpu_of(srv_hello), cpu_of(bare_hello), "bare loop")
+    show("stock ncclient CPU per session / our Manager's", cpu_of(stock), cpu_of(srv_mgr), "Manager phase")
+    show("our Manager rate (all at once) / stock rate (one by one)", rate_of(srv_mgr), rate_of(stock), "stock")
+    if gw is not None and gw.error is None:
+        e = gw.extra
+        print(
+            f"  gateway file descriptors: limit {e['nofile_soft']}, {e['fds_start']} after start with "
+            f"{e['inventory_devices']} inventory devices, {e.get('fds_per_session', 0):.2f} more per connected device; "
+            f"RSS {e.get('rss_per_session_kib', 0):.1f} KiB per connected device"
+        )
+        if gw.ok < n:
+            print(
+                f"error: the gateway registered {gw.ok} of {n} devices (fleet errors: {json.dumps(gw.errors)[:200]}; "
+                f"gateway log: {e.get('log_emfile', 0)} 'Too many open files', "
+                f"{e.get('log_unknown_user', 0)} 'Unknown local username'): no rate ratio for this storm"
+            )
+        if "idle" in e:
+            i = e["idle"]
+            print(
+                f"  gateway idle with {gw.ok} sessions, {args.keepalive:g} s keepalives, {args.idle:g} s: control "
+                f"request latency median {1000 * i['median']:.1f} ms, p99 {1000 * i['p99']:.1f} ms, worst "
+                f"{1000 * i['worst']:.1f} ms; CPU {100 * i['cpu_share']:.2f} % of a core"
+            )
+
+    print()
+    if c_ratio is not None:
+        goal(
+            "CPU per call-home session incl. hello / libnetconf2 C client", f"{c_ratio:.2f}x", "<= 1.5x", c_ratio <= 1.5
+        )
+    else:
+        goal("CPU per call-home session incl. hello / libnetconf2 C client", "-", "<= 1.5x", None, "a side did not run")
+    for label, value in (("gateway", cpu_gw), ("in-process server", cpu_server)):
+        goal(
+            f"manager CPU per handshake / bare asyncssh loop ({label}, {n} devices)",
+            f"{value:.2f}x" if value is not None else "-",
+            "<= 0.9x",
+            None if value is None else value <= 0.9,
+            "" if value is not None else "a side did not run",
+        )
+    goal(
+        f"gateway storm rate / bare loop rate ({n} devices)",
+        f"{rate_gw:.2f}x" if rate_gw is not None else "-",
+        ">= 0.95x",
+        None if rate_gw is None else rate_gw >= 0.95,
+        "" if rate_gw is not None else "incomplete storm or a side did not run (see above)",
+    )
+    idle = gw.extra.get("idle") if gw is not None else None
+    if n >= 10000 and idle is not None and gw is not None:
+        goal(
+            f"worst event-loop stall, {gw.ok} idle sessions + keepalives (gateway, control-request latency)",
+            f"{1000 * idle['worst']:.0f} ms",
+            "<= 100 ms",
+            idle["worst"] <= 0.1 if gw.ok >= 10000 else False,
+            "" if gw.ok >= 10000 else f"only {gw.ok} sessions held",
+        )
+    else:
+        goal(
+            "worst event-loop stall, 10,000 idle sessions + keepalives", "-", "<= 100 ms", None, "needs --devices 10000"
+        )
+
+
+def cpu_of(phase: Phase | None) -> float | None:
+    return phase.cpu_ms if phase is not None and phase.complete else None
+
+
+def rate_of(phase: Phase | None) -> float | None:
+    return phase.rate if phase is not None and phase.complete else None
+
+
+def fleet_of(phase: Phase | None) -> float | None:
+    return phase.fleet_ms if phase is not None and phase.complete else None
+
+
+PHASES = ("bare", "server", "gateway", "c", "bare-hello", "server-hello", "server-manager", "stock")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--idle", type=float, default=65.0, help="seconds of idle measurement (keepalive every 30 s)")
-    parser.add_argument("--stock-sample", type=int, default=20)
+    parser.add_argument("--devices", type=int, default=1000, help="devices in the storm")
+    parser.add_argument("--hello-devices", type=int, default=500, help="devices of the sessions-with-hello phases")
+    parser.add_argument("--stock-devices", type=int, default=200, help="devices of the stock ncclient loop")
+    parser.add_argument("--idle", type=float, default=65.0, help="seconds the gateway idles with every session (0: no)")
+    parser.add_argument("--keepalive", type=float, default=30.0, help="SSH keepalive interval of every manager")
+    parser.add_argument("--only", nargs="+", choices=PHASES, help="run only these phases")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, collapsed stacks) here")
     args = parser.parse_args()
+    soft, hard = raise_nofile()
+    print(f"open-file limit (RLIMIT_NOFILE) soft {soft}, hard {hard}; helper processes inherit it", flush=True)
+    wanted = set(args.only or PHASES)
+    started = time.monotonic()
+    phases: dict[str, Phase] = {}
     with tempfile.TemporaryDirectory(prefix="callhome-storm-") as tmp:
-        work = Path(tmp)
-        result = asyncio.run(storm(args.devices, args.idle, work))
+        bench = Bench(args, Path(tmp))
+        bench.start_fleet()
+        print(f"fleet of {bench.total + 1} devices ready after {time.monotonic() - started:.1f} s", flush=True)
         try:
-            stock = stock_rate(args.stock_sample, work)
-            stock_text = f"{stock:8.1f} devices/s (n={args.stock_sample})"
-        except Exception as exc:  # report the stock failure instead of a ratio
-            stock, stock_text = 0.0, f"failed: {type(exc).__name__}: {exc}"
-    ours = args.devices / result["elapsed"]
-    print(f"call-home storm: {args.devices} SSH devices (fleet in its own process), {os.cpu_count()} cores")
-    print(f"all registered after:             {result['elapsed']:8.2f} s (goal <= 5 s for 1,000)")
-    print(f"handshakes per second:            {ours:8.1f}")
-    print(f"manager CPU per handshake:        {1000 * result['cpu'] / args.devices:8.2f} ms")
-    print(f"stock ncclient call_home loop:    {stock_text}")
-    if stock:
-        print(f"rate ratio ours / stock:          {ours / stock:8.1f}x")
-    print(f"idle CPU with {args.devices} sessions:     {100 * result['idle_cpu']:8.2f} % of one core (30 s keepalives)")
-    print(f"RSS per session:                  {result['rss_per_session_kib']:8.1f} KiB (goal <= 60 KB)")
-    print(f"worst event-loop stall while idle:{1000 * result['max_stall']:8.1f} ms")
+            n, h, s = args.devices, args.hello_devices, args.stock_devices
+            python = bench.python_phase
+            runs = [
+                ("bare", lambda: python("bare asyncssh loop", "bare", "auth", n, by_fleet_clock=True)),
+                ("server", lambda: python("AsyncCallHomeServer", "server", "auth", n, by_fleet_clock=True)),
+                ("gateway", lambda: bench.gateway_phase(n)),
+                ("c", lambda: bench.c_phase(h)),
+                ("bare-hello", lambda: python("bare asyncssh + hello", "bare", "hello", h, by_fleet_clock=False)),
+                (
+                    "server-hello",
+                    lambda: python("AsyncCallHomeServer + hello", "server", "hello", h, by_fleet_clock=False),
+                ),
+                (
+                    "server-manager",
+                    lambda: python("CallHomeServer.netconf (Manager)", "server", "manager", h, by_fleet_clock=False),
+                ),
+                (
+                    "stock",
+                    lambda: python("stock ncclient connect_ssh(sock=)", "stock", "auth", s, by_fleet_clock=False),
+                ),
+            ]
+            for key, run in runs:
+                if key in wanted:
+                    phase_started = time.monotonic()
+                    phases[key] = run()
+                    print(f"{key}: {time.monotonic() - phase_started:.1f} s", flush=True)
+                    print(phases[key].line(), flush=True)
+        finally:
+            assert bench.fleet is not None
+            bench.fleet.stop()
+    report(args, phases)
+    for path in bench.profiles:
+        print(f"profile: {path}")
+    print(f"(benchmark wall time {time.monotonic() - started:.0f} s)")
     return 0
 
 

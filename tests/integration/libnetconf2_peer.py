@@ -40,6 +40,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +79,17 @@ def ln2_available() -> str | None:
     return None
 
 
-def build_ln2(source: Path, workdir: Path) -> Path:
-    """Compile ``source`` (a C file using libnetconf2 and libyang) with gcc
-    and pkg-config into ``workdir``; return the executable.
+def build_ln2(source: Path, workdir: Path, packages: Sequence[str] = LN2_PKG_CONFIG) -> Path:
+    """Compile ``source`` (a C file using libnetconf2 and libyang, or the
+    pkg-config ``packages`` given) with gcc and pkg-config into ``workdir``;
+    return the executable.
 
     The file name carries a digest of the source and the compiler flags, so a
     second call with the same inputs (the same run, or another helper's
     benchmark) reuses the binary.  Raises RuntimeError with the compiler's
     output on failure."""
     flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", *LN2_PKG_CONFIG], capture_output=True, text=True, check=True, timeout=30
+        ["pkg-config", "--cflags", "--libs", *packages], capture_output=True, text=True, check=True, timeout=30
     ).stdout.split()
     command = ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra"]
     digest = hashlib.sha256(source.read_bytes() + " ".join(command + flags).encode()).hexdigest()[:12]
