@@ -41,8 +41,12 @@ class StunnelDevice:
         name: str = "tls",
         backend_port: int | None = None,
         command: list[str] | None = None,
+        max_version: str | None = None,
     ) -> None:
+        """``max_version`` (stunnel's ``sslVersionMax``, e.g. ``TLSv1.2``) caps
+        the TLS version the device accepts (default: the newest)."""
         self.dir = Path(workdir) / f"stunnel-{name}"
+        self.max_version = max_version
         self.netconfd = netconfd
         self.backend_port = backend_port
         self.command = command  # a program serving NETCONF on stdin/stdout, instead of netconfd
@@ -88,6 +92,7 @@ CAfile = {self.client_ca}
 requireCert = yes
 verifyChain = yes
 sslVersionMin = TLSv1.2
+{f"sslVersionMax = {self.max_version}" if self.max_version else ""}
 socket = l:TCP_NODELAY=1
 socket = r:TCP_NODELAY=1
 {service}"""
