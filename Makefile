@@ -64,18 +64,9 @@ test: $(VENV)/.installed-test system-packages lint typecheck ansible-lint ansibl
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
 	scripts/molecule.sh $(VENV)
 
+# every benchmark, bounded (benchmarks/run_all.py; about 25 minutes on 2 cores), then the goals table
 bench: $(VENV)/.installed-test system-packages
-	$(PY) benchmarks/bench_ssh.py
-	$(PY) benchmarks/bench_tls.py
-	$(PY) benchmarks/bench_restconf.py
-	$(PY) benchmarks/bench_gateway.py
-	$(PY) benchmarks/bench_local_client.py
-	$(PY) benchmarks/bench_idle_reconnects.py --minutes 5
-	$(PY) benchmarks/bench_storm.py --devices 1000
-	$(PY) benchmarks/bench_ansible.py
-	$(PY) benchmarks/bench_agent.py
-	$(PY) benchmarks/bench_events.py
-	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
