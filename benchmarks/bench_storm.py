@@ -33,7 +33,9 @@ process's own (``/proc/<pid>/stat``, 10 ms ticks):
 
 Before each measured storm one warm-up device calls (lazy imports, first
 allocations), and is not counted.  Registration is waited for on events
-(the managers' callbacks, the fleet's report), never by polling a registry;
+(the managers' callbacks, the fleet's report; for the gateway one metrics
+request, then its control API's ``wait`` for any device still missing),
+never by polling a registry;
 the rate is devices / (command to the fleet -> its last authentication), the
 same clock for every manager.  Admission limits are raised to the fleet size
 (``max_pending_handshakes``), so the storm measures handshakes, not refusals.
@@ -200,7 +202,7 @@ class Bench:
         self.args.profile.mkdir(parents=True, exist_ok=True)
         self.profiles.append(out)
         proc = subprocess.Popen(
-            [pyspy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--output", str(out), "--threads"],
+            [pyspy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--output", str(out), "--gil"],
             stdout=subprocess.DEVNULL,
             stderr=(self.work / f"py-spy-{name}.log").open("wb"),
         )
@@ -348,7 +350,8 @@ class Bench:
             cpu = CpuMeter(proc.pid).start()
             rss0 = proc_rss_kib(proc.pid)
             _, report = self.call(gw.ssh_port, 0, count)
-            registered = wait_registered(gw, report["ok"] + 1, 30) - 1
+            names = [device_name(i, self.total + 1) for i in range(count)]
+            registered = wait_registered(gw, report["ok"] + 1, names, 30) - 1
             cpu.stop()
             self.stop_profile(profiler)
             phase.ok, phase.failed = registered, count - registered
@@ -398,16 +401,25 @@ def handshakes_ok(gw: GatewayProcess) -> int:
     return total
 
 
-def wait_registered(gw: GatewayProcess, expected: int, timeout: float) -> int:
-    """The gateway's count of registered handshakes once it reaches
-    ``expected`` (the fleet already saw them authenticated; this waits out
-    the gateway's queue, up to ``timeout`` seconds, 20 requests a second)."""
+def wait_registered(gw: GatewayProcess, expected: int, names: list[str], timeout: float) -> int:
+    """The gateway's count of registered handshakes, once it has ``expected``
+    (the fleet saw them authenticated; the gateway may still be working
+    through its queue): one metrics request, then, only if some are missing,
+    the control API's event-driven ``wait`` on each of ``names`` not yet
+    connected, up to ``timeout`` seconds in all."""
+    got = handshakes_ok(gw)
+    if got >= expected:
+        return got
     deadline = time.monotonic() + timeout
-    while True:
-        got = handshakes_ok(gw)
-        if got >= expected or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
+    _, records = gw.get("/devices", 60)
+    connected = {r["name"] for r in records if isinstance(r, dict) and r.get("state") == "connected"}
+    for name in names:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if name not in connected:
+            gw.get(f"/devices/{name}/wait?timeout={min(5.0, remaining):.1f}", 60)
+    return handshakes_ok(gw)
 
 
 def probe_idle(gw: GatewayProcess, device: str, seconds: float, pid: int) -> dict[str, float]:
