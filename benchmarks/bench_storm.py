@@ -571,7 +571,7 @@ PHASES = ("bare", "server", "gateway", "c", "bare-hello", "server-hello", "serve
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000, help="devices in the storm")
-    parser.add_argument("--hello-devices", type=int, default=500, help="devices of the sessions-with-hello phases")
+    parser.add_argument("--hello-devices", type=int, default=1000, help="devices of the sessions-with-hello phases")
     parser.add_argument("--stock-devices", type=int, default=200, help="devices of the stock ncclient loop")
     parser.add_argument("--idle", type=float, default=65.0, help="seconds the gateway idles with every session (0: no)")
     parser.add_argument("--keepalive", type=float, default=30.0, help="SSH keepalive interval of every manager")
