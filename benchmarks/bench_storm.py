@@ -75,7 +75,6 @@ from _common import (
     proc_fds,
     proc_rss_kib,
     raise_nofile,
-    ratio,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -483,23 +482,34 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
     c_floor, srv_hello = phases.get("c"), phases.get("server-hello")
     bare_hello, srv_mgr, stock = phases.get("bare-hello"), phases.get("server-manager"), phases.get("stock")
 
-    def show(label: str, ours: float | None, base: float | None, base_name: str) -> float | None:
-        value = ratio(ours, base, base_name=base_name)
-        if value is not None:
-            print(f"  {label:58s} {value:6.2f}")
+    def show(label: str, ours: Phase | None, base: Phase | None, get: Any, get_base: Any = None) -> float | None:
+        """Print ours / base; nothing if a side was not part of this run
+        (``--only``), an error (never a ratio) if a side did not complete."""
+        if ours is None or base is None:
+            return None
+        for side, getter in ((base, get_base or get), (ours, get)):
+            if getter(side) is None:
+                why = side.error or f"{side.ok} of {side.devices} devices"
+                print(f"error: {side.name} did not complete ({why}): no ratio '{label}'")
+                return None
+        if (get_base or get)(base) <= 0:
+            print(f"error: {base.name} used no measurable CPU (10 ms ticks): no ratio '{label}'")
+            return None
+        value: float = get(ours) / (get_base or get)(base)
+        print(f"  {label:58s} {value:6.2f}")
         return value
 
-    cpu_server = show("in-process server CPU / bare CPU (per handshake)", cpu_of(server), cpu_of(bare), "bare loop")
-    cpu_gw = show("gateway CPU / bare CPU (per handshake)", cpu_of(gw), cpu_of(bare), "bare loop")
-    show("in-process server rate / bare rate", rate_of(server), rate_of(bare), "bare loop")
-    rate_gw = show("gateway rate / bare rate", rate_of(gw), rate_of(bare), "bare loop")
-    show("fleet CPU per handshake / manager's (gateway storm)", fleet_of(gw), cpu_of(gw), "gateway storm")
-    c_ratio = show("our CPU per session with hello / C client", cpu_of(srv_hello), cpu_of(c_floor), "C client")
-    show("bare asyncssh with hello / C client", cpu_of(bare_hello), cpu_of(c_floor), "C client")
-    show("ncclient Manager per device (CPU) / C client", cpu_of(srv_mgr), cpu_of(c_floor), "C client")
-    show("our CPU with hello / bare asyncssh with hello", cpu_of(srv_hello), cpu_of(bare_hello), "bare loop")
-    show("stock ncclient CPU per session / our Manager's", cpu_of(stock), cpu_of(srv_mgr), "Manager phase")
-    show("our Manager rate (all at once) / stock rate (one by one)", rate_of(srv_mgr), rate_of(stock), "stock")
+    cpu_server = show("in-process server CPU / bare CPU (per handshake)", server, bare, cpu_of)
+    cpu_gw = show("gateway CPU / bare CPU (per handshake)", gw, bare, cpu_of)
+    show("in-process server rate / bare rate", server, bare, rate_of)
+    rate_gw = show("gateway rate / bare rate", gw, bare, rate_of)
+    show("fleet CPU per handshake / gateway's (gateway storm)", gw, gw, fleet_of, cpu_of)
+    c_ratio = show("our CPU per session with hello / C client", srv_hello, c_floor, cpu_of)
+    show("bare asyncssh with hello / C client", bare_hello, c_floor, cpu_of)
+    show("ncclient Manager per device (CPU) / C client", srv_mgr, c_floor, cpu_of)
+    show("our CPU with hello / bare asyncssh with hello", srv_hello, bare_hello, cpu_of)
+    show("stock ncclient CPU per session / our Manager's", stock, srv_mgr, cpu_of)
+    show("our Manager rate (all at once) / stock rate (one by one)", srv_mgr, stock, rate_of)
     if gw is not None and gw.error is None:
         e = gw.extra
         print(
@@ -525,7 +535,12 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
 
     def judge(name: str, value: float | None, target: str, met: bool, *sides: Phase | None) -> None:
         if value is None:
-            goal(name, "-", target, None, "a side did not run or its storm was incomplete (see above)")
+            if any(side is None for side in sides):
+                why = "not part of this run (--only)"
+            else:
+                side = next(side for side in sides if side is not None and not side.complete)
+                why = f"{side.name}: {side.error or f'{side.ok} of {side.devices} registered'}"
+            goal(name, "-", target, None, why)
         elif not all(side is not None and side.precise for side in sides):
             goal(name, f"{value:.2f}x", target, None, "too little CPU for 10 ms ticks: use more devices")
         else:
