@@ -64,7 +64,8 @@ test: $(VENV)/.installed-test system-packages lint typecheck ansible-lint ansibl
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
 	scripts/molecule.sh $(VENV)
 
-# every benchmark, bounded (benchmarks/run_all.py; about 25 minutes on 2 cores), then the goals table
+# every benchmark, each bounded in time (benchmarks/run_all.py: about 12 minutes on 2 cores,
+# 95 at most), then the goals table
 bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/run_all.py
 
