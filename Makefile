@@ -64,8 +64,8 @@ test: $(VENV)/.installed-test system-packages lint typecheck ansible-lint ansibl
 	scripts/ansible-test.sh $(VENV) $(VENV)/ansible-test units
 	scripts/molecule.sh $(VENV)
 
-# every benchmark, each bounded in time (benchmarks/run_all.py: about 14 minutes on 2 cores,
-# 110 at most), then the goals table
+# every benchmark, each bounded in time (benchmarks/run_all.py: about 20 minutes on 2 cores,
+# 125 at most), then the goals table
 bench: $(VENV)/.installed-test system-packages
 	$(PY) benchmarks/run_all.py
 

@@ -53,7 +53,7 @@ CLIENT_HELLO = (
     b"<capability>urn:ietf:params:netconf:base:1.0</capability>"
     b"<capability>urn:ietf:params:netconf:base:1.1</capability></capabilities></hello>" + EOM
 )
-BACKLOG = 1024  # callhome_transport.listener.Listener's
+BACKLOG = 1024  # callhome_transport.transports.listener.Listener's
 
 
 def fingerprint(blob: bytes) -> str:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from callhome_transport import Inventory, SSHClientConfig
 from callhome_transport.engine import EventLoopThread
-from callhome_transport.netconf import manager_over_socket
+from callhome_transport.integrations.netconf import manager_over_socket
 from callhome_transport.server import AsyncCallHomeServer
 from tests.integration.libnetconf2_peer import LN2_SOURCE, Ln2Device, build_ln2, ln2_available
 

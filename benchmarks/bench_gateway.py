@@ -26,7 +26,7 @@ from _common import ROOT, LineProcess, goal, med, spread
 sys.path.insert(0, str(ROOT))
 
 from callhome_transport import CallHomeServer, Inventory
-from callhome_transport.netconf import manager_over_socket
+from callhome_transport.integrations.netconf import manager_over_socket
 from tests.integration.netconfd_peer import NACM, NetconfdDevice, ReverseRelay
 from tests.integration.test_gateway import GatewayProcess
 

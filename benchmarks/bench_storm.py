@@ -550,8 +550,11 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
             if any(side is None for side in sides):
                 why = "not part of this run (--only)"
             else:
-                side = next(side for side in sides if side is not None and not side.complete)
-                why = f"{side.name}: {side.error or f'{side.ok} of {side.devices} registered'}"
+                side = next((side for side in sides if side is not None and not side.complete), None)
+                if side is None:  # both complete: one used no measurable CPU (10 ms ticks)
+                    why = "too little CPU for 10 ms ticks: use more devices"
+                else:
+                    why = f"{side.name}: {side.error or f'{side.ok} of {side.devices} registered'}"
             goal(name, "-", target, None, why)
         elif not all(side is not None and side.precise for side in sides):
             goal(name, f"{value:.2f}x", target, None, "too little CPU for 10 ms ticks: use more devices")

@@ -12,10 +12,12 @@ Run: ``.venv/bin/python benchmarks/run_all.py [--only NAME...]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,8 @@ BENCHMARKS: list[tuple[str, list[str], int]] = [
     ("restconf", ["bench_restconf.py"], 300),
     ("gateway", ["bench_gateway.py"], 600),
     ("first-rpc", ["bench_first_rpc.py"], 300),
+    ("local-client", ["bench_local_client.py"], 300),
+    ("idle-reconnects", ["bench_idle_reconnects.py", "--minutes", "5"], 600),
     ("storm-1000", ["bench_storm.py", "--devices", "1000"], 900),
     ("storm-10000", ["bench_storm.py", "--devices", "10000", "--only", "bare", "server", "gateway"], 1500),
     ("ansible", ["bench_ansible.py"], 900),
@@ -51,6 +55,9 @@ def run(name: str, args: list[str], bound: int) -> tuple[int | None, float, list
     )
     assert proc.stdout is not None
     deadline = started + bound
+    # a benchmark silent past its bound is ended too (the loop below waits on its output)
+    timer = threading.Timer(bound, os.killpg, (proc.pid, signal.SIGTERM))
+    timer.start()
     timed_out = False
     for raw in proc.stdout:
         line = raw.decode(errors="replace")
@@ -61,8 +68,11 @@ def run(name: str, args: list[str], bound: int) -> tuple[int | None, float, list
         if time.monotonic() > deadline:
             timed_out = True
             break
+    timer.cancel()
+    timed_out = timed_out or time.monotonic() > deadline
     if timed_out:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
     try:
         code: int | None = proc.wait(max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
