@@ -399,6 +399,44 @@ class SSHDeviceConnection(ConnectionBase):
         self.conn.close()
 
 
+async def _connect_prepared(
+    sock: socket.socket, peer: PeerAddress, options: asyncssh.SSHClientConnectionOptions, client: _DeviceClient
+) -> asyncssh.SSHClientConnection:
+    """What ``asyncssh.connect(sock=..., options=...)`` does for an accepted
+    socket, without rebuilding ``options`` for every connection.
+
+    ``asyncssh.connect()`` makes a new options object from the one it is given
+    on each call, in a worker thread (``getpass.getuser()``, ``~/.ssh`` look-ups,
+    an executor hop): 27-33 % of the manager's CPU in a 10,000-device storm
+    (issue 16).  A connection takes the two per-connection values it needs
+    from the options when it is created, its client factory and the future it
+    resolves once authenticated (asyncssh 2.x reads both in
+    ``SSHConnection.__init__`` and never again; ``tests/unit/test_ssh.py``
+    guards that), so one options object, prepared when the inventory is
+    loaded, serves every connection: both are set just before the connection
+    object is made, with no ``await`` in between.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    options.waiter = waiter
+    options.protocol_factory = lambda: client
+    options.host, options.port = peer[0], peer[1]  # else asyncssh asks the socket, which a reset one cannot say
+    conn = asyncssh.SSHClientConnection(loop, options, wait="auth")
+    made = established = False
+    try:
+        await loop.create_connection(lambda: conn, sock=sock)
+        made = True
+        conn.set_extra_info(host=peer[0], port=peer[1])
+        await waiter
+        established = True
+        return conn
+    finally:
+        if not established:
+            conn.abort()
+            if made:  # a connection never made never closes
+                await conn.wait_closed()
+
+
 async def ssh_handshake(
     sock: socket.socket,
     peer: PeerAddress,
@@ -420,14 +458,7 @@ async def ssh_handshake(
     client = _DeviceClient(trust, peer, logger, client_keys)
     try:
         conn = await asyncio.wait_for(
-            asyncssh.connect(
-                sock=sock,
-                host=peer[0],
-                port=peer[1],
-                options=options or config.options(),
-                client_factory=lambda: client,
-            ),
-            config.handshake_timeout,
+            _connect_prepared(sock, peer, options or config.options(), client), config.handshake_timeout
         )
     except TimeoutError as exc:
         sock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from pathlib import Path
 
@@ -111,3 +112,73 @@ def test_private_keys_are_decrypted_once_at_load_not_per_handshake(tmp_path: Pat
     offered = client.public_key_auth_requested()
     assert offered is keys[(path, "s3cret")]
     assert offered.public_data == key.public_data
+
+
+def test_a_connection_keeps_the_factory_and_waiter_it_was_made_with() -> None:
+    # _connect_prepared shares one options object between connections and sets
+    # its protocol_factory, waiter, host and port just before making each
+    # connection: that is only right while asyncssh reads them in the
+    # connection's __init__ alone (and in connect(), which we no longer call).
+    init = inspect.getsource(asyncssh.connection.SSHConnection.__init__)
+    assert "self._protocol_factory = options.protocol_factory" in init
+    assert "self._waiter = options.waiter if wait else None" in init
+    client_init = inspect.getsource(asyncssh.connection.SSHClientConnection.__init__)
+    assert "self._host = options.host" in client_init
+    assert "self._port = options.port" in client_init
+    source = inspect.getsource(asyncssh.connection)
+    assert source.count("options.waiter") == 4  # _connect: set, cancel, await; __init__: read
+    assert source.count("options.protocol_factory") == 1
+
+
+class _PasswordServer(asyncssh.SSHServer):
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return (username, password) == ("admin", "secret")
+
+
+def test_handshakes_read_nothing_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    # asyncssh.connect() rebuilt the options on every connection in a worker
+    # thread, calling getpass.getuser(): with the open-file limit reached that
+    # failed as "Unknown local username" (issue 16).  Options prepared once are
+    # reused: three handshakes on one options object, with the user-name
+    # look-up failing, all authenticate, each with its own client.  (Failed
+    # before _connect_prepared: asyncssh.connect raised KeyError.)
+    import getpass
+    import socket
+
+    from callhome_transport.identity.inventory import SSHCredentials
+    from callhome_transport.identity.trust import AcceptAnyKey
+    from callhome_transport.transports.ssh import ssh_handshake
+
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    config = SSHClientConfig(handshake_timeout=10)
+    options = config.options()
+
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+
+    async def handshake(n: int) -> str:
+        with socket.create_server(("127.0.0.1", 0)) as listener:  # a TCP peer, as the listener accepts
+            device = socket.create_connection(listener.getsockname())
+            ours, _ = listener.accept()
+        acceptor = asyncio.ensure_future(
+            asyncssh.run_server(sock=device, server_host_keys=[host_key], server_factory=_PasswordServer)
+        )
+        trust = AcceptAnyKey(f"D{n}", SSHCredentials(username="admin", password="secret"))
+        conn = await ssh_handshake(ours, ("127.0.0.1", 40000 + n), trust, config, options)
+        conn.close()
+        server_conn = await acceptor
+        server_conn.close()
+        return conn.device
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(handshake(n) for n in range(3))))
+
+    assert asyncio.run(main()) == ["D0", "D1", "D2"]
