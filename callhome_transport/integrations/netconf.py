@@ -44,7 +44,7 @@ from ncclient.transport.session import MSG_DELIM, NetconfBase, NotificationHandl
 
 from ..errors import MalformedMessageError, MessageTooLargeError, TransportError
 from ..protocol.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
-from ..protocol.hello import HELLO_SETTLE, Hello
+from ..protocol.hello import HELLO_SETTLE, Hello, hello_settle_for
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HELLO_SETTLE", "StreamSession", "capabilities_for", "manager_over_socket"]
 
@@ -114,7 +114,10 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
     ``device`` names the device in logs and errors; ``on_close`` runs once when
     the session closes (used to release the SSH connection of a single-device
     :func:`~callhome_transport.call_home`).  ``max_message_size`` bounds one
-    message from the device, in bytes.
+    message from the device, in bytes.  ``hello_settle`` is how long after our
+    hello the first RPC may leave (seconds); ``None``: :data:`HELLO_SETTLE`
+    for a server whose hello shows it needs it (yuma123 netconfd), at once for
+    the others.
     """
 
     def __init__(
@@ -123,7 +126,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         *,
         device: str,
         on_close: Callable[[], None] | None = None,
-        hello_settle: float = HELLO_SETTLE,
+        hello_settle: float | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         capabilities = Capabilities(device_handler.get_capabilities())
@@ -206,7 +209,10 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
             self._hello_sent_at = time.monotonic()  # the first message is our hello
         elif not self._first_rpc_sent:
             self._first_rpc_sent = True
-            wait = self._hello_settle - (time.monotonic() - self._hello_sent_at)
+            settle = self._hello_settle
+            if settle is None:  # the device's hello is known by now
+                settle = hello_settle_for(Hello(capabilities=tuple(self._server_capabilities or ())))
+            wait = settle - (time.monotonic() - self._hello_sent_at)
             if wait > 0:
                 time.sleep(wait)
         data = message.encode()
@@ -303,7 +309,7 @@ def manager_over_socket(
     nc_params: Mapping[str, Any] | None = None,
     errors_params: Mapping[str, Any] | None = None,
     on_close: Callable[[], None] | None = None,
-    hello_settle: float = HELLO_SETTLE,
+    hello_settle: float | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     greeted: tuple[Hello, Framing, float] | None = None,
 ) -> nc_manager.Manager:
@@ -315,7 +321,8 @@ def manager_over_socket(
 
     ``device_params``, ``manager_params``, ``nc_params`` and ``errors_params``
     mean what they mean for ``ncclient.manager.connect_ssh``; ``timeout`` is the
-    Manager's RPC timeout unless ``manager_params`` sets one.
+    Manager's RPC timeout unless ``manager_params`` sets one.  ``hello_settle``
+    as for :class:`StreamSession`.
     ``max_message_size`` bounds one message from the device (bytes): a larger
     one closes the session with :class:`~callhome_transport.errors.MessageTooLargeError`.
     """

@@ -32,6 +32,8 @@ __all__ = [
     "HelloError",
     "HelloReader",
     "encode_hello",
+    "hello_settle_for",
+    "needs_hello_settle",
     "negotiate",
     "parse_hello",
 ]
@@ -61,12 +63,33 @@ DEFAULT_CLIENT_CAPABILITIES: tuple[str, ...] = (
     "urn:ietf:params:netconf:capability:with-defaults:1.0",
 )
 
-# The first RPC leaves at least this long after our hello.  Measured here:
-# yuma123 netconfd 2.13 drops an RPC that it reads in the same buffer as the
-# client's hello (a device bug that stock ncclient's 100 ms send tick hides,
-# and that a client sending at once exposes when the device reads late).  A
-# session greeted ahead of time (held) is long past it.
+# For a server that needs it, the first RPC leaves at least this long after
+# our hello.  Measured here: yuma123 netconfd 2.13 drops an RPC that it reads
+# in the same buffer as the client's hello (a device bug that stock ncclient's
+# 100 ms send tick hides, and that a client sending at once exposes when the
+# device reads late).  Every other server gets its first RPC at once
+# (:func:`needs_hello_settle`); a session greeted ahead of time (held) is long
+# past it anyway.
 HELLO_SETTLE = 0.1
+
+# yuma123 netconfd announces its own modules: yuma-ncx is loaded by every
+# netconfd (namespaces from the yuma123 module set, /usr/share/yuma/modules).
+_YUMA_CAPABILITY_PREFIXES = ("http://netconfcentral.org/ns/yuma-ncx?", "http://yuma123.org/ns/")
+
+
+def needs_hello_settle(hello: Hello) -> bool:
+    """Whether the server that sent ``hello`` must get its first RPC
+    :data:`HELLO_SETTLE` after our hello rather than at once: yuma123
+    netconfd, recognised by the modules it announces.  A device of another
+    family with the same bug is named in the inventory (``quirks:
+    [hello-settle]``)."""
+    return any(c.startswith(_YUMA_CAPABILITY_PREFIXES) for c in hello.capabilities)
+
+
+def hello_settle_for(hello: Hello, forced: bool = False) -> float:
+    """The settle before the first RPC to the server that sent ``hello``
+    (seconds): :data:`HELLO_SETTLE` where it is needed or ``forced``, else 0."""
+    return HELLO_SETTLE if forced or needs_hello_settle(hello) else 0.0
 
 
 class HelloError(ValueError):

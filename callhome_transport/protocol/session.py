@@ -45,12 +45,12 @@ from ..errors import (
 from .framing import Framing
 from .hello import (
     DEFAULT_CLIENT_CAPABILITIES,
-    HELLO_SETTLE,
     MAX_HELLO_SIZE,
     Hello,
     HelloError,
     HelloReader,
     encode_hello,
+    hello_settle_for,
     negotiate,
     parse_hello,
 )
@@ -203,13 +203,16 @@ class DeviceSession:
         """The device's hello, for a local client (end-of-message framed)."""
         return encode_hello(self.hello.capabilities, self.hello.session_id)
 
-    async def lend(self, local: socket.socket, *, to_device: bytes = b"", settle: float = HELLO_SETTLE) -> None:
+    async def lend(self, local: socket.socket, *, to_device: bytes = b"", settle: float | None = None) -> None:
         """Relay the session to ``local``; ``to_device`` (what the local
         client sent after its hello) goes first.  Nothing reaches the device
-        sooner than ``settle`` seconds after our hello (yuma123 netconfd
-        drops an RPC it reads with the hello; see :data:`HELLO_SETTLE`): a
-        session greeted just now waits out the rest, a held one is long past
-        it."""
+        sooner than ``settle`` seconds after our hello; by default
+        :data:`HELLO_SETTLE` for a server that needs it (yuma123 netconfd
+        drops an RPC it reads with the hello; :func:`needs_hello_settle`),
+        none for the others: a session greeted just now waits out the rest, a
+        held one is long past it."""
+        if settle is None:
+            settle = hello_settle_for(self.hello)
         wait = self.hello_sent_at + settle - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)

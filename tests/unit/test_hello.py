@@ -13,10 +13,13 @@ from callhome_transport.protocol.hello import (
     BASE_10,
     BASE_11,
     DEFAULT_CLIENT_CAPABILITIES,
+    HELLO_SETTLE,
     Hello,
     HelloError,
     HelloReader,
     encode_hello,
+    hello_settle_for,
+    needs_hello_settle,
     negotiate,
     parse_hello,
 )
@@ -119,3 +122,23 @@ def test_reader_bounds_a_hello_without_an_end() -> None:
     assert reader.feed(b"x" * 100) is None
     with pytest.raises(HelloError):
         reader.feed(b"x" * 10)
+
+
+# what yuma123 netconfd 2.13 announces besides the IETF modules (seen here)
+YUMA123_MODULES = (
+    "http://netconfcentral.org/ns/yuma-ncx?module=yuma-ncx&revision=2012-01-13",
+    "http://yuma123.org/ns/yuma123-system?module=yuma123-system&revision=2017-03-26",
+)
+
+
+def test_only_yuma123_needs_the_hello_settle() -> None:
+    yuma = Hello(capabilities=(BASE_10, BASE_11, *YUMA123_MODULES))
+    assert needs_hello_settle(yuma)
+    assert needs_hello_settle(Hello(capabilities=(BASE_11, YUMA123_MODULES[1])))
+    assert hello_settle_for(yuma) == HELLO_SETTLE
+    others = parse_hello(LIBNETCONF2_STYLE)
+    assert not needs_hello_settle(others)
+    assert hello_settle_for(others) == 0.0
+    assert hello_settle_for(others, forced=True) == HELLO_SETTLE  # quirks: [hello-settle]
+    # a module of netconfcentral's namespace that is not yuma's own is no sign
+    assert not needs_hello_settle(Hello(capabilities=(BASE_11, "http://netconfcentral.org/ns/toaster?module=toaster")))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 
 import pytest
 
 from callhome_transport.errors import ClientHelloError, HelloTimeoutError, TransportError
 from callhome_transport.protocol.framing import EOM, Framing
-from callhome_transport.protocol.hello import BASE_10, BASE_11, encode_hello
+from callhome_transport.protocol.hello import BASE_10, BASE_11, HELLO_SETTLE, encode_hello
 from callhome_transport.protocol.session import (
     DeviceSession,
     DeviceTraits,
@@ -126,6 +127,27 @@ async def test_exchange_hello_sends_ours_and_negotiates() -> None:
     assert session.session_id == "9"
     assert session.framing is Framing.END_OF_MESSAGE  # the device offers base:1.0 only
     assert session.replay() == device_hello(9, BASE_10)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "settle"),
+    [((BASE_11,), 0.0), ((BASE_11, "http://yuma123.org/ns/yuma123-system?module=yuma123-system"), HELLO_SETTLE)],
+    ids=["other", "yuma123"],
+)
+async def test_a_session_greeted_just_now_is_lent_at_once_unless_the_device_needs_the_settle(
+    capabilities: tuple[str, ...], settle: float
+) -> None:
+    stream = Stream(encode_hello(capabilities, "5"))
+    session = await exchange_hello(stream, device="SN-1", timeout=1)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        await session.lend(ours, to_device=b"rpc")
+    waited = time.monotonic() - session.hello_sent_at
+    assert stream.attached is ours and stream.written[-1] == b"rpc"
+    if settle:
+        assert waited >= settle
+    else:
+        assert waited < HELLO_SETTLE / 2, waited  # was HELLO_SETTLE for every device
 
 
 async def test_exchange_hello_timeout_names_the_device_and_closes() -> None:
