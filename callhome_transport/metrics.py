@@ -40,6 +40,11 @@ class Metrics:
         self._help[name] = ("gauge", help_text)
         self._gauges[name] = read
 
+    def counter_reading(self, name: str, help_text: str, read: Callable[[], dict[LabelKey, float]]) -> None:
+        """A counter kept elsewhere (a process-wide count), read at render time."""
+        self._help[name] = ("counter", help_text)
+        self._gauges[name] = read
+
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         series = self._counters[name]
         key = tuple(sorted(labels.items()))
@@ -59,10 +64,10 @@ class Metrics:
         lines: list[str] = []
         for name, (kind, help_text) in self._help.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            if kind == "counter":
+            if kind == "counter" and name not in self._gauges:
                 for key, value in sorted(self._counters[name].items()):
                     lines.append(f"{name}{_labels(key)} {value:g}")
-            elif kind == "gauge":
+            elif name in self._gauges:
                 for key, value in sorted(self._gauges[name]().items()):
                     lines.append(f"{name}{_labels(key)} {value:g}")
             else:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..addresses import format_peer
+from ..descriptors import OpenFileLimit, log_capacity, process_guard, raise_open_file_limit
 from ..errors import (
     CallHomeError,
     ClientHelloError,
@@ -53,6 +54,7 @@ from ..errors import (
 )
 from ..events import EventLog, RegistryFeed
 from ..identity.inventory import Device, Inventory, Transport
+from ..loopwatch import LoopWatch
 from ..server.core import AsyncCallHomeServer, PreparedInventory
 from ..server.registry import DeviceConnected, DeviceDisconnected, RejectedAttempt
 from ..status import DeviceInfo
@@ -87,9 +89,12 @@ class _LocalUse:
 class Gateway:
     """The long-running call-home gateway (asyncio)."""
 
-    def __init__(self, config: GatewayConfig, *, ready_file: Path | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, *, ready_file: Path | None = None, open_file_limit: OpenFileLimit | None = None
+    ) -> None:
         self.config = config
         self.ready_file = ready_file
+        self.open_file_limit = open_file_limit if open_file_limit is not None else raise_open_file_limit()
         self.inventory: Inventory = config.load_inventory()
         self.local: dict[str, _LocalUse] = {}  # the devices served, in inventory order
         self._endpoints: dict[str, list[UnixEndpoint]] = {}
@@ -135,9 +140,19 @@ class Gateway:
             "Local sessions open now",
             lambda: {(): float(server.registry.local_sessions())},
         )
+        server.metrics.counter_reading(
+            "callhome_descriptor_refusals_total",
+            "Connections refused because the open-file limit was nearly reached",
+            lambda: {(): float(process_guard().refused)},
+        )
+        self.watch = LoopWatch(server.metrics)
         server.registry.on_connected(self._on_connect)
+        server.registry.on_connected(self.watch.registered)
         server.registry.on_disconnected(self._on_disconnect)
         server.registry.add_observer(RegistryFeed(self.event_log))
+
+
+        server.registry.on_disconnected(self.watch.left)
         return server
 
     # -- lifecycle ------------------------------------------------------------------
@@ -170,6 +185,8 @@ class Gateway:
             run,
             ", ".join(f"{kind} {port}" for kind, port in self.listening().items()),
         )
+        log_capacity(self.open_file_limit, len(self.inventory))
+        self.watch.start()
 
     def listening(self) -> dict[str, int]:
         """The TCP port of each listener that runs, by kind."""
@@ -222,6 +239,7 @@ class Gateway:
             if self.cluster is not None:
                 await self.cluster.close()
             await self.server.close()
+        await self.watch.stop()
         self._stopped.set()
         log.info("gateway stopped")
 
@@ -545,8 +563,10 @@ def run(config: GatewayConfig, *, ready_file: Path | None = None) -> None:
     and writes ``ready_file`` (JSON: pid, run_dir, listening ports), which it
     removes when it stops."""
 
+    open_file_limit = raise_open_file_limit()  # before any socket: 2 descriptors per device
+
     async def main() -> None:
-        gateway = Gateway(config, ready_file=ready_file)
+        gateway = Gateway(config, ready_file=ready_file, open_file_limit=open_file_limit)
         await gateway.start()
         await gateway.serve_forever()
 

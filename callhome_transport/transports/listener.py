@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..addresses import NETCONF_CH_SSH_PORT, PeerAddress, format_peer
+from ..descriptors import DescriptorGuard, process_guard
 from ..errors import ListenerError, ProxyProtocolError
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ class Listener:
     address from its PROXY header (consumed before ``handler`` runs); one
     without a valid header is closed, logged and reported to
     ``on_refused(peer_address, reason)``.  ``reuse_port`` sets
-    ``SO_REUSEPORT`` (``callhome serve --workers``: one port, N processes).
+    ``SO_REUSEPORT`` (``callhome serve --workers``: one port, N processes).  A connection
+    accepted near the open-file limit is closed at once (``fd_guard``, by
+    default the process's :func:`~callhome_transport.descriptors.process_guard`).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Listener:
         proxy: ProxyProtocol | None = None,
         on_refused: RefusedCallback | None = None,
         reuse_port: bool = False,
+        fd_guard: DescriptorGuard | None = None,
     ) -> None:
         if not 0 <= listen_port <= 65535:
             raise ValueError(f"listen_port must be 0..65535, not {listen_port}")
@@ -86,6 +90,7 @@ class Listener:
         self._proxy = proxy
         self._on_refused = on_refused
         self._reuse_port = reuse_port
+        self._fd_guard = fd_guard if fd_guard is not None else process_guard()
         self._sockets: list[socket.socket] = []
         self._accept_tasks: list[asyncio.Task[None]] = []
         self._conn_tasks: set[asyncio.Task[None]] = set()
@@ -160,6 +165,9 @@ class Listener:
                     await asyncio.sleep(_ACCEPT_BACKOFF)
                 else:
                     log.warning("accept failed: %s", exc)
+                continue
+            if not self._fd_guard.admit(conn.fileno()):
+                conn.close()  # before any work: what the handshake opens next would fail inside asyncssh
                 continue
             peer: PeerAddress = (str(raw_peer[0]), int(raw_peer[1]))
             conn.setblocking(False)

@@ -1,0 +1,64 @@
+"""Event-loop stalls, GC pauses and gc.freeze after registration bursts
+(callhome_transport.loopwatch)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from callhome_transport.loopwatch import LoopWatch
+from callhome_transport.metrics import Metrics
+
+
+async def until(condition: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_stall_and_a_gc_pause_are_measured_and_a_burst_is_frozen() -> None:
+    metrics = Metrics()
+    watch = LoopWatch(metrics, tick=0.02, quiet=0.1)
+    watch.start()
+    try:
+        await asyncio.sleep(0.05)  # the watch is ticking
+        time.sleep(0.25)  # the event loop blocked
+        await until(lambda: watch.worst_stall >= 0.2)
+        gc.collect()
+        for _ in range(3):
+            watch.registered()
+        await until(lambda: watch.freezes == 1)
+        assert gc.get_freeze_count() > 0
+        text = metrics.render()
+    finally:
+        await watch.stop()
+        gc.unfreeze()
+    assert 'callhome_loop_stall_seconds_bucket{le="0.1"}' in text
+    assert 'callhome_loop_stall_seconds_bucket{le="0.5"}' in text
+    stall_count = float(text.split("callhome_loop_stall_seconds_count ")[1].split()[0])
+    below = float(text.split('callhome_loop_stall_seconds_bucket{le="0.1"} ')[1].split()[0])
+    assert stall_count - below >= 1  # the 0.25 s stall is above 0.1
+    assert float(text.split("\ncallhome_loop_stall_worst_seconds ")[1].split()[0]) >= 0.2
+    assert 'callhome_gc_pause_seconds_count{generation="2"}' in text
+    assert "callhome_gc_frozen_objects" in text
+    assert gc.callbacks.count(watch._on_gc) == 0  # stop() removed its callback
+
+
+async def test_no_freeze_without_registrations_and_a_full_one_after_churn() -> None:
+    watch = LoopWatch(Metrics(), tick=0.02, quiet=0.05)
+    watch.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert watch.freezes == 0  # nothing registered: nothing frozen
+        watch.registered()
+        await until(lambda: watch.freezes == 1)
+        watch.left()
+        watch.left()  # more left than a quarter of those frozen: unfreeze and collect all once
+        watch.registered()
+        await until(lambda: watch.freezes == 2)
+        assert watch._left_since_full == 0
+    finally:
+        await watch.stop()
+        gc.unfreeze()
