@@ -163,6 +163,12 @@ async def measure_idle(seconds: float, gc_watch: GcWatch) -> None:
 # -- bare asyncssh ----------------------------------------------------------------------------
 
 
+def algorithms(args: argparse.Namespace, kind: Any = list) -> dict[str, Any]:
+    """The ``--kex`` and ``--cipher`` choices as asyncssh / SSHClientConfig keywords."""
+    chosen = {"kex_algs": args.kex, "encryption_algs": args.cipher}
+    return {key: kind(names) for key, names in chosen.items() if names}
+
+
 async def run_bare(args: argparse.Namespace) -> None:
     import asyncssh
 
@@ -193,6 +199,7 @@ async def run_bare(args: argparse.Namespace) -> None:
                 host_based_auth=False,
                 keepalive_interval=args.keepalive,
                 keepalive_count_max=3,
+                **algorithms(args),
             )
             held.append(conn)
             if args.level == "hello":
@@ -243,7 +250,7 @@ async def run_server(args: argparse.Namespace) -> None:
         Inventory.from_file(args.inventory),
         listen_address="127.0.0.1",
         listen_port=args.port,
-        ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive),
+        ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive, **algorithms(args, tuple)),
         admission=AdmissionConfig(max_pending_handshakes=max(256, 2 * args.count), failures_before_block=0),
     )
 
@@ -292,7 +299,7 @@ def run_server_managers(args: argparse.Namespace) -> None:
         Inventory.from_file(args.inventory),
         listen_address="127.0.0.1",
         listen_port=args.port,
-        ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive),
+        ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive, **algorithms(args, tuple)),
         admission=AdmissionConfig(max_pending_handshakes=max(256, 2 * args.count), failures_before_block=0),
     ) as server:
 
@@ -372,6 +379,8 @@ def main() -> int:
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default="admin")
     parser.add_argument("--keepalive", type=float, default=30.0)
+    parser.add_argument("--kex", nargs="*", default=[], help="key-exchange algorithms to offer (default asyncssh's)")
+    parser.add_argument("--cipher", nargs="*", default=[], help="encryption algorithms to offer (default asyncssh's)")
     args = parser.parse_args()
     if args.kind == "stock":
         run_stock(args)

@@ -225,7 +225,7 @@ class Bench:
             [
                 PY, str(HERE / "_managers.py"), kind, "--level", level, "--count", str(count + 1),
                 "--inventory", str(self.inventory), "--fingerprints", str(self.fingerprints),
-                "--keepalive", str(self.args.keepalive),
+                "--keepalive", str(self.args.keepalive), "--kex", *self.args.kex, "--cipher", *self.args.cipher,
             ],
             log=self.work / f"manager-{kind}-{level}.log",
         )  # fmt: skip
@@ -332,7 +332,13 @@ class Bench:
         gw = GatewayProcess(
             gw_dir,
             inventory,
-            ssh={"handshake_timeout": 120, "keepalive_interval": self.args.keepalive, "keepalive_count_max": 3},
+            ssh={
+                "handshake_timeout": 120,
+                "keepalive_interval": self.args.keepalive,
+                "keepalive_count_max": 3,
+                **({"kex_algorithms": self.args.kex} if self.args.kex else {}),
+                **({"encryption_algorithms": self.args.cipher} if self.args.cipher else {}),
+            },
             admission={"max_pending_handshakes": max(256, 2 * count), "failures_before_block": 0},
         )
         proc = gw.launch()
@@ -605,6 +611,8 @@ def main() -> int:
     parser.add_argument("--stock-devices", type=int, default=200, help="devices of the stock ncclient loop")
     parser.add_argument("--idle", type=float, default=65.0, help="seconds the gateway idles with every session (0: no)")
     parser.add_argument("--keepalive", type=float, default=30.0, help="SSH keepalive interval of every manager")
+    parser.add_argument("--kex", nargs="+", default=[], help="key exchange every manager offers (asyncssh's default)")
+    parser.add_argument("--cipher", nargs="+", default=[], help="encryption every manager offers (asyncssh's default)")
     parser.add_argument("--only", nargs="+", choices=PHASES, help="run only these phases")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, collapsed stacks) here")
     args = parser.parse_args()

@@ -24,6 +24,8 @@
       certfile: pki/manager.pem
       keyfile: pki/manager.key
     ssh: {handshake_timeout: 30, keepalive_interval: 30, keepalive_count_max: 3}
+                                    # also kex_algorithms, encryption_algorithms, mac_algorithms,
+                                    # host_key_algorithms: lists, in order (default: asyncssh's)
     admission:                      # docs/gateway.md: MaxStartups / PerSourcePenalties analogues
       max_pending_handshakes: 256   # per listener
       banner_timeout: 10
@@ -88,6 +90,15 @@ _TOP = (
     "events",
     "cluster",
 )
+
+
+# gateway.yml ssh keys -> SSHClientConfig fields (the algorithms we offer, in order)
+SSH_ALGORITHMS = {
+    "kex_algorithms": "kex_algs",
+    "encryption_algorithms": "encryption_algs",
+    "mac_algorithms": "mac_algs",
+    "host_key_algorithms": "server_host_key_algs",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +219,13 @@ class _Parser:
         if not isinstance(value, bool):
             raise self.fail(key, "true or false")
         return value
+
+    def names(self, value: Any, key: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "a list of algorithm names")
+        return tuple(value)
 
     def number(self, value: Any, key: str, default: float) -> float:
         if value is None:
@@ -372,7 +390,7 @@ class _Parser:
             except ValueError as exc:
                 raise self.fail("tls", str(exc)) from None
         ssh_section = self.section(
-            top.get("ssh"), "ssh", ("handshake_timeout", "keepalive_interval", "keepalive_count_max")
+            top.get("ssh"), "ssh", ("handshake_timeout", "keepalive_interval", "keepalive_count_max", *SSH_ALGORITHMS)
         )
         try:
             ssh = SSHClientConfig(
@@ -381,6 +399,7 @@ class _Parser:
                 keepalive_count_max=int(
                     self.number(ssh_section.get("keepalive_count_max"), "ssh.keepalive_count_max", 3)
                 ),
+                **{field: self.names(ssh_section.get(key), f"ssh.{key}") for key, field in SSH_ALGORITHMS.items()},
             )
         except ValueError as exc:
             raise self.fail("ssh", str(exc)) from None

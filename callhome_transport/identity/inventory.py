@@ -61,6 +61,7 @@ __all__ = [
     "IdentifierField",
     "Inventory",
     "OutboundSSH",
+    "Quirk",
     "SSHCredentials",
     "StaleCRLPolicy",
     "TLSIdentity",
@@ -166,6 +167,15 @@ class HoldPolicy(enum.Enum):
     NEVER = "never"  # greet a session only when a caller asks for one
 
 
+class Quirk(enum.Enum):
+    """A device behaviour the manager works around, named in the inventory
+    (``quirks: [hello-settle]``) where it cannot be recognised."""
+
+    # drops an RPC read in the same buffer as the client's hello: the first RPC
+    # leaves HELLO_SETTLE after our hello (yuma123 netconfd is recognised by its hello)
+    HELLO_SETTLE = "hello-settle"
+
+
 class StaleCRLPolicy(enum.Enum):
     """What a CRL past its nextUpdate means."""
 
@@ -244,6 +254,7 @@ class Device:
     http_auth: BasicAuth | None = None  # RESTCONF devices only
     hold_session: HoldPolicy = HoldPolicy.AUTO  # NETCONF devices (ssh, tls)
     outbound_ssh: OutboundSSH | None = None  # Junos outbound-ssh devices only
+    quirks: frozenset[Quirk] = frozenset()  # NETCONF devices
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _DEVICE_NAME.fullmatch(self.name):
@@ -420,7 +431,7 @@ class _Loader:
         if version != INVENTORY_VERSION:
             raise self.fail("version", f"{INVENTORY_VERSION}")
         defaults = self.mapping(
-            top.get("defaults"), "defaults", ("transport", "ssh", "tls", "restconf", "hold_session")
+            top.get("defaults"), "defaults", ("transport", "ssh", "tls", "restconf", "hold_session", "quirks")
         )
         devices = top.get("devices") or {}
         if not isinstance(devices, dict):
@@ -431,7 +442,7 @@ class _Loader:
             key_path = f"devices.{name}"
             if not isinstance(name, str):
                 raise self.fail(key_path, "a device name (string)")
-            allowed = ("transport", "ssh", "tls", "restconf", "hold_session", "outbound_ssh")
+            allowed = ("transport", "ssh", "tls", "restconf", "hold_session", "outbound_ssh", "quirks")
             device = self.device(name, _merge(defaults, self.mapping(entry, key_path, allowed)))
             inventory._add(device)
         return inventory
@@ -463,6 +474,14 @@ class _Loader:
             hold = HoldPolicy(entry.get("hold_session", HoldPolicy.AUTO.value))
         except ValueError:
             raise self.fail(f"{key_path}.hold_session", "one of auto, always, never") from None
+        quirks = entry.get("quirks") or []
+        known = ", ".join(q.value for q in Quirk)
+        if not isinstance(quirks, list) or not all(isinstance(q, str) for q in quirks):
+            raise self.fail(f"{key_path}.quirks", f"a list of: {known}")
+        try:
+            quirk_set = frozenset(Quirk(q) for q in quirks)
+        except ValueError:
+            raise self.fail(f"{key_path}.quirks", f"a list of: {known}") from None
         http_auth = None
         if entry.get("restconf") is not None:
             if transport is not Transport.RESTCONF:
@@ -483,6 +502,7 @@ class _Loader:
                 http_auth=http_auth,
                 hold_session=hold,
                 outbound_ssh=outbound_ssh,
+                quirks=quirk_set,
             )
         except ValueError as exc:
             raise self.fail(key_path, str(exc)) from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import socket
 import time
@@ -115,6 +116,22 @@ def host_key_algorithms(key_types: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(offered, key=_ALGORITHM_RANK.__getitem__))
 
 
+def _supported(kind: str) -> frozenset[str]:
+    """The algorithm names asyncssh supports here (with the installed crypto
+    libraries), by kind."""
+    from asyncssh.encryption import get_encryption_algs
+    from asyncssh.kex import get_kex_algs
+    from asyncssh.mac import get_mac_algs
+
+    get = {
+        "kex_algs": get_kex_algs,
+        "encryption_algs": get_encryption_algs,
+        "mac_algs": get_mac_algs,
+        "server_host_key_algs": get_public_key_algs,
+    }[kind]
+    return frozenset(name.decode("ascii") for name in get())
+
+
 @dataclass(frozen=True, kw_only=True)
 class SSHClientConfig:
     """Options for the SSH client role.
@@ -122,11 +139,25 @@ class SSHClientConfig:
     ``handshake_timeout`` bounds TCP accept to authenticated (RFC 8071 s5 DoS
     guard, like OpenSSH's LoginGraceTime).  ``keepalive_interval`` 0 disables
     keepalives.
+
+    ``kex_algs``, ``encryption_algs`` and ``mac_algs`` are what we offer, in
+    order of preference (asyncssh's names; empty: asyncssh's defaults, which
+    put the post-quantum hybrid ``mlkem768x25519-sha256`` and
+    ``chacha20-poly1305@openssh.com`` first).  ``server_host_key_algs``
+    replaces the offer derived from the pinned keys (:func:`host_key_algorithms`).
+    A call-home device is identified by the host key it presents *during*
+    key exchange, so these apply to every device of a listener: the device
+    is not known yet when they are offered (RFC 8071 s5).  docs/gateway.md
+    ("SSH algorithms") has their cost.
     """
 
     handshake_timeout: float = 30.0
     keepalive_interval: float = 30.0
     keepalive_count_max: int = 3
+    kex_algs: tuple[str, ...] = ()
+    encryption_algs: tuple[str, ...] = ()
+    mac_algs: tuple[str, ...] = ()
+    server_host_key_algs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.handshake_timeout <= 0:
@@ -135,6 +166,13 @@ class SSHClientConfig:
             raise ValueError(f"keepalive_interval must be >= 0, not {self.keepalive_interval}")
         if self.keepalive_count_max < 1:
             raise ValueError(f"keepalive_count_max must be >= 1, not {self.keepalive_count_max}")
+        for kind in ("kex_algs", "encryption_algs", "mac_algs", "server_host_key_algs"):
+            names = getattr(self, kind)
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"{kind} must be a list of algorithm names, not {names!r}")
+            unknown = [n for n in names if n not in _supported(kind)]
+            if unknown:
+                raise ValueError(f"{kind}: {', '.join(unknown)} not supported here (asyncssh {asyncssh.__version__})")
 
     def options(self, server_host_key_algs: Sequence[str] | None = None) -> asyncssh.SSHClientConnectionOptions:
         """asyncssh options that read nothing from the user's environment: no
@@ -145,22 +183,42 @@ class SSHClientConfig:
         ``server_host_key_algs`` is the offer of :func:`host_key_algorithms`
         (the default: every algorithm in OpenSSH's order); asyncssh's own
         default would put ``rsa-sha2-256`` first and so make a device with an
-        RSA key present that one even where its ed25519 key is pinned."""
-        return asyncssh.SSHClientConnectionOptions(
-            config=None,
-            known_hosts=([], [], []),
-            x509_trusted_certs=None,
-            username=_UNIDENTIFIED_USER,
-            password=None,
-            client_keys=None,
-            agent_path=None,
-            gss_host=None,
-            host_based_auth=False,
-            server_host_key_algs=list(server_host_key_algs or host_key_algorithms(())),
-            preferred_auth="publickey,keyboard-interactive,password",
-            keepalive_interval=self.keepalive_interval,
-            keepalive_count_max=self.keepalive_count_max,
+        RSA key present that one even where its ed25519 key is pinned.  The
+        config's own ``server_host_key_algs``, when set, wins.
+
+        Built once per configuration and offer, then shared by every
+        handshake (:func:`ssh_handshake`)."""
+        offer = self.server_host_key_algs or tuple(server_host_key_algs or host_key_algorithms(()))
+        return _prepared_options(self, offer)
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_options(config: SSHClientConfig, offer: tuple[str, ...]) -> asyncssh.SSHClientConnectionOptions:
+    algorithms: dict[str, Any] = {
+        kind: list(names)
+        for kind, names in (
+            ("kex_algs", config.kex_algs),
+            ("encryption_algs", config.encryption_algs),
+            ("mac_algs", config.mac_algs),
         )
+        if names
+    }
+    return asyncssh.SSHClientConnectionOptions(
+        config=None,
+        known_hosts=([], [], []),
+        x509_trusted_certs=None,
+        username=_UNIDENTIFIED_USER,
+        password=None,
+        client_keys=None,
+        agent_path=None,
+        gss_host=None,
+        host_based_auth=False,
+        server_host_key_algs=list(offer),
+        preferred_auth="publickey,keyboard-interactive,password",
+        keepalive_interval=config.keepalive_interval,
+        keepalive_count_max=config.keepalive_count_max,
+        **algorithms,
+    )
 
 
 def _bind_username(conn: asyncssh.SSHClientConnection, username: str) -> None:

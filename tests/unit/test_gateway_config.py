@@ -125,3 +125,23 @@ def test_proxy_protocol_errors_name_the_key(tmp_path: Path, section: str, key_pa
         GatewayConfig.from_file(path)
     assert info.value.key_path == key_path
     assert expected in info.value.expected
+
+
+def test_ssh_algorithm_lists_in_order_and_their_errors(tmp_path: Path) -> None:
+    text = (
+        "inventory: devices.yml\n"
+        "ssh:\n  kex_algorithms: [curve25519-sha256, mlkem768x25519-sha256]\n"
+        "  encryption_algorithms: [aes128-gcm@openssh.com]\n  host_key_algorithms: [ssh-ed25519]\n"
+    )
+    ssh = GatewayConfig.from_file(write_config(tmp_path, text)).ssh
+    assert ssh.kex_algs == ("curve25519-sha256", "mlkem768x25519-sha256")
+    assert ssh.encryption_algs == ("aes128-gcm@openssh.com",)
+    assert ssh.mac_algs == ()  # asyncssh's defaults
+    assert ssh.server_host_key_algs == ("ssh-ed25519",)
+    with pytest.raises(InventoryError) as info:
+        GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nssh: {mac_algorithms: hmac-sha1}\n"))
+    assert info.value.key_path == "ssh.mac_algorithms" and "a list of algorithm names" in info.value.expected
+    with pytest.raises(InventoryError, match="kex_algs: diffie-hellman-group0 not supported"):
+        GatewayConfig.from_file(
+            write_config(tmp_path, "inventory: devices.yml\nssh: {kex_algorithms: [diffie-hellman-group0]}\n")
+        )

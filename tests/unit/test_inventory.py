@@ -294,3 +294,22 @@ def test_hold_session_per_device_and_from_defaults(tmp_path: Path) -> None:
         ).hold_session
         is HoldPolicy.AUTO
     )
+
+
+def test_quirks_per_device_and_by_default() -> None:
+    from callhome_transport.identity.inventory import Quirk
+
+    def ssh(letter: str) -> dict[str, object]:
+        return {"host_keys": ["SHA256:" + letter * 43], "username": "u", "password": "p"}
+
+    inventory = Inventory.from_dict(
+        {
+            "defaults": {"quirks": ["hello-settle"]},
+            "devices": {"A": {"ssh": ssh("A")}, "B": {"ssh": ssh("B"), "quirks": []}},
+        }
+    )
+    assert inventory["A"].quirks == frozenset({Quirk.HELLO_SETTLE})
+    assert inventory["B"].quirks == frozenset()
+    with pytest.raises(InventoryError) as info:
+        Inventory.from_dict({"devices": {"C": {"ssh": ssh("C"), "quirks": ["slow"]}}})
+    assert info.value.key_path == "devices.C.quirks" and "hello-settle" in info.value.expected

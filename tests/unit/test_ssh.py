@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import socket
 from pathlib import Path
 
 import asyncssh
 import pytest
 
+from callhome_transport.errors import TransportError
+from callhome_transport.identity.inventory import SSHCredentials
+from callhome_transport.identity.trust import AcceptAnyKey
 from callhome_transport.transports.ssh import (
     OPENSSH_HOST_KEY_ALGORITHMS,
     SSHClientConfig,
+    SSHDeviceConnection,
     _bind_username,
     host_key_algorithms,
+    ssh_handshake,
 )
 
 
@@ -149,13 +156,7 @@ def test_handshakes_read_nothing_per_connection(monkeypatch: pytest.MonkeyPatch)
     # look-up failing, all authenticate, each with its own client.  (Failed
     # before _connect_prepared: asyncssh.connect raised KeyError.)
     import getpass
-    import socket
 
-    from callhome_transport.identity.inventory import SSHCredentials
-    from callhome_transport.identity.trust import AcceptAnyKey
-    from callhome_transport.transports.ssh import ssh_handshake
-
-    host_key = asyncssh.generate_private_key("ssh-ed25519")
     config = SSHClientConfig(handshake_timeout=10)
     options = config.options()
 
@@ -165,20 +166,80 @@ def test_handshakes_read_nothing_per_connection(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(getpass, "getuser", no_user)
 
     async def handshake(n: int) -> str:
-        with socket.create_server(("127.0.0.1", 0)) as listener:  # a TCP peer, as the listener accepts
-            device = socket.create_connection(listener.getsockname())
-            ours, _ = listener.accept()
-        acceptor = asyncio.ensure_future(
-            asyncssh.run_server(sock=device, server_host_keys=[host_key], server_factory=_PasswordServer)
-        )
-        trust = AcceptAnyKey(f"D{n}", SSHCredentials(username="admin", password="secret"))
-        conn = await ssh_handshake(ours, ("127.0.0.1", 40000 + n), trust, config, options)
+        conn = await handshake_with_server(config, options, f"D{n}")
         conn.close()
-        server_conn = await acceptor
-        server_conn.close()
         return conn.device
 
     async def main() -> list[str]:
         return list(await asyncio.gather(*(handshake(n) for n in range(3))))
 
     assert asyncio.run(main()) == ["D0", "D1", "D2"]
+
+
+_HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
+
+
+async def handshake_with_server(
+    config: SSHClientConfig, options: asyncssh.SSHClientConnectionOptions | None, device: str, **server: object
+) -> SSHDeviceConnection:
+    """Our handshake against an asyncssh server over loopback TCP (``server``:
+    its options, e.g. the algorithms it accepts)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # a TCP peer, as the listener accepts
+        device_sock = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    acceptor = asyncio.ensure_future(
+        asyncssh.run_server(sock=device_sock, server_host_keys=[_HOST_KEY], server_factory=_PasswordServer, **server)
+    )
+    trust = AcceptAnyKey(device, SSHCredentials(username="admin", password="secret"))
+    try:
+        conn = await ssh_handshake(ours, ("127.0.0.1", 40000), trust, config, options)
+    finally:
+        with contextlib.suppress(Exception):
+            (await acceptor).close()
+    return conn
+
+
+def test_options_are_built_once_per_configuration_and_offer() -> None:
+    config = SSHClientConfig(keepalive_interval=7)
+    assert config.options() is SSHClientConfig(keepalive_interval=7).options()
+    assert config.options(["ssh-ed25519"]) is config.options(("ssh-ed25519",))
+    assert config.options(["ssh-ed25519"]) is not config.options()
+
+
+def test_algorithm_lists_are_checked_and_offered_in_order() -> None:
+    with pytest.raises(ValueError, match=r"kex_algs: no-such-kex not supported"):
+        SSHClientConfig(kex_algs=("curve25519-sha256", "no-such-kex"))
+    with pytest.raises(ValueError, match="list of algorithm names"):
+        SSHClientConfig(encryption_algs="aes128-ctr")  # type: ignore[arg-type]
+    config = SSHClientConfig(
+        kex_algs=("curve25519-sha256",),
+        encryption_algs=("aes128-gcm@openssh.com", "aes256-ctr"),
+        mac_algs=("hmac-sha2-256-etm@openssh.com",),
+        server_host_key_algs=("ecdsa-sha2-nistp256",),
+    )
+    options = config.options(["ssh-ed25519"])
+    assert options.kex_algs == [b"curve25519-sha256"]
+    assert options.encryption_algs == [b"aes128-gcm@openssh.com", b"aes256-ctr"]
+    assert options.mac_algs == [b"hmac-sha2-256-etm@openssh.com"]
+    assert options.server_host_key_algs == ["ecdsa-sha2-nistp256"]  # the config's offer wins
+    defaults = SSHClientConfig().options()
+    offered = [alg for alg in defaults.kex_algs if not alg.startswith(b"gss-")]  # no GSS here (gss_host=None)
+    assert offered[0] == b"mlkem768x25519-sha256"  # post-quantum stays the default
+
+
+def test_a_handshake_uses_the_configured_algorithms() -> None:
+    classic = SSHClientConfig(kex_algs=("curve25519-sha256",), encryption_algs=("aes128-gcm@openssh.com",))
+
+    async def negotiated() -> str:
+        conn = await handshake_with_server(classic, None, "D1")
+        conn.close()
+        return str(conn.conn.get_extra_info("send_cipher"))
+
+    assert asyncio.run(negotiated()) == "aes128-gcm@openssh.com"
+
+    async def no_common_kex() -> None:
+        post_quantum = SSHClientConfig(kex_algs=("mlkem768x25519-sha256",), handshake_timeout=5)
+        await handshake_with_server(post_quantum, None, "D2", kex_algs=["curve25519-sha256"])
+
+    with pytest.raises(TransportError, match="key exchange"):
+        asyncio.run(no_common_kex())
