@@ -35,11 +35,11 @@ from ..errors import (
     ServerStateError,
     TransportError,
 )
-from ..identity.inventory import HoldPolicy, Inventory, Transport
+from ..identity.inventory import HoldPolicy, Inventory, Quirk, Transport
 from ..identity.tls_trust import TLSTrust
 from ..identity.trust import InventoryTrust, Trust
 from ..metrics import Metrics
-from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES
+from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES, HELLO_SETTLE
 from ..protocol.session import DeviceSession, DeviceTraits, greet_local
 from ..status import BlockKind, RefusalReason
 from ..transports.contract import Acceptor, DeviceConnection
@@ -570,6 +570,15 @@ class AsyncCallHomeServer:
         """Whether a greeted NETCONF session is ready for ``device``'s next caller."""
         return self.registry.session_held(device)
 
+    def hello_settle(self, device: str) -> float | None:
+        """The wait between our hello and the first RPC for ``device``:
+        :data:`~callhome_transport.protocol.hello.HELLO_SETTLE` when its
+        inventory entry names the ``hello-settle`` quirk, else ``None`` (the
+        device's hello decides: yuma123 netconfd waits, every other device
+        gets its first RPC at once)."""
+        entry = self.inventory.get(device)
+        return HELLO_SETTLE if entry is not None and Quirk.HELLO_SETTLE in entry.quirks else None
+
     def traits(self, device: str) -> DeviceTraits:
         """What ``device`` taught the server (one session at a time, drops an
         idle call), kept across its calls."""
@@ -718,7 +727,7 @@ class AsyncCallHomeServer:
         ``local`` are closed then)."""
         try:
             rest = await greet_local(local, session, self.hello_timeout)
-            await session.lend(local, to_device=rest)
+            await session.lend(local, to_device=rest, settle=self.hello_settle(session.device))
         except BaseException:
             session.close()
             local.close()

@@ -128,10 +128,11 @@ class CallHomeServer:
         session = self._engine.run(self._server.take_session(device, timeout, capabilities=capabilities))
         ours, theirs = stream_pair()
         try:
-            self._engine.run(session.lend(ours, settle=0.0))  # StreamSession waits out HELLO_SETTLE itself
+            self._engine.run(session.lend(ours, settle=0.0))  # StreamSession waits out the settle itself
             return manager_over_socket(
                 theirs,
                 device=device,
+                hello_settle=self._server.hello_settle(device),
                 timeout=rpc_timeout,
                 device_params=device_params,
                 manager_params=manager_params,
