@@ -59,10 +59,14 @@ def nofile_limits() -> tuple[int, int]:
     return soft, hard
 
 
-def raise_nofile() -> tuple[int, int]:
+def raise_nofile(hard_limit: int | None = None) -> tuple[int, int]:
     """Raise this process's soft open-file limit to the hard one (the helper
-    processes inherit it); return (soft, hard) after."""
+    processes inherit it); return (soft, hard) after.  ``hard_limit`` sets
+    the hard limit first (raising it needs CAP_SYS_RESOURCE)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard_limit is not None and hard_limit != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard_limit), hard_limit))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -382,12 +383,25 @@ class Bench:
                 fds_per_session=(fds_end - fds_start) / max(1, registered),
                 rss_per_session_kib=(proc_rss_kib(proc.pid) - rss0) / max(1, registered),
             )
+            text = gw.log.read_text(errors="replace")
+            room_line = re.search(r"room for (\d+) connected devices", text)
+            phase.extra["room_logged"] = int(room_line.group(1)) if room_line else None
             if registered < count:
-                text = gw.log.read_text(errors="replace")
                 phase.extra["log_emfile"] = text.count("Too many open files")
                 phase.extra["log_unknown_user"] = text.count("Unknown local username")
             if self.args.idle:
                 phase.extra["idle"] = probe_idle(gw, device_name(0, self.total + 1), self.args.idle, proc.pid)
+            _, metrics = gw.get("/metrics", 60)
+            phase.extra["metrics"] = {
+                name: metric_sum(str(metrics), name)
+                for name in (
+                    "callhome_descriptor_refusals_total",
+                    "callhome_loop_stall_worst_seconds",
+                    "callhome_gc_pause_seconds_sum",
+                    "callhome_gc_pause_seconds_count",
+                    "callhome_gc_frozen_objects",
+                )
+            }
         except RuntimeError as exc:
             phase.error = str(exc).splitlines()[0]
         finally:
@@ -407,6 +421,12 @@ def gateway_nofile(pid: int) -> tuple[int, int]:
             soft, hard = line.split()[3:5]
             return int(soft), int(hard)
     return nofile_limits()
+
+
+def metric_sum(text: str, name: str) -> float | None:
+    """The sum of every series of ``name`` in Prometheus text, or ``None``."""
+    values = [float(line.split()[-1]) for line in text.splitlines() if re.match(rf"{name}(\{{| )", line)]
+    return sum(values) if values else None
 
 
 def handshakes_ok(gw: GatewayProcess) -> int:
@@ -541,6 +561,16 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
                 f"gateway log: {e.get('log_emfile', 0)} 'Too many open files', "
                 f"{e.get('log_unknown_user', 0)} 'Unknown local username'): no rate ratio for this storm"
             )
+        m = e.get("metrics") or {}
+        if m:
+            print(
+                f"  gateway metrics: room logged for {e.get('room_logged')} connected devices, "
+                f"{m.get('callhome_descriptor_refusals_total') or 0:.0f} refused near the open-file limit; "
+                f"worst event-loop stall {1000 * (m.get('callhome_loop_stall_worst_seconds') or 0):.0f} ms; "
+                f"GC {m.get('callhome_gc_pause_seconds_count') or 0:.0f} pauses, "
+                f"{m.get('callhome_gc_pause_seconds_sum') or 0:.2f} s; "
+                f"{m.get('callhome_gc_frozen_objects') or 0:.0f} objects frozen"
+            )
         if "idle" in e:
             i = e["idle"]
             print(
@@ -611,12 +641,13 @@ def main() -> int:
     parser.add_argument("--stock-devices", type=int, default=200, help="devices of the stock ncclient loop")
     parser.add_argument("--idle", type=float, default=65.0, help="seconds the gateway idles with every session (0: no)")
     parser.add_argument("--keepalive", type=float, default=30.0, help="SSH keepalive interval of every manager")
+    parser.add_argument("--nofile", type=int, help="set the hard open-file limit of every party (needs root to raise)")
     parser.add_argument("--kex", nargs="+", default=[], help="key exchange every manager offers (asyncssh's default)")
     parser.add_argument("--cipher", nargs="+", default=[], help="encryption every manager offers (asyncssh's default)")
     parser.add_argument("--only", nargs="+", choices=PHASES, help="run only these phases")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, collapsed stacks) here")
     args = parser.parse_args()
-    soft, hard = raise_nofile()
+    soft, hard = raise_nofile(args.nofile)
     print(f"open-file limit (RLIMIT_NOFILE) soft {soft}, hard {hard}; helper processes inherit it", flush=True)
     wanted = set(args.only or PHASES)
     started = time.monotonic()
