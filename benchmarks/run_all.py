@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, list[str], int]] = [
     ("storm-10000", ["bench_storm.py", "--devices", "10000", "--only", "bare", "server", "gateway"], 1500),
     ("ansible", ["bench_ansible.py"], 900),
     ("agent", ["bench_agent.py"], 600),
+    ("events", ["bench_events.py"], 600),
     ("memory", ["bench_memory.py"], 900),
 ]
 

@@ -151,7 +151,6 @@ class Gateway:
         server.registry.on_disconnected(self._on_disconnect)
         server.registry.add_observer(RegistryFeed(self.event_log))
 
-
         server.registry.on_disconnected(self.watch.left)
         return server
 
