@@ -647,7 +647,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=PHASES, help="run only these phases")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles (raw, collapsed stacks) here")
     args = parser.parse_args()
-    soft, hard = raise_nofile(args.nofile)
+    try:
+        soft, hard = raise_nofile(args.nofile)
+    except (ValueError, OSError) as exc:
+        print(f"error: cannot set the hard open-file limit to {args.nofile}: {exc}")
+        return 2
     print(f"open-file limit (RLIMIT_NOFILE) soft {soft}, hard {hard}; helper processes inherit it", flush=True)
     wanted = set(args.only or PHASES)
     started = time.monotonic()
