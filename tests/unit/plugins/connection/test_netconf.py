@@ -137,9 +137,12 @@ def test_connect_edit_and_commit(lab_factory):
 
 def test_connect_waits_for_a_device_that_calls_later(lab_factory):
     lab = lab_factory(ssh=["SN-0001"])
+    # the plugin is built before the device is told to call: on a loaded machine
+    # building it can take longer than the delay, and the device would then be
+    # connected before the plugin looked (no wait, no message to assert)
+    conn = netconf_connection("SN-0001", ansible_callhome_run_dir=str(lab.run_dir), ansible_callhome_wait_timeout=10)
     started = time.monotonic()
     lab.call("SN-0001", delay=1.0, wait=False)
-    conn = netconf_connection("SN-0001", ansible_callhome_run_dir=str(lab.run_dir), ansible_callhome_wait_timeout=10)
     try:
         assert conn._connect()[0] == 0
         assert time.monotonic() - started >= 0.9
