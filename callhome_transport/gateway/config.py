@@ -390,7 +390,9 @@ class _Parser:
             except ValueError as exc:
                 raise self.fail("tls", str(exc)) from None
         ssh_section = self.section(
-            top.get("ssh"), "ssh", ("handshake_timeout", "keepalive_interval", "keepalive_count_max", *SSH_ALGORITHMS)
+            top.get("ssh"),
+            "ssh",
+            ("handshake_timeout", "keepalive_interval", "keepalive_count_max", "keepalive_jitter", *SSH_ALGORITHMS),
         )
         try:
             ssh = SSHClientConfig(
@@ -399,6 +401,7 @@ class _Parser:
                 keepalive_count_max=int(
                     self.number(ssh_section.get("keepalive_count_max"), "ssh.keepalive_count_max", 3)
                 ),
+                keepalive_jitter=self.number(ssh_section.get("keepalive_jitter"), "ssh.keepalive_jitter", 1.0),
                 **{field: self.names(ssh_section.get(key), f"ssh.{key}") for key, field in SSH_ALGORITHMS.items()},
             )
         except ValueError as exc:

@@ -14,6 +14,10 @@ Keepalives are SSH global requests that need a reply (asyncssh sends
 ``keepalive@openssh.com``; a server that does not know the name must still
 answer with ``SSH_MSG_REQUEST_FAILURE``, RFC 4254 s4), so a silent peer is
 detected after ``keepalive_interval * (keepalive_count_max + 1)`` seconds at most.
+The first keepalive of a connection comes after a random share of the interval
+(``keepalive_jitter``, :func:`_spread_keepalive`): devices that authenticated
+in the same burst would otherwise all get theirs in the same event-loop
+iteration, every interval (issue 16).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -138,7 +143,15 @@ class SSHClientConfig:
 
     ``handshake_timeout`` bounds TCP accept to authenticated (RFC 8071 s5 DoS
     guard, like OpenSSH's LoginGraceTime).  ``keepalive_interval`` 0 disables
-    keepalives.
+    keepalives.  ``keepalive_jitter`` (0 to 1) spreads the first keepalive of
+    each connection: it comes after ``keepalive_interval * (1 - keepalive_jitter
+    * u)`` seconds, ``u`` uniform in [0, 1), instead of after exactly
+    ``keepalive_interval``, so a burst of connections made together does not
+    send (and the manager does not encrypt) its keepalives in the same instant
+    every interval; later keepalives keep that phase (asyncssh re-arms the
+    timer from each reply).  It only ever brings a keepalive earlier, so the
+    dead-peer bound stays ``keepalive_interval * (keepalive_count_max + 1)``.
+    0 gives asyncssh's fixed timer.
 
     ``kex_algs``, ``encryption_algs`` and ``mac_algs`` are what we offer, in
     order of preference (asyncssh's names; empty: asyncssh's defaults, which
@@ -154,6 +167,7 @@ class SSHClientConfig:
     handshake_timeout: float = 30.0
     keepalive_interval: float = 30.0
     keepalive_count_max: int = 3
+    keepalive_jitter: float = 1.0
     kex_algs: tuple[str, ...] = ()
     encryption_algs: tuple[str, ...] = ()
     mac_algs: tuple[str, ...] = ()
@@ -166,6 +180,8 @@ class SSHClientConfig:
             raise ValueError(f"keepalive_interval must be >= 0, not {self.keepalive_interval}")
         if self.keepalive_count_max < 1:
             raise ValueError(f"keepalive_count_max must be >= 1, not {self.keepalive_count_max}")
+        if not 0 <= self.keepalive_jitter <= 1:
+            raise ValueError(f"keepalive_jitter must be between 0 and 1, not {self.keepalive_jitter}")
         for kind in ("kex_algs", "encryption_algs", "mac_algs", "server_host_key_algs"):
             names = getattr(self, kind)
             if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -233,6 +249,31 @@ def _bind_username(conn: asyncssh.SSHClientConnection, username: str) -> None:
     if not hasattr(conn, "_username"):  # pragma: no cover - guarded by a unit test
         raise RuntimeError("this asyncssh version does not keep the user name in _username")
     conn._username = username
+
+
+def _spread_keepalive(conn: asyncssh.SSHClientConnection, config: SSHClientConfig) -> None:
+    """Re-arm an authenticated connection's first keepalive at a random share
+    of the interval (:class:`SSHClientConfig` ``keepalive_jitter``).
+
+    asyncssh arms the keepalive timer when authentication completes, exactly
+    ``keepalive_interval`` later, and after that from each reply.  In a storm,
+    thousands of connections authenticate in the same event-loop iteration, so
+    their keepalives all fell due in one iteration, every interval: 10,000
+    global requests encrypted and sent back to back, a stall of the whole
+    loop of 0.3 s and more (issue 16).  asyncssh has no public way to set the
+    first delay alone (``set_keepalive`` changes the interval for good), so
+    this replaces the timer it armed: ``_keepalive_timer`` and the callback
+    asyncssh arms it with; ``tests/unit/test_ssh.py`` guards both.
+    """
+    if not config.keepalive_interval or not config.keepalive_jitter:
+        return
+    timer: asyncio.TimerHandle | None = getattr(conn, "_keepalive_timer", None)
+    fire: Callable[[], None] | None = getattr(conn, "_keepalive_timer_callback", None)
+    if timer is None or fire is None:  # closed already, or an asyncssh without them (the unit test says which)
+        return
+    timer.cancel()
+    delay = config.keepalive_interval * (1.0 - config.keepalive_jitter * random.random())
+    conn._keepalive_timer = asyncio.get_running_loop().call_later(delay, fire)
 
 
 ClientKeys = Mapping[tuple[Path, str | None], asyncssh.SSHKey]
@@ -550,6 +591,7 @@ async def ssh_handshake(
         raise TransportError(
             f"SSH handshake with {format_peer(peer)} failed: {exc}", device=device, peer_address=peer
         ) from exc
+    _spread_keepalive(conn, config)
     assert client.identity is not None
     logger.info("authenticated as %s", client.identity.credentials.username)
     identity = client.identity

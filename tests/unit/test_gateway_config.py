@@ -145,3 +145,12 @@ def test_ssh_algorithm_lists_in_order_and_their_errors(tmp_path: Path) -> None:
         GatewayConfig.from_file(
             write_config(tmp_path, "inventory: devices.yml\nssh: {kex_algorithms: [diffie-hellman-group0]}\n")
         )
+
+
+def test_ssh_keepalive_jitter_defaults_on_and_is_checked(tmp_path: Path) -> None:
+    assert GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\n")).ssh.keepalive_jitter == 1.0
+    text = "inventory: devices.yml\nssh: {keepalive_interval: 20, keepalive_jitter: 0.25}\n"
+    ssh = GatewayConfig.from_file(write_config(tmp_path, text)).ssh
+    assert (ssh.keepalive_interval, ssh.keepalive_jitter) == (20.0, 0.25)
+    with pytest.raises(InventoryError, match="keepalive_jitter must be between 0 and 1"):
+        GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nssh: {keepalive_jitter: 2}\n"))

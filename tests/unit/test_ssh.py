@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import random
 import socket
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def test_asyncssh_reads_the_username_from_the_attribute_we_set() -> None:
         ({"handshake_timeout": 0}, "handshake_timeout"),
         ({"keepalive_interval": -1}, "keepalive_interval"),
         ({"keepalive_count_max": 0}, "keepalive_count_max"),
+        ({"keepalive_jitter": 1.5}, "keepalive_jitter"),
+        ({"keepalive_jitter": -0.1}, "keepalive_jitter"),
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, float], message: str) -> None:
@@ -180,10 +183,16 @@ _HOST_KEY = asyncssh.generate_private_key("ssh-ed25519")
 
 
 async def handshake_with_server(
-    config: SSHClientConfig, options: asyncssh.SSHClientConnectionOptions | None, device: str, **server: object
+    config: SSHClientConfig,
+    options: asyncssh.SSHClientConnectionOptions | None,
+    device: str,
+    *,
+    keep: list[asyncssh.SSHServerConnection] | None = None,
+    **server: object,
 ) -> SSHDeviceConnection:
     """Our handshake against an asyncssh server over loopback TCP (``server``:
-    its options, e.g. the algorithms it accepts)."""
+    its options, e.g. the algorithms it accepts).  The server's side is closed
+    once we are authenticated, unless ``keep`` takes it."""
     with socket.create_server(("127.0.0.1", 0)) as listener:  # a TCP peer, as the listener accepts
         device_sock = socket.create_connection(listener.getsockname())
         ours, _ = listener.accept()
@@ -195,8 +204,69 @@ async def handshake_with_server(
         conn = await ssh_handshake(ours, ("127.0.0.1", 40000), trust, config, options)
     finally:
         with contextlib.suppress(Exception):
-            (await acceptor).close()
+            server_conn = await acceptor
+            if keep is None:
+                server_conn.close()
+            else:
+                keep.append(server_conn)
     return conn
+
+
+def test_first_keepalives_of_a_burst_are_spread_over_the_interval() -> None:
+    # asyncssh arms a connection's keepalive timer exactly keepalive_interval
+    # after authentication; in a storm thousands authenticate in one event-loop
+    # iteration, so their keepalives fell due together, every interval (issue 16:
+    # 600-1,400 keepalives in each of four back-to-back iterations of 60-80 ms
+    # with 10,000 sessions).  20 connections made together: their first
+    # keepalives spread over the interval.  Failed before _spread_keepalive:
+    # all 20 due within a second of 60 s.
+    async def due_in(config: SSHClientConfig, count: int) -> list[float]:
+        servers: list[asyncssh.SSHServerConnection] = []
+        conns = await asyncio.gather(
+            *(handshake_with_server(config, None, f"D{n}", keep=servers) for n in range(count))
+        )
+        now = asyncio.get_running_loop().time()
+        try:
+            return [conn.conn._keepalive_timer.when() - now for conn in conns]  # type: ignore[attr-defined]
+        finally:
+            for conn in conns:
+                conn.close()
+            for server in servers:
+                server.close()
+
+    spread = asyncio.run(due_in(SSHClientConfig(keepalive_interval=60), 20))
+    assert all(0 < due <= 60 for due in spread)
+    assert max(spread) - min(spread) > 20  # 20 uniform draws within 20 s of each other: p < 1e-7
+    fixed = asyncio.run(due_in(SSHClientConfig(keepalive_interval=60, keepalive_jitter=0), 20))
+    assert max(fixed) - min(fixed) < 5  # asyncssh's own timer
+
+
+def test_a_spread_keepalive_is_sent_answered_and_then_every_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    # _spread_keepalive replaces the timer asyncssh armed (_keepalive_timer,
+    # armed with _keepalive_timer_callback): the early keepalive must really go
+    # out and be answered, and asyncssh must then keep the full interval.
+    monkeypatch.setattr(random, "random", lambda: 0.99)  # the first keepalive 0.6 s into a 60 s interval
+
+    async def main() -> tuple[float, float, int]:
+        servers: list[asyncssh.SSHServerConnection] = []
+        conn = await handshake_with_server(SSHClientConfig(keepalive_interval=60), None, "D1", keep=servers)
+        loop = asyncio.get_running_loop()
+        try:
+            first = conn.conn._keepalive_timer.when() - loop.time()  # type: ignore[attr-defined]
+            deadline = loop.time() + 10
+            # the reply re-arms the timer from its arrival, a whole interval later
+            while conn.conn._keepalive_timer.when() - loop.time() < 30:  # type: ignore[attr-defined]
+                assert loop.time() < deadline, "no keepalive reply"
+                await asyncio.sleep(0.02)
+            return first, conn.conn._keepalive_timer.when() - loop.time(), conn.conn._keepalive_count  # type: ignore[attr-defined]
+        finally:
+            conn.close()
+            servers[0].close()
+
+    first, then, unanswered = asyncio.run(main())
+    assert first <= 0.6
+    assert 55 < then <= 60
+    assert unanswered == 0
 
 
 def test_options_are_built_once_per_configuration_and_offer() -> None:
