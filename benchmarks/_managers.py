@@ -381,7 +381,12 @@ def main() -> int:
     parser.add_argument("--keepalive", type=float, default=30.0)
     parser.add_argument("--kex", nargs="*", default=[], help="key-exchange algorithms to offer (default asyncssh's)")
     parser.add_argument("--cipher", nargs="*", default=[], help="encryption algorithms to offer (default asyncssh's)")
+    parser.add_argument("--trace-loop", type=Path, help="write the event loop's long iterations here (_looptrace)")
     args = parser.parse_args()
+    if args.trace_loop:
+        from _looptrace import LoopTrace
+
+        LoopTrace(args.trace_loop).install()
     if args.kind == "stock":
         run_stock(args)
     elif args.kind == "bare":
