@@ -10,7 +10,8 @@ own so that its CPU is its own (not a benchmark itself).
     builds them per connection.  ``--level hello`` also opens the same
     ``netconf`` subsystem channel and exchanges the same hello.
 ``server``
-    our :class:`AsyncCallHomeServer` (``--level auth``: registered;
+    our :class:`AsyncCallHomeServer` (``--watch-loop``: with ``watch_loop=True``,
+    as for thousands of sessions; ``--level auth``: registered;
     ``hello``: then ``open_netconf`` and the hello over the relayed socket,
     in the same event loop).  ``--level manager``: the synchronous
     :class:`CallHomeServer` handing an ncclient Manager to each device from
@@ -252,6 +253,7 @@ async def run_server(args: argparse.Namespace) -> None:
         listen_port=args.port,
         ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive, **algorithms(args, tuple)),
         admission=AdmissionConfig(max_pending_handshakes=max(256, 2 * args.count), failures_before_block=0),
+        watch_loop=args.watch_loop,
     )
 
     async def hello(device: str) -> None:
@@ -381,6 +383,7 @@ def main() -> int:
     parser.add_argument("--keepalive", type=float, default=30.0)
     parser.add_argument("--kex", nargs="*", default=[], help="key-exchange algorithms to offer (default asyncssh's)")
     parser.add_argument("--cipher", nargs="*", default=[], help="encryption algorithms to offer (default asyncssh's)")
+    parser.add_argument("--watch-loop", action="store_true", help="server: watch_loop=True (gc.freeze after bursts)")
     parser.add_argument("--trace-loop", type=Path, help="write the event loop's long iterations here (_looptrace)")
     args = parser.parse_args()
     if args.trace_loop:

@@ -15,7 +15,9 @@ process's own (``/proc/<pid>/stat``, 10 ms ticks):
     ``bare``     a bare asyncssh client loop, same accept loop, same host-key
                  check and password, options passed per connection
                  (``benchmarks/_managers.py``);
-    ``server``   our ``AsyncCallHomeServer`` in a process of its own;
+    ``server``   our ``AsyncCallHomeServer`` in a process of its own
+                 (``watch_loop=True``), then ``--idle`` seconds idle, its
+                 event loop probed with a 50 ms sleep;
     ``gateway``  the real ``callhome serve`` (INFO logging, its netconf.sock
                  per device), then ``--idle`` seconds with every session
                  idle and keepalives running, its event loop probed with a
@@ -240,7 +242,15 @@ class Bench:
     # -- Python managers ----------------------------------------------------------------------
 
     def python_phase(
-        self, name: str, kind: str, level: str, count: int, *, by_fleet_clock: bool, idle: float = 0.0
+        self,
+        name: str,
+        kind: str,
+        level: str,
+        count: int,
+        *,
+        by_fleet_clock: bool,
+        idle: float = 0.0,
+        extra_args: tuple[str, ...] = (),
     ) -> Phase:
         phase = Phase(name, count)
         manager = LineProcess(
@@ -248,7 +258,7 @@ class Bench:
                 PY, str(HERE / "_managers.py"), kind, "--level", level, "--count", str(count + 1),
                 "--inventory", str(self.inventory), "--fingerprints", str(self.fingerprints),
                 "--keepalive", str(self.args.keepalive), "--kex", *self.args.kex, "--cipher", *self.args.cipher,
-                *self.trace_args(f"{kind}-{level}"),
+                *self.trace_args(f"{kind}-{level}"), *extra_args,
             ],
             log=self.work / f"manager-{kind}-{level}.log",
         )  # fmt: skip
@@ -540,7 +550,8 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
     if server is not None and "idle" in server.extra:
         i = server.extra["idle"]
         print(
-            f"  in-process server idle with {server.ok} sessions, {args.keepalive:g} s keepalives, {args.idle:g} s: "
+            f"  in-process server (watch_loop=True) idle with {server.ok} sessions, {args.keepalive:g} s keepalives, "
+            f"{args.idle:g} s: "
             f"worst event-loop stall {1000 * i['worst']:.0f} ms, p99 {1000 * i['p99']:.1f} ms; GC {i['gc_count']} "
             f"collections, {i['gc_total']:.2f} s, worst {1000 * i['gc_worst']:.0f} ms"
         )
@@ -702,7 +713,15 @@ def main() -> int:
                 ("bare", lambda: python("bare asyncssh loop", "bare", "auth", n, by_fleet_clock=True)),
                 (
                     "server",
-                    lambda: python("AsyncCallHomeServer", "server", "auth", n, by_fleet_clock=True, idle=args.idle),
+                    lambda: python(
+                        "AsyncCallHomeServer",
+                        "server",
+                        "auth",
+                        n,
+                        by_fleet_clock=True,
+                        idle=args.idle,
+                        extra_args=("--watch-loop",),
+                    ),
                 ),
                 ("gateway", lambda: bench.gateway_phase(n)),
                 ("c", lambda: bench.c_phase(h)),

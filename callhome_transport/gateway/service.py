@@ -54,7 +54,6 @@ from ..errors import (
 )
 from ..events import EventLog, RegistryFeed
 from ..identity.inventory import Device, Inventory, Transport
-from ..loopwatch import LoopWatch
 from ..server.core import AsyncCallHomeServer, PreparedInventory
 from ..server.registry import DeviceConnected, DeviceDisconnected, RejectedAttempt
 from ..status import DeviceInfo
@@ -132,6 +131,7 @@ class Gateway:
             proxy_protocol=c.proxy_protocol,
             reuse_port=c.reuse_port,
             restconf_direct=False,  # the gateway relays RESTCONF on its event loop
+            watch_loop=True,  # stall and GC metrics, gc.freeze after registration bursts
         )
         server.metrics.counter("callhome_local_sessions_total", "Local sessions opened on device endpoints")
         server.metrics.counter("callhome_bytes_relayed_total", "Bytes relayed from devices to local clients")
@@ -145,13 +145,9 @@ class Gateway:
             "Connections refused because the open-file limit was nearly reached",
             lambda: {(): float(process_guard().refused)},
         )
-        self.watch = LoopWatch(server.metrics)
         server.registry.on_connected(self._on_connect)
-        server.registry.on_connected(self.watch.registered)
         server.registry.on_disconnected(self._on_disconnect)
         server.registry.add_observer(RegistryFeed(self.event_log))
-
-        server.registry.on_disconnected(self.watch.left)
         return server
 
     # -- lifecycle ------------------------------------------------------------------
@@ -185,7 +181,6 @@ class Gateway:
             ", ".join(f"{kind} {port}" for kind, port in self.listening().items()),
         )
         log_capacity(self.open_file_limit, len(self.inventory))
-        self.watch.start()
 
     def listening(self) -> dict[str, int]:
         """The TCP port of each listener that runs, by kind."""
@@ -238,7 +233,6 @@ class Gateway:
             if self.cluster is not None:
                 await self.cluster.close()
             await self.server.close()
-        await self.watch.stop()
         self._stopped.set()
         log.info("gateway stopped")
 
