@@ -153,12 +153,21 @@ async def measure_idle(seconds: float, gc_watch: GcWatch) -> None:
     gc_watch.summary()
     stalls = []
     started = time.monotonic()
+    cpu_before = time.process_time()
     while time.monotonic() - started < seconds:
         before = time.monotonic()
         await asyncio.sleep(0.05)
         stalls.append(time.monotonic() - before - 0.05)
+    cpu_share = (time.process_time() - cpu_before) / (time.monotonic() - started)
     stalls.sort()
-    emit("idle", worst=stalls[-1], p99=stalls[int(0.99 * (len(stalls) - 1))], samples=len(stalls), **gc_watch.summary())
+    emit(
+        "idle",
+        worst=stalls[-1],
+        p99=stalls[int(0.99 * (len(stalls) - 1))],
+        samples=len(stalls),
+        cpu_share=cpu_share,
+        **gc_watch.summary(),
+    )
 
 
 # -- bare asyncssh ----------------------------------------------------------------------------
@@ -251,7 +260,12 @@ async def run_server(args: argparse.Namespace) -> None:
         Inventory.from_file(args.inventory),
         listen_address="127.0.0.1",
         listen_port=args.port,
-        ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive, **algorithms(args, tuple)),
+        ssh=SSHClientConfig(
+            handshake_timeout=120,
+            keepalive_interval=args.keepalive,
+            keepalive_jitter=args.keepalive_jitter,
+            **algorithms(args, tuple),
+        ),
         admission=AdmissionConfig(max_pending_handshakes=max(256, 2 * args.count), failures_before_block=0),
         watch_loop=args.watch_loop,
     )
@@ -381,6 +395,7 @@ def main() -> int:
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default="admin")
     parser.add_argument("--keepalive", type=float, default=30.0)
+    parser.add_argument("--keepalive-jitter", type=float, default=1.0, help="server: SSHClientConfig.keepalive_jitter")
     parser.add_argument("--kex", nargs="*", default=[], help="key-exchange algorithms to offer (default asyncssh's)")
     parser.add_argument("--cipher", nargs="*", default=[], help="encryption algorithms to offer (default asyncssh's)")
     parser.add_argument("--watch-loop", action="store_true", help="server: watch_loop=True (gc.freeze after bursts)")

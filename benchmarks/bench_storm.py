@@ -257,7 +257,8 @@ class Bench:
             [
                 PY, str(HERE / "_managers.py"), kind, "--level", level, "--count", str(count + 1),
                 "--inventory", str(self.inventory), "--fingerprints", str(self.fingerprints),
-                "--keepalive", str(self.args.keepalive), "--kex", *self.args.kex, "--cipher", *self.args.cipher,
+                "--keepalive", str(self.args.keepalive), "--keepalive-jitter", str(self.args.keepalive_jitter),
+                "--kex", *self.args.kex, "--cipher", *self.args.cipher,
                 *self.trace_args(f"{kind}-{level}"), *extra_args,
             ],
             log=self.work / f"manager-{kind}-{level}.log",
@@ -294,8 +295,11 @@ class Bench:
             phase.extra = {k: v for k, v in done.items() if k.startswith("gc_")}
             phase.extra["rss_per_session_kib"] = (proc_rss_kib(manager.pid) - rss0) / max(1, phase.ok)
             if idle:
+                assert self.fleet is not None
+                fleet_cpu = CpuMeter(self.fleet.pid).start()
                 manager.send(f"idle {idle}")
                 phase.extra["idle"] = manager.expect("idle", idle + 120)
+                phase.extra["idle"]["fleet_cpu_share"] = fleet_cpu.stop().total / idle
         except RuntimeError as exc:
             phase.error = str(exc).splitlines()[0]
         finally:
@@ -369,6 +373,7 @@ class Bench:
                 "handshake_timeout": 120,
                 "keepalive_interval": self.args.keepalive,
                 "keepalive_count_max": 3,
+                "keepalive_jitter": self.args.keepalive_jitter,
                 **({"kex_algorithms": self.args.kex} if self.args.kex else {}),
                 **({"encryption_algorithms": self.args.cipher} if self.args.cipher else {}),
             },
@@ -422,7 +427,10 @@ class Bench:
                 phase.extra["log_emfile"] = text.count("Too many open files")
                 phase.extra["log_unknown_user"] = text.count("Unknown local username")
             if self.args.idle:
+                assert self.fleet is not None
+                fleet_cpu = CpuMeter(self.fleet.pid).start()
                 phase.extra["idle"] = probe_idle(gw, device_name(0, self.total + 1), self.args.idle, proc.pid)
+                phase.extra["idle"]["fleet_cpu_share"] = fleet_cpu.stop().total / self.args.idle
             _, metrics = gw.get("/metrics", 60)
             phase.extra["metrics"] = {
                 name: metric_sum(str(metrics), name)
@@ -551,9 +559,9 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
         i = server.extra["idle"]
         print(
             f"  in-process server (watch_loop=True) idle with {server.ok} sessions, {args.keepalive:g} s keepalives, "
-            f"{args.idle:g} s: "
-            f"worst event-loop stall {1000 * i['worst']:.0f} ms, p99 {1000 * i['p99']:.1f} ms; GC {i['gc_count']} "
-            f"collections, {i['gc_total']:.2f} s, worst {1000 * i['gc_worst']:.0f} ms"
+            f"{args.idle:g} s: worst event-loop stall {1000 * i['worst']:.0f} ms, p99 {1000 * i['p99']:.1f} ms; "
+            f"GC {i['gc_count']} collections, {i['gc_total']:.2f} s, worst {1000 * i['gc_worst']:.0f} ms; "
+            f"CPU {100 * i['cpu_share']:.2f} % of a core (fleet {100 * i['fleet_cpu_share']:.2f} %)"
         )
 
     print()
@@ -618,7 +626,8 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
             print(
                 f"  gateway idle with {gw.ok} sessions, {args.keepalive:g} s keepalives, {args.idle:g} s: control "
                 f"request latency median {1000 * i['median']:.1f} ms, p99 {1000 * i['p99']:.1f} ms, worst "
-                f"{1000 * i['worst']:.1f} ms; CPU {100 * i['cpu_share']:.2f} % of a core"
+                f"{1000 * i['worst']:.1f} ms; CPU {100 * i['cpu_share']:.2f} % of a core "
+                f"(fleet {100 * i['fleet_cpu_share']:.2f} %)"
             )
 
     print()
@@ -684,6 +693,9 @@ def main() -> int:
     parser.add_argument("--stock-devices", type=int, default=200, help="devices of the stock ncclient loop")
     parser.add_argument("--idle", type=float, default=65.0, help="seconds the gateway idles with every session (0: no)")
     parser.add_argument("--keepalive", type=float, default=30.0, help="SSH keepalive interval of every manager")
+    parser.add_argument(
+        "--keepalive-jitter", type=float, default=1.0, help="keepalive_jitter of our server and the gateway (0: none)"
+    )
     parser.add_argument("--nofile", type=int, help="set the hard open-file limit of every party (needs root to raise)")
     parser.add_argument("--kex", nargs="+", default=[], help="key exchange every manager offers (asyncssh's default)")
     parser.add_argument("--cipher", nargs="+", default=[], help="encryption every manager offers (asyncssh's default)")
