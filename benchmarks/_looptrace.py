@@ -7,13 +7,18 @@ callbacks took longer than ``threshold`` seconds is written as one JSON line:
 its callback count, its callback time, its GC time, and the callbacks that
 took the most time in it, summed by kind (the function, or a task's
 coroutine).  Costs a ``perf_counter`` pair per callback.
+
+``python benchmarks/_looptrace.py FILE`` prints the longest iterations of a
+trace, seconds from its first record.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -93,3 +98,28 @@ class LoopTrace:
             "top": [[k, round(1000 * t, 1), self._counts[k]] for k, t in top],
         }
         self._out.write(json.dumps(record) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="The longest event-loop iterations of a --trace-loop file.")
+    parser.add_argument("trace", type=Path)
+    parser.add_argument("--top", type=int, default=20, help="how many iterations")
+    parser.add_argument("--after", type=float, default=0.0, help="only iterations this many seconds in or later")
+    args = parser.parse_args()
+    records = [json.loads(line) for line in args.trace.read_text().splitlines() if line.strip()]
+    if not records:
+        print("no iteration over the threshold")
+        return 0
+    first = records[0]["at"]
+    chosen = [r for r in records if r["at"] - first >= args.after]
+    for r in sorted(chosen, key=lambda r: -r["wall_ms"])[: args.top]:
+        top = "; ".join(f"{kind[:60]} {ms} ms x{count}" for kind, ms, count in r["top"][:3])
+        print(
+            f"{r['at'] - first:8.1f} s  {r['wall_ms']:7.1f} ms  {r['callbacks']:6d} callbacks  "
+            f"GC {r['gc_ms']:6.1f} ms  {top}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
