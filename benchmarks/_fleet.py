@@ -13,7 +13,8 @@ trusts them and a file of their host-key fingerprints (one a line), prints
     "seconds" (command to the last authentication), "cpu_user",
     "cpu_system" (this process, over the same span), "errors"}``.
 ``hangup``
-    every device closes its connections; ``{"event": "closed"}``.
+    every device closes its connections, then the fleet collects its garbage
+    (so every storm starts from the same state); ``{"event": "closed"}``.
 
 EOF on stdin ends it.  ``--bulk-mib N`` gives the first device a running
 configuration of about N MiB (interfaces), for the relay bulk test.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
 import sys
 import time
@@ -136,6 +138,10 @@ async def run(args: argparse.Namespace) -> None:
             )
         elif line[0] == "hangup":
             await hangup()
+            # every storm starts from the same heap: without this the fleet's CPU per
+            # handshake grew storm after storm (1.08 -> 1.42 ms in five bare storms in a
+            # row), which favoured whichever manager ran first
+            gc.collect()
             emit("closed")
         else:
             emit("error", message=f"unknown command {line[0]!r}")

@@ -115,6 +115,11 @@ class SimulatedDevice:
         auth_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         class _Server(_Auth):
+            _conn: asyncssh.SSHServerConnection | None = None
+
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                self._conn = conn
+
             def auth_completed(self) -> None:
                 if not auth_done.done():
                     auth_done.set_result(None)
@@ -122,6 +127,8 @@ class SimulatedDevice:
             def connection_lost(self, exc: Exception | None) -> None:
                 if not auth_done.done():
                     auth_done.set_exception(ConnectionError(f"manager closed the connection: {exc or 'closed'}"))
+                if device._conn is self._conn:
+                    device._conn = None  # a closed call is not kept alive (a fleet's heap stays flat)
                 if on_lost is not None:
                     on_lost(exc)
 

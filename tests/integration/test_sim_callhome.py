@@ -7,11 +7,13 @@ The third-party peers (netconfd behind OpenSSH sshd) are in test_netconfd.py.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import logging
 import pickle
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,6 +193,26 @@ def test_a_device_calling_again_replaces_its_stale_connection(device_loop: Event
         with server.netconf("SN-0001", timeout=5) as m:
             assert hostname(m) == "sn-0001"
         assert second is not first
+
+
+def test_a_device_keeps_no_closed_call_alive(device_loop: EventLoopThread) -> None:
+    """A call the manager ended is not referenced by the device any more: a
+    fleet of 10,000 calling again and again (the storm benchmarks) keeps a
+    flat heap, so each storm starts from the same state (failed before: the
+    device held its last connection until its next call)."""
+    sim = SimulatedDevice("SN-0001", password="pw")
+    lost = threading.Event()
+    with CallHomeServer(inventory_for(sim), listen_address="127.0.0.1", listen_port=0) as server:
+        conn = device_loop.submit(sim.call_home("127.0.0.1", server.listen_port, on_lost=lambda exc: lost.set()))
+        gone = weakref.ref(conn.result(10))
+        server.wait_for("SN-0001", 5)
+        assert server.disconnect("SN-0001")
+        assert lost.wait(10)
+        conn = None  # type: ignore[assignment]
+        deadline = time.monotonic() + 5  # asyncssh's own clean-up callbacks drop theirs soon after
+        while gc.collect() >= 0 and gone() is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gone() is None
 
 
 def test_public_key_authentication(device_loop: EventLoopThread, tmp_path: Path) -> None:
