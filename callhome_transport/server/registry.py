@@ -23,12 +23,13 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..addresses import PeerAddress, format_peer
 from ..errors import CallHomeError, DeviceNotConnectedError, UnknownDeviceNameError, refused_while_waiting
@@ -65,7 +66,8 @@ class DeviceConnected:
     reconnects: int = 0  # the device's calls before this one (0: its first since it joined the registry)
 
     @classmethod
-    def of(cls, conn: DeviceConnection) -> DeviceConnected:
+    def of(cls, conn: DeviceConnection, facts: dict[str, Any] | None = None, *, reconnects: int = 0) -> DeviceConnected:
+        """``conn``'s event; ``facts``: its :meth:`~DeviceConnection.facts`, when already read."""
         return cls(
             device=conn.device,
             transport=conn.transport,
@@ -73,7 +75,8 @@ class DeviceConnected:
             fingerprint=conn.fingerprint,
             connected_at=conn.connected_at,
             handshake_seconds=conn.handshake_seconds,
-            **conn.facts(),
+            reconnects=reconnects,
+            **(conn.facts() if facts is None else facts),
         )
 
 
@@ -175,7 +178,6 @@ class Registry:
         self._conns: dict[str, list[DeviceConnection]] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._status: dict[str, DeviceStatus] = {}
-        self._watchers: set[asyncio.Task[None]] = set()
         self._observers = _Observers()
         self.rejected: collections.deque[RejectedAttempt] = collections.deque(maxlen=history)
         self._local: dict[str, int] = {}  # local sessions open now, by device
@@ -223,22 +225,23 @@ class Registry:
                 old.log.info("replaced by a new call home from %s", format_peer(conn.peer_address))
                 old.close()
         self._refusals.pop(device, None)
-        event = DeviceConnected.of(conn)
+        facts = conn.facts()
         status = self.status(device)
         status.on_connected(
             peer_address=format_peer(conn.peer_address),
-            identity=event.certificate_subject or conn.fingerprint,
+            identity=facts.get("certificate_subject") or conn.fingerprint,
             at=conn.connected_at,
         )
-        event = dataclasses.replace(event, reconnects=status.reconnects)
+        event = DeviceConnected.of(conn, facts, reconnects=status.reconnects)
         self._signal(device)
-        watcher = asyncio.get_running_loop().create_task(self._watch(conn))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        # a callback, not a task per connection: thousands of devices sit connected for hours
+        conn.closed.add_done_callback(functools.partial(self._closed, conn))
         _emit(self._observers.connected, event, f"connect callback failed for device {device}")
 
-    async def _watch(self, conn: DeviceConnection) -> None:
-        reason = await conn.wait_closed()
+    def _closed(self, conn: DeviceConnection, closed: asyncio.Future[str]) -> None:
+        if closed.cancelled():
+            return
+        reason = closed.result()
         if self._on_closed is not None:
             self._on_closed(conn, reason)
         conns = self._conns.get(conn.device, [])

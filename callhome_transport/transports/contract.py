@@ -68,6 +68,7 @@ class DeviceConnection(Protocol):
     connected_at: float  # time.time() when authenticated
     handshake_seconds: float  # accept -> authenticated
     log: ContextAdapter
+    closed: asyncio.Future[str]  # resolved with the reason when the connection ends
 
     @property
     def sessions(self) -> NetconfSessions | None:

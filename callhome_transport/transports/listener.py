@@ -172,7 +172,8 @@ class Listener:
             peer: PeerAddress = (str(raw_peer[0]), int(raw_peer[1]))
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            log.debug("accepted TCP connection from %s", format_peer(peer))
+            if log.isEnabledFor(logging.DEBUG):  # a storm accepts thousands: no formatting for nothing
+                log.debug("accepted TCP connection from %s", format_peer(peer))
             task = loop.create_task(self._run_handler(conn, peer))
             self._conn_tasks.add(task)
             task.add_done_callback(self._conn_tasks.discard)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import enum
 import hashlib
 import hmac
@@ -501,8 +500,7 @@ async def outbound_ssh_handshake(
         trust = guard(trust)
     left = max(0.1, ssh_config.handshake_timeout - (time.monotonic() - accepted_at))
     try:
-        bounded = dataclasses.replace(ssh_config, handshake_timeout=left)
-        conn = await ssh_handshake(sock, peer, trust, bounded, options, client_keys)
+        conn = await ssh_handshake(sock, peer, trust, ssh_config, options, client_keys, timeout=left)
     except UnknownDeviceError as exc:
         expected = preamble.host_key_fingerprint or ", ".join(sorted(device.fingerprints))
         raise OutboundSSHKeyMismatchError(
@@ -547,7 +545,7 @@ class OutboundSSHAcceptor(SSHAcceptor):
             pending.sock,
             pending.peer,
             self.host.inventory,
-            self._config(pending),
+            self.host.ssh_config,
             self.host.outbound_ssh_config,
             accepted_at=pending.accepted_at,
             guard=self.host.guard,

@@ -85,7 +85,7 @@ class PendingConnection:
         # bytes the kernel received before the handshake started: a balancer's PROXY header,
         # read by the listener (a TLS device itself sends nothing before our ClientHello)
         self._received_before = (bytes_received(sock) or 0) if tls else 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def has_sent_first_bytes(self) -> bool:
@@ -131,7 +131,8 @@ class PendingConnection:
         loop = asyncio.get_running_loop()
         fd = self.sock.fileno()
         deadline = loop.time() + timeout if timeout > 0 else None
-        lowat = True
+        lowat = True  # SO_RCVLOWAT works here
+        lowat_raised = False  # set above 1: put back before the SSH client reads
         woken_with: int | None = None  # bytes seen when the socket last reported readable
         try:
             while True:
@@ -153,29 +154,40 @@ class PendingConnection:
                 if data and lowat:
                     try:  # wake only when more than what we have seen has arrived (or at the end)
                         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, len(data) + 1)
+                        lowat_raised = True
                     except OSError:
                         lowat = False
-                self._waiter = loop.create_future()
-                loop.add_reader(fd, _wake, self._waiter)
-                try:
-                    remaining = None if deadline is None else deadline - loop.time()
-                    if remaining is not None and remaining <= 0:
-                        raise PreauthEnded(reason)
-                    # without SO_RCVLOWAT a partial banner keeps the socket readable: poll instead
-                    wait = remaining if lowat or not data else min(0.05, remaining or 0.05)
-                    await asyncio.wait_for(self._waiter, wait)
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise PreauthEnded(reason)
+                # without SO_RCVLOWAT a partial banner keeps the socket readable: poll instead
+                wait = remaining if lowat or not data else min(0.05, remaining or 0.05)
+                if await self._readable(loop, fd, wait):
                     woken_with = len(data) if data else 0
-                except TimeoutError:
-                    if deadline is not None and loop.time() >= deadline:
-                        raise PreauthEnded(reason) from None
-                finally:
-                    loop.remove_reader(fd)
-                    self._waiter = None
+                elif deadline is not None and loop.time() >= deadline:
+                    raise PreauthEnded(reason)
         finally:
-            with contextlib.suppress(OSError):
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            if lowat_raised:
+                with contextlib.suppress(OSError):
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+    async def _readable(self, loop: asyncio.AbstractEventLoop, fd: int, wait: float | None) -> bool:
+        """Whether ``fd`` became readable within ``wait`` seconds (None: no
+        limit); raises :class:`PreauthEnded` if :meth:`end` is called
+        meanwhile.  One future and one timer (a storm accepts thousands)."""
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        loop.add_reader(fd, _wake, waiter, True)
+        timer = None if wait is None else loop.call_later(wait, _wake, waiter, False)
+        try:
+            return await waiter
+        finally:
+            loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
+def _wake(waiter: asyncio.Future[bool], readable: bool) -> None:
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(readable)

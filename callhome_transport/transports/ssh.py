@@ -23,7 +23,6 @@ iteration, every interval (issue 16).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import math
@@ -236,6 +235,7 @@ def _prepared_options(config: SSHClientConfig, offer: tuple[str, ...]) -> asyncs
         preferred_auth="publickey,keyboard-interactive,password",
         keepalive_interval=config.keepalive_interval,
         keepalive_count_max=config.keepalive_count_max,
+        login_timeout=0,  # ssh_handshake bounds accept -> authenticated itself (handshake_timeout)
         **algorithms,
     )
 
@@ -555,9 +555,13 @@ async def ssh_handshake(
     config: SSHClientConfig,
     options: asyncssh.SSHClientConnectionOptions | None = None,
     client_keys: ClientKeys | None = None,
+    *,
+    timeout: float | None = None,
 ) -> SSHDeviceConnection:
     """Run the SSH client role over ``sock`` until the device is identified
-    and authenticated.
+    and authenticated, within ``timeout`` seconds (default
+    ``config.handshake_timeout``; an acceptor passes what is left of it once
+    the device's first line arrived).
 
     Raises :class:`UnknownDeviceError` (no authentication attempted),
     :class:`AuthenticationFailedError`, :class:`HandshakeTimeoutError` or
@@ -567,14 +571,15 @@ async def ssh_handshake(
     conn_id = next_conn_id()
     logger = ContextAdapter(log, peer=format_peer(peer), conn=conn_id)
     client = _DeviceClient(trust, peer, logger, client_keys)
+    bound = config.handshake_timeout if timeout is None else timeout
     try:
-        conn = await asyncio.wait_for(
-            _connect_prepared(sock, peer, options or config.options(), client), config.handshake_timeout
-        )
+        # asyncio.timeout, not wait_for: no task of its own per handshake (Python 3.11)
+        async with asyncio.timeout(bound):
+            conn = await _connect_prepared(sock, peer, options or config.options(), client)
     except TimeoutError as exc:
         sock.close()
         device = client.identity.device if client.identity else None
-        raise HandshakeTimeoutError(peer_address=peer, timeout=config.handshake_timeout, device=device) from exc
+        raise HandshakeTimeoutError(peer_address=peer, timeout=bound, device=device) from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         sock.close()
         presented = client.presented
@@ -657,16 +662,21 @@ class SSHAcceptor:
             # listener): never honoured; asyncssh would skip it as a line before the banner
             raise ProxyProtocolError(reason="a header from a source not allowed to send one", peer_address=pending.peer)
 
-    def _config(self, pending: PendingConnection) -> SSHClientConfig:
+    def _time_left(self, pending: PendingConnection) -> float:
         """handshake_timeout bounds accept -> authenticated, the wait for the first line included."""
-        config = self.host.ssh_config
-        left = max(0.1, config.handshake_timeout - (time.monotonic() - pending.accepted_at))
-        return dataclasses.replace(config, handshake_timeout=left)
+        return max(0.1, self.host.ssh_config.handshake_timeout - (time.monotonic() - pending.accepted_at))
 
     async def handshake(self, pending: PendingConnection) -> DeviceConnection:
-        trust = self.host.trust
-        config, options, keys = self._config(pending), self.host.ssh_options, self.host.client_keys
-        return await ssh_handshake(pending.sock, pending.peer, trust, config, options, keys)
+        host = self.host
+        return await ssh_handshake(
+            pending.sock,
+            pending.peer,
+            host.trust,
+            host.ssh_config,
+            host.ssh_options,
+            host.client_keys,
+            timeout=self._time_left(pending),
+        )
 
     def refusal_kind(self, exc: CallHomeError) -> str:
         return self.kind
