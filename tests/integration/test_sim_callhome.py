@@ -261,6 +261,27 @@ def test_listener_survives_garbage_silence_and_half_open_connections(device_loop
             s.close()
 
 
+def test_a_device_stalling_after_its_banner_is_ended_by_the_handshake_timeout() -> None:
+    """The SSH phase is bounded by ``handshake_timeout`` (accept to
+    authenticated) alone: asyncssh's own 2-minute login timer is off."""
+    config = SSHClientConfig(handshake_timeout=1.0)
+    inventory = inventory_for(SimulatedDevice("SN-0001", password="pw"))
+    with CallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0, ssh=config) as server:
+        stalled = socket.create_connection(("127.0.0.1", server.listen_port))
+        started = time.monotonic()
+        stalled.sendall(b"SSH-2.0-stalls_after_its_banner\r\n")  # then no key exchange
+        stalled.settimeout(10)
+        received = b""
+        while chunk := stalled.recv(65536):  # our banner and KEXINIT, then the close
+            received += chunk
+        took = time.monotonic() - started
+        stalled.close()
+        assert received.startswith(b"SSH-2.0-")
+        assert 0.9 <= took < 5
+        wait_rejected(server, 1)
+        assert [r.reason for r in server.rejected()] == ["handshake-timeout"]
+
+
 def test_call_home_drop_in_with_pinned_key(device_loop: EventLoopThread) -> None:
     sim = SimulatedDevice("SN-0001", username="admin", password="pw")
     probe = socket.socket()
