@@ -253,7 +253,7 @@ async def run_server(args: argparse.Namespace) -> None:
 
     gc_watch = GcWatch()
     tally = Tally(args.count, gc_watch)
-    held: list[socket.socket] = []
+    held: list[Any] = []
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
     server = AsyncCallHomeServer(
@@ -272,11 +272,7 @@ async def run_server(args: argparse.Namespace) -> None:
 
     async def hello(device: str) -> None:
         try:
-            sock, _conn = await server.open_netconf(device, 30)
-            sock.setblocking(False)
-            await loop.sock_sendall(sock, CLIENT_HELLO)
-            await read_until_eom(lambda: loop.sock_recv(sock, 65536))
-            held.append(sock)
+            held.append(await server.take_session(device, 30))
         except Exception as exc:  # counted and reported
             tally.add(False, f"{type(exc).__name__}: {exc}")
             return

@@ -268,7 +268,7 @@ class Bench:
             self.warm_up(port)
             manager.expect("first", 60)
             # stock is left out: py-spy's sampling of its hundreds of ncclient threads costs it more than its work
-            profiler = self.profile(manager.pid, f"{kind}-{level}") if level == "auth" and kind != "stock" else None
+            profiler = self.profile(manager.pid, f"{kind}-{level}") if level != "manager" and kind != "stock" else None
             cpu = CpuMeter(manager.pid).start()
             rss0 = proc_rss_kib(manager.pid)
             sent, report = self.call(port, 0, count)

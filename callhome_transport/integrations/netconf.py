@@ -1,10 +1,12 @@
 """Hand-off to ncclient: a standard ``ncclient.manager.Manager`` over a
 NETCONF byte stream we relay.
 
-ncclient's :class:`~ncclient.transport.session.Session` needs a selectable
-stream and four transport methods.  Our stream is one end of a socketpair whose
-other end the event loop relays to an SSH channel (and, next, to a TLS
-session).  ncclient does the hello exchange and the framing itself.
+ncclient's :class:`~ncclient.transport.session.Session` needs a byte stream
+and four transport methods.  Our stream is a blocking socket, or, for the
+sessions the call-home server lends (:meth:`CallHomeServer.netconf`), the
+thread side of the relay's in-process end: what the device sends is queued by
+the event loop for the session thread, what the caller sends is handed to the
+loop, with no socket between them.
 
 Stock ncclient queues every request and sends it from its session thread only
 when that thread wakes, at most every 100 ms (``TICK``), so every RPC costs
@@ -45,6 +47,7 @@ from ncclient.transport.session import MSG_DELIM, NetconfBase, NotificationHandl
 from ..errors import MalformedMessageError, MessageTooLargeError, TransportError
 from ..protocol.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
 from ..protocol.hello import HELLO_SETTLE, Hello, hello_settle_for
+from ..protocol.session import LocalSocket
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HELLO_SETTLE", "StreamSession", "capabilities_for", "manager_over_socket"]
 
@@ -134,7 +137,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         self.name = f"callhome-netconf-{device}"
         self.device = device
         self._device_handler = device_handler
-        self._socket: socket.socket | None = None
+        self._socket: LocalSocket | None = None
         self._buffer = BytesIO()
         self._message_list: list[Any] = []
         self._closing = threading.Event()
@@ -148,7 +151,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
 
     # -- set-up ------------------------------------------------------------------
 
-    def connect(self, sock: socket.socket, timeout: float = 60) -> None:
+    def connect(self, sock: LocalSocket, timeout: float = 60) -> None:
         """Adopt ``sock`` and run the hello exchange (RFC 6241 s8.1)."""
         sock.setblocking(True)
         self._socket = sock
@@ -159,7 +162,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
             self.close()
             raise
 
-    def adopt(self, sock: socket.socket, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
+    def adopt(self, sock: LocalSocket, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
         """Adopt ``sock``, a session whose hellos were already exchanged
         (by the call-home server, ``hello_sent_at`` being ``time.monotonic()``
         when ours left): take the device's session-id, capabilities and the
@@ -184,16 +187,6 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
             return self._socket.recv(_READ_SIZE)
         except OSError:
             return b""
-
-    def _transport_write(self, data: bytes) -> int:
-        assert self._socket is not None
-        return self._socket.send(data)
-
-    def _transport_register(self, selector: Any, event: Any) -> None:
-        selector.register(self._socket, event)
-
-    def _send_ready(self) -> bool:
-        return True
 
     def send(self, message: str) -> None:
         """Frame and write ``message`` now (no 100 ms tick).
@@ -242,9 +235,23 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         Session._dispatch_message(self, raw)
 
     def run(self) -> None:
-        """ncclient's reader loop; the socket is closed when it ends."""
+        """The reader loop: ncclient's, without its selector and its send
+        queue (requests leave from :meth:`send`); a blocking read wakes with
+        ``b""`` when :meth:`close` shuts the stream down.  The stream is closed
+        when the loop ends."""
         try:
-            Session.run(self)
+            while True:
+                data = self._transport_read()
+                if data:
+                    self.parser.parse(data)
+                elif self._closing.is_set():
+                    break  # we closed the session
+                else:
+                    raise SessionCloseError(self._buffer.getvalue())  # the device did
+        except Exception as exc:
+            self.logger.debug("reader loop ended: %r", exc)
+            self._dispatch_error(exc)
+            self.close()
         finally:
             self._close_socket()
 
@@ -253,10 +260,10 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
             self._socket.close()  # idempotent
 
     def close(self) -> None:
-        """End the session: shut the socket down, so that the reader thread's
-        ``select`` wakes, reads the end and exits (it closes the socket then).
-        Closing the descriptor under that ``select`` instead would leave the
-        thread polling a dead descriptor every 100 ms for ever."""
+        """End the session: shut the stream down, so that the reader thread's
+        blocking read wakes with the end and the thread exits (it closes the
+        stream then).  Closing the descriptor under that read instead could
+        leave the thread blocked for ever."""
         self._closing.set()
         if self._socket is not None:
             with contextlib.suppress(OSError):
@@ -299,7 +306,7 @@ def capabilities_for(
 
 
 def manager_over_socket(
-    sock: socket.socket,
+    sock: LocalSocket,
     *,
     device: str,
     timeout: float = 30,

@@ -60,6 +60,7 @@ __all__ = [
     "DeviceStream",
     "DeviceTraits",
     "EarlyData",
+    "LocalSocket",
     "SessionPool",
     "SingleSession",
     "exchange_hello",
@@ -74,6 +75,11 @@ _IDLE_DATA_LIMIT = 1024 * 1024
 _RETRY_MIN = 5.0  # seconds before preparing a held session again after a failure
 _RETRY_MAX = 60.0
 _REFUSED_RETRY = 0.2  # a one-session device may not have closed the previous channel yet
+# The next session is greeted this long after one is lent, not at once: opening
+# a channel and exchanging hellos at the moment the caller sends its first RPC
+# made that RPC wait for both, on the event loop and on the device
+# (benchmarks/bench_first_rpc.py: about 0.5 ms more).
+_REPLENISH_DELAY = 0.05
 
 
 @dataclasses.dataclass
@@ -133,6 +139,22 @@ class EarlyData:
             await self._waiter
 
 
+class LocalSocket(Protocol):
+    """What a session's reader thread uses to talk to the device: a blocking
+    stream socket, or the thread side of a relay's in-process end
+    (:class:`~callhome_transport.transports.relay.InProcessSocket`)."""
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+    def setblocking(self, flag: bool, /) -> None: ...
+
+
 class DeviceStream(Protocol):
     """The device side of one NETCONF session (an SSH channel, a TLS
     connection) before and after a local socket is attached to it."""
@@ -147,6 +169,11 @@ class DeviceStream(Protocol):
     async def attach_local(self, sock: socket.socket) -> None:
         """Relay the session to ``sock`` both ways, starting with what
         :attr:`early` still holds."""
+        ...
+
+    def attach_in_process(self) -> LocalSocket:
+        """Relay the session to a thread of this process (no socket),
+        starting with what :attr:`early` still holds; on the loop."""
         ...
 
     def close(self) -> None: ...
@@ -219,6 +246,12 @@ class DeviceSession:
         if to_device:
             self.stream.write_to_device(to_device)
         await self.stream.attach_local(local)
+
+    def lend_in_process(self) -> LocalSocket:
+        """Relay the session to a thread of this process, which must itself
+        wait out the hello settle (:class:`~callhome_transport.integrations.netconf.StreamSession`
+        does); on the loop."""
+        return self.stream.attach_in_process()
 
     def close(self) -> None:
         self.stream.close()
@@ -368,7 +401,8 @@ class SessionPool:
         self._peer = peer_address
         self._log = logger
         self._prep: asyncio.Task[None] | None = None
-        self._retry: asyncio.TimerHandle | None = None
+        self._retry: asyncio.TimerHandle | None = None  # preparing again after a failure waits for it
+        self._replenish: asyncio.TimerHandle | None = None  # preparing after a lending waits for it
         self._failures = 0
         self._changed = asyncio.Event()
         self._closed = False
@@ -395,7 +429,13 @@ class SessionPool:
         self._ensure()
 
     def _ensure(self) -> None:
-        if not self.hold or self._gone or self._prep is not None or self._retry is not None:
+        if (
+            not self.hold
+            or self._gone
+            or self._prep is not None
+            or self._retry is not None
+            or self._replenish is not None
+        ):
             return
         if self.traits.one_at_a_time:
             if self.anchor is None and self.spare is None and self.lent == 0:
@@ -518,12 +558,19 @@ class SessionPool:
         self.lent += 1
         self.opened += 1
         session.stream.closed.add_done_callback(lambda _: self._returned())
-        self._ensure()  # the next one, in the background
+        if self.hold and self._replenish is None and not self._gone:  # the next one, in the background, soon
+            self._replenish = asyncio.get_running_loop().call_later(_REPLENISH_DELAY, self._replenish_now)
         return session
+
+    def _replenish_now(self) -> None:
+        if self._replenish is not None:
+            self._replenish.cancel()
+            self._replenish = None
+        self._ensure()
 
     def _returned(self) -> None:
         self.lent -= 1
-        self._ensure()
+        self._replenish_now()  # the caller is done: no need to wait
         self._notify()
 
     def _learn_one_at_a_time(self, exc: CallHomeError) -> None:
@@ -557,9 +604,10 @@ class SessionPool:
         self._closed = True
         if self._prep is not None:
             self._prep.cancel()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+        for timer in (self._retry, self._replenish):
+            if timer is not None:
+                timer.cancel()
+        self._retry = self._replenish = None
         for held in (self.anchor, self.spare):
             if held is not None:
                 held.close()

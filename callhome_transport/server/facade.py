@@ -9,8 +9,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import socket
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ncclient.manager import Manager
 
@@ -18,7 +18,7 @@ from ..engine import EventLoopThread, takes_arguments_of
 from ..errors import CallHomeError, ServerStateError, TransportError
 from ..identity.inventory import Inventory
 from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
-from ..transports.tls import stream_pair
+from ..protocol.session import DeviceSession, LocalSocket
 from .core import AsyncCallHomeServer
 from .registry import DeviceConnected, RejectedAttempt
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ..integrations.restconf import CallHomeAdapter
 
 __all__ = ["CallHomeServer"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,15 @@ class CallHomeServer:
 
     @property
     def aio(self) -> AsyncCallHomeServer:
-        """The asyncio server underneath (use only from its loop)."""
+        """The asyncio server underneath (use only from its loop: :meth:`run`)."""
         return self._server
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the server's event loop (where :attr:`aio` may be
+        used) and return its result; ``timeout`` bounds the wait (then the
+        coroutine is cancelled and :class:`TimeoutError` raised)."""
+        self._check_open()
+        return self._engine.run(coro, timeout)
 
     def netconf(
         self,
@@ -125,12 +134,19 @@ class CallHomeServer:
         """
         self._check_open()
         capabilities = capabilities_for(device_params, nc_params)
-        session = self._engine.run(self._server.take_session(device, timeout, capabilities=capabilities))
-        ours, theirs = stream_pair()
+
+        async def _take() -> tuple[DeviceSession, LocalSocket]:  # one hop to the loop and back
+            session = await self._server.take_session(device, timeout, capabilities=capabilities)
+            try:
+                return session, session.lend_in_process()
+            except BaseException:
+                session.close()
+                raise
+
+        session, link = self._engine.run(_take())
         try:
-            self._engine.run(session.lend(ours, settle=0.0))  # StreamSession waits out the settle itself
             return manager_over_socket(
-                theirs,
+                link,
                 device=device,
                 hello_settle=self._server.hello_settle(device),
                 timeout=rpc_timeout,
@@ -142,9 +158,8 @@ class CallHomeServer:
                 greeted=(session.hello, session.framing, session.hello_sent_at),
             )
         except BaseException as exc:
+            link.close()
             self._engine.loop.call_soon_threadsafe(session.close)
-            ours.close()
-            theirs.close()
             if isinstance(exc, CallHomeError) or not isinstance(exc, Exception):
                 raise
             raise TransportError(
