@@ -2,11 +2,17 @@
 NETCONF byte stream we relay.
 
 ncclient's :class:`~ncclient.transport.session.Session` needs a byte stream
-and four transport methods.  Our stream is a blocking socket, or, for the
-sessions the call-home server lends (:meth:`CallHomeServer.netconf`), the
-thread side of the relay's in-process end: what the device sends is queued by
-the event loop for the session thread, what the caller sends is handed to the
-loop, with no socket between them.
+and a few transport methods.  Two kinds of stream:
+
+- a connected socket (:func:`manager_over_socket`): ncclient's session thread
+  reads it;
+- the relay's in-process end (:meth:`CallHomeServer.netconf`,
+  :class:`PreparedManager`): what the device sends is framed and dispatched by
+  the event loop itself, with no socket, no second relay hop and no thread
+  per session (one thread wake fewer per reply, no thread start per
+  session); a message over :data:`INLINE_LIMIT` bytes is dispatched on a
+  thread of its own instead, in order, so the loop never decodes a large
+  reply.  What the caller sends is handed to the loop.
 
 Stock ncclient queues every request and sends it from its session thread only
 when that thread wakes, at most every 100 ms (``TICK``), so every RPC costs
@@ -27,8 +33,10 @@ later one) raises :class:`~callhome_transport.errors.MessageTooLargeError` or
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
+import functools
 import logging
 import socket
 import threading
@@ -47,13 +55,27 @@ from ncclient.transport.session import MSG_DELIM, NetconfBase, NotificationHandl
 from ..errors import MalformedMessageError, MessageTooLargeError, TransportError
 from ..protocol.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, Framing, FramingError, MessageSizeExceeded
 from ..protocol.hello import HELLO_SETTLE, Hello, hello_settle_for
-from ..protocol.session import LocalSocket
+from ..protocol.session import DeviceSession, LocalEnd
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "HELLO_SETTLE", "StreamSession", "capabilities_for", "manager_over_socket"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "HELLO_SETTLE",
+    "INLINE_LIMIT",
+    "PreparedManager",
+    "StreamSession",
+    "capabilities_for",
+    "manager_over_socket",
+]
 
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 65536
+
+# In-process sessions: a message larger than this is framed and dispatched off
+# the event loop (decoding and parsing 1 MiB takes about 1-2 ms).
+INLINE_LIMIT = 256 * 1024
+_OFFLOAD_HIGH = 4 << 20  # bytes queued for the off-loop dispatch before the device is paused
+_OFFLOAD_LOW = 1 << 20
 
 _BASE_11 = "urn:ietf:params:netconf:base:1.1"
 
@@ -92,6 +114,11 @@ class _MessageReader:
         """Drop a partly received message (the session closed)."""
         self._decoder.clear()
 
+    @property
+    def pending(self) -> int:
+        """Bytes of a message not yet complete."""
+        return self._decoder.pending
+
     def _deliver(self, message: bytes) -> None:
         try:
             text = message.decode("utf-8").strip()
@@ -109,6 +136,71 @@ class _MessageReader:
                 _BASE_11 in caps for caps in (session._server_capabilities, session._client_capabilities)
             ):
                 self._decoder.switch(Framing.CHUNKED)
+
+
+@functools.lru_cache(maxsize=64)
+def _capabilities(uris: tuple[str, ...]) -> Capabilities:
+    """ncclient's parsed form of a capability list, once per list (devices of
+    one model send the same; parsing a large one costs a tenth of a
+    millisecond per session).  Read-only, as ncclient uses it."""
+    return Capabilities(list(uris))
+
+
+class _Offload:
+    """Frames and dispatches what the device sends on a thread, while a large
+    message is arriving, for an in-process session; in order: once anything
+    is queued here, what follows is too, until the thread has caught up and
+    the loop takes over again.  The device is paused while more than
+    ``_OFFLOAD_HIGH`` bytes wait."""
+
+    _END = b""  # the device ended the session
+
+    def __init__(self, session: StreamSession, end: LocalEnd) -> None:
+        self._session = session
+        self._end = end
+        self._ready = threading.Condition(threading.Lock())
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._busy = False
+        self._paused = False
+
+    def take(self, data: bytes, *, start: bool) -> bool:
+        """Queue ``data`` (``_END``: the device ended) if the thread is busy,
+        or if ``start``; ``False``: not taken (the loop handles it)."""
+        with self._ready:
+            if not self._busy and not start:
+                return False
+            begin = not self._busy
+            self._busy = True
+            self._queue.append(data)
+            self._queued += len(data)
+            pause = self._queued > _OFFLOAD_HIGH and not self._paused
+            self._paused = self._paused or pause
+            self._ready.notify()
+        if pause:
+            self._end.pause()
+        if begin:
+            name = f"callhome-netconf-{self._session.device}-reader"
+            threading.Thread(target=self._run, name=name, daemon=True).start()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                if not self._queue:
+                    self._busy = False  # caught up: the loop takes over
+                    return
+                data = self._queue.popleft()
+                self._queued -= len(data)
+                resume = self._paused and self._queued <= _OFFLOAD_LOW
+                if resume:
+                    self._paused = False
+            if resume:
+                self._end.resume()
+            if data is self._END:
+                self._session._device_ended()
+            else:
+                self._session._feed(data)
 
 
 class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
@@ -132,12 +224,14 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         hello_settle: float | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        capabilities = Capabilities(device_handler.get_capabilities())
+        capabilities = _capabilities(tuple(device_handler.get_capabilities()))
         Session.__init__(self, capabilities)
         self.name = f"callhome-netconf-{device}"
         self.device = device
         self._device_handler = device_handler
-        self._socket: LocalSocket | None = None
+        self._socket: socket.socket | None = None
+        self._end: LocalEnd | None = None  # in-process sessions
+        self._offload: _Offload | None = None
         self._buffer = BytesIO()
         self._message_list: list[Any] = []
         self._closing = threading.Event()
@@ -151,7 +245,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
 
     # -- set-up ------------------------------------------------------------------
 
-    def connect(self, sock: LocalSocket, timeout: float = 60) -> None:
+    def connect(self, sock: socket.socket, timeout: float = 60) -> None:
         """Adopt ``sock`` and run the hello exchange (RFC 6241 s8.1)."""
         sock.setblocking(True)
         self._socket = sock
@@ -162,22 +256,68 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
             self.close()
             raise
 
-    def adopt(self, sock: LocalSocket, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
+    def adopt(self, sock: socket.socket, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
         """Adopt ``sock``, a session whose hellos were already exchanged
         (by the call-home server, ``hello_sent_at`` being ``time.monotonic()``
         when ours left): take the device's session-id, capabilities and the
         agreed framing as ncclient's ``_post_connect`` would have set them."""
         sock.setblocking(True)
         self._socket = sock
+        self._adopted(hello, framing, hello_sent_at)
+        self.start()
+
+    def adopt_in_process(self, session: DeviceSession) -> None:
+        """Adopt the greeted ``session`` through the relay's in-process end:
+        what the device sends is dispatched on the event loop (this runs
+        there), no reader thread."""
+        self._adopted(session.hello, session.framing, session.hello_sent_at)
+        self._end = session.lend_in_process(self)
+
+    def _adopted(self, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
         self._connected = True
         self._id = hello.session_id
-        self._server_capabilities = Capabilities(list(hello.capabilities))
+        self._server_capabilities = _capabilities(hello.capabilities)
         self._base = NetconfBase.BASE_11 if framing is Framing.CHUNKED else NetconfBase.BASE_10
         self._hello_sent_at = hello_sent_at
         self.parser.adopted(framing)
         self.add_listener(NotificationHandler(self._notification_q))
-        self.start()
         self.logger.info("adopted: session-id=%s, %s framing", self._id, framing.value)
+
+    # -- what the device sends, in-process (LocalSink: on the event loop) ------------
+
+    def data_from_device(self, data: bytes) -> None:
+        offload = self._offload
+        if offload is not None and offload.take(data, start=False):
+            return  # a large message is being handled off the loop: keep the order
+        if self.parser.pending + len(data) > INLINE_LIMIT and self._end is not None:
+            if offload is None:
+                offload = self._offload = _Offload(self, self._end)
+            offload.take(data, start=True)
+            return
+        self._feed(data)
+
+    def device_ended(self) -> None:
+        if self._offload is None or not self._offload.take(_Offload._END, start=False):
+            self._device_ended()
+
+    def _feed(self, data: bytes) -> None:
+        if self._closing.is_set():
+            return
+        try:
+            self.parser.parse(data)
+        except Exception as exc:
+            self._reader_ended(exc)
+
+    def _device_ended(self) -> None:
+        if not self._closing.is_set():
+            self._reader_ended(SessionCloseError(self._buffer.getvalue()))
+
+    def _reader_ended(self, exc: Exception) -> None:
+        """What the device sent cannot be read any more: pending RPCs get
+        ``exc``, the session closes."""
+        self.logger.debug("reading ended: %r", exc)
+        self._dispatch_error(exc)
+        self.close()
 
     # -- ncclient's transport seam ---------------------------------------------------
 
@@ -196,7 +336,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         """
         if self._failure is not None:
             raise copy.copy(self._failure)
-        if not self.connected or self._socket is None:
+        if not self.connected or (self._socket is None and self._end is None):
             raise NcTransportError(f"Not connected to NETCONF server (device {self.device})")
         if self._hello_sent_at is None:
             self._hello_sent_at = time.monotonic()  # the first message is our hello
@@ -216,7 +356,11 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         self.logger.debug("sending %d bytes", len(data))
         try:
             with self._send_lock:
-                self._socket.sendall(data)
+                if self._end is not None:
+                    self._end.give(data)
+                else:
+                    assert self._socket is not None
+                    self._socket.sendall(data)
         except OSError as exc:
             raise SessionCloseError(self._buffer.getvalue(), data) from exc
 
@@ -249,9 +393,7 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
                 else:
                     raise SessionCloseError(self._buffer.getvalue())  # the device did
         except Exception as exc:
-            self.logger.debug("reader loop ended: %r", exc)
-            self._dispatch_error(exc)
-            self.close()
+            self._reader_ended(exc)
         finally:
             self._close_socket()
 
@@ -265,6 +407,8 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         stream then).  Closing the descriptor under that read instead could
         leave the thread blocked for ever."""
         self._closing.set()
+        if self._end is not None:
+            self._end.end()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
@@ -306,7 +450,7 @@ def capabilities_for(
 
 
 def manager_over_socket(
-    sock: LocalSocket,
+    sock: socket.socket,
     *,
     device: str,
     timeout: float = 30,
@@ -333,18 +477,59 @@ def manager_over_socket(
     ``max_message_size`` bounds one message from the device (bytes): a larger
     one closes the session with :class:`~callhome_transport.errors.MessageTooLargeError`.
     """
-    device_handler = _device_handler(device_params, nc_params, errors_params)
-    raise_mode = dict(errors_params or {}).get("raise_mode", RaiseMode.ALL)
-    session = StreamSession(
-        device_handler,
+    prepared = PreparedManager(
         device=device,
+        timeout=timeout,
+        device_params=device_params,
+        manager_params=manager_params,
+        nc_params=nc_params,
+        errors_params=errors_params,
         on_close=on_close,
         hello_settle=hello_settle,
         max_message_size=max_message_size,
     )
     if greeted is None:
-        session.connect(sock, timeout=hello_timeout)
+        prepared.session.connect(sock, timeout=hello_timeout)
     else:
-        session.adopt(sock, *greeted)
-    params: dict[str, Any] = {"timeout": timeout, **dict(manager_params or {}), "raise_mode": raise_mode}
-    return nc_manager.Manager(session, device_handler, **params)
+        prepared.session.adopt(sock, *greeted)
+    return prepared.manager()
+
+
+class PreparedManager:
+    """An ncclient ``Manager`` in two steps, for a session the call-home
+    server lends in-process: :attr:`session` is built in the caller's thread,
+    :meth:`StreamSession.adopt_in_process` runs on the event loop when the
+    greeted session is taken, :meth:`manager` wraps it.  The arguments are
+    :func:`manager_over_socket`'s."""
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        timeout: float = 30,
+        device_params: Mapping[str, Any] | None = None,
+        manager_params: Mapping[str, Any] | None = None,
+        nc_params: Mapping[str, Any] | None = None,
+        errors_params: Mapping[str, Any] | None = None,
+        on_close: Callable[[], None] | None = None,
+        hello_settle: float | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._handler = _device_handler(device_params, nc_params, errors_params)
+        raise_mode = dict(errors_params or {}).get("raise_mode", RaiseMode.ALL)
+        self._params: dict[str, Any] = {"timeout": timeout, **dict(manager_params or {}), "raise_mode": raise_mode}
+        self.session = StreamSession(
+            self._handler,
+            device=device,
+            on_close=on_close,
+            hello_settle=hello_settle,
+            max_message_size=max_message_size,
+        )
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What our hello must list for this Manager (the greeted session's)."""
+        return tuple(self._handler.get_capabilities())
+
+    def manager(self) -> nc_manager.Manager:
+        return nc_manager.Manager(self.session, self._handler, **self._params)

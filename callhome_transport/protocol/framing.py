@@ -102,6 +102,11 @@ class FrameDecoder:
         self._scan_from = 0
         self._state = _State.EOM_BODY if framing is Framing.END_OF_MESSAGE else _State.CHUNK_HEADER
 
+    @property
+    def pending(self) -> int:
+        """Bytes held: a message not yet complete, and what follows it."""
+        return len(self._buffer) + len(self._message)
+
     def clear(self) -> None:
         """Drop every byte buffered (the stream ended mid-message); the memory
         is released even while something still refers to the decoder."""

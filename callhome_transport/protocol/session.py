@@ -60,7 +60,8 @@ __all__ = [
     "DeviceStream",
     "DeviceTraits",
     "EarlyData",
-    "LocalSocket",
+    "LocalEnd",
+    "LocalSink",
     "SessionPool",
     "SingleSession",
     "exchange_hello",
@@ -139,20 +140,33 @@ class EarlyData:
             await self._waiter
 
 
-class LocalSocket(Protocol):
-    """What a session's reader thread uses to talk to the device: a blocking
-    stream socket, or the thread side of a relay's in-process end
-    (:class:`~callhome_transport.transports.relay.InProcessSocket`)."""
+class LocalSink(Protocol):
+    """The in-process local side of a session (ncclient's session in
+    :meth:`CallHomeServer.netconf`): called on the event loop."""
 
-    def recv(self, bufsize: int, /) -> bytes: ...
+    def data_from_device(self, data: bytes) -> None: ...
 
-    def sendall(self, data: bytes, /) -> None: ...
+    def device_ended(self) -> None:
+        """The device closed the session (or sent EOF)."""
+        ...
 
-    def shutdown(self, how: int, /) -> None: ...
 
-    def close(self) -> None: ...
+class LocalEnd(Protocol):
+    """What an in-process local side uses to talk back (from any thread)."""
 
-    def setblocking(self, flag: bool, /) -> None: ...
+    def give(self, data: bytes) -> None:
+        """Send ``data`` to the device; :class:`BrokenPipeError` once ended."""
+        ...
+
+    def end(self) -> None:
+        """End the session."""
+        ...
+
+    def pause(self) -> None:
+        """Stop reading from the device until :meth:`resume`."""
+        ...
+
+    def resume(self) -> None: ...
 
 
 class DeviceStream(Protocol):
@@ -171,8 +185,8 @@ class DeviceStream(Protocol):
         :attr:`early` still holds."""
         ...
 
-    def attach_in_process(self) -> LocalSocket:
-        """Relay the session to a thread of this process (no socket),
+    def attach_in_process(self, sink: LocalSink) -> LocalEnd:
+        """Relay the session to ``sink`` in this process (no socket),
         starting with what :attr:`early` still holds; on the loop."""
         ...
 
@@ -247,11 +261,11 @@ class DeviceSession:
             self.stream.write_to_device(to_device)
         await self.stream.attach_local(local)
 
-    def lend_in_process(self) -> LocalSocket:
-        """Relay the session to a thread of this process, which must itself
+    def lend_in_process(self, sink: LocalSink) -> LocalEnd:
+        """Relay the session to ``sink`` in this process, which must itself
         wait out the hello settle (:class:`~callhome_transport.integrations.netconf.StreamSession`
         does); on the loop."""
-        return self.stream.attach_in_process()
+        return self.stream.attach_in_process(sink)
 
     def close(self) -> None:
         self.stream.close()

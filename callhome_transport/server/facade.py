@@ -17,8 +17,8 @@ from ncclient.manager import Manager
 from ..engine import EventLoopThread, takes_arguments_of
 from ..errors import CallHomeError, ServerStateError, TransportError
 from ..identity.inventory import Inventory
-from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, capabilities_for, manager_over_socket
-from ..protocol.session import DeviceSession, LocalSocket
+from ..integrations.netconf import DEFAULT_MAX_MESSAGE_SIZE, PreparedManager
+from ..protocol.session import DeviceSession
 from .core import AsyncCallHomeServer
 from .registry import DeviceConnected, RejectedAttempt
 
@@ -133,33 +133,31 @@ class CallHomeServer:
         session with :class:`~callhome_transport.errors.MessageTooLargeError`.
         """
         self._check_open()
-        capabilities = capabilities_for(device_params, nc_params)
+        prepared = PreparedManager(
+            device=device,
+            timeout=rpc_timeout,
+            device_params=device_params,
+            manager_params=manager_params,
+            nc_params=nc_params,
+            errors_params=errors_params,
+            hello_settle=self._server.hello_settle(device),
+            max_message_size=max_message_size,
+        )
 
-        async def _take() -> tuple[DeviceSession, LocalSocket]:  # one hop to the loop and back
-            session = await self._server.take_session(device, timeout, capabilities=capabilities)
+        async def _take() -> DeviceSession:  # one hop to the loop and back
+            session = await self._server.take_session(device, timeout, capabilities=prepared.capabilities)
             try:
-                return session, session.lend_in_process()
+                prepared.session.adopt_in_process(session)
             except BaseException:
                 session.close()
                 raise
+            return session
 
-        session, link = self._engine.run(_take())
+        session = self._engine.run(_take())
         try:
-            return manager_over_socket(
-                link,
-                device=device,
-                hello_settle=self._server.hello_settle(device),
-                timeout=rpc_timeout,
-                device_params=device_params,
-                manager_params=manager_params,
-                nc_params=nc_params,
-                errors_params=errors_params,
-                max_message_size=max_message_size,
-                greeted=(session.hello, session.framing, session.hello_sent_at),
-            )
+            return prepared.manager()
         except BaseException as exc:
-            link.close()
-            self._engine.loop.call_soon_threadsafe(session.close)
+            prepared.session.close()
             if isinstance(exc, CallHomeError) or not isinstance(exc, Exception):
                 raise
             raise TransportError(

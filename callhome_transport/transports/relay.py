@@ -3,8 +3,7 @@ channel (:class:`ChannelRelay`) or an asyncio transport such as a TLS
 connection (:class:`TransportStream`), each with the same local side.
 
 This is the seam that hands a NETCONF session to ncclient (the local side is an
-:class:`InProcessEnd`, read by ncclient's session thread, no socket) and to the
-gateway's per-device Unix sockets.  What
+:class:`InProcessEnd`: no socket) and to the gateway's per-device Unix sockets.  What
 the device sends before a local side is attached (its hello) is kept
 (:class:`~callhome_transport.protocol.session.EarlyData`).  Both directions are
 plain callbacks on the event loop, with flow control: when one side cannot
@@ -14,21 +13,19 @@ take more, the other side stops reading.
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import logging
 import socket
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import asyncssh
 
-from ..protocol.session import EarlyData
+from ..protocol.session import EarlyData, LocalSink
 
 __all__ = [
     "ChannelRelay",
     "InProcessEnd",
-    "InProcessSocket",
     "TransportStream",
     "attached_pair",
     "open_channel_relay",
@@ -86,52 +83,27 @@ async def _attach(device: _DeviceSide, sock: socket.socket) -> None:
 
 
 class InProcessEnd(asyncio.Transport):
-    """A relay's local side for a reader thread in this process (ncclient's
-    session thread), instead of one end of a socketpair: no local socket, no
-    second relay hop, no system calls for the local side.
+    """A relay's local side inside this process, instead of one end of a
+    socketpair: what the device sends goes to a
+    :class:`~callhome_transport.protocol.session.LocalSink` on the event loop
+    (ncclient's session for :meth:`CallHomeServer.netconf`), with no socket,
+    no second relay hop and no reader thread; what the session sends, from
+    any thread, is handed to the loop (``call_soon_threadsafe``).  The sink
+    applies flow control with :meth:`pause` / :meth:`resume`."""
 
-    The loop side is the transport the relay writes to; the thread side
-    (:meth:`take`, :meth:`give`, :meth:`end`) is offered to a session as a
-    blocking socket (:class:`InProcessSocket`).  What
-    the device sends is queued for the thread; over ``high_water`` bytes
-    queued the device side stops reading until the thread has taken all but
-    ``low_water`` (the same flow control a socket's buffer gives).  What the
-    thread sends is handed to the loop (``call_soon_threadsafe``)."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        device: _DeviceSide,
-        *,
-        high_water: int = 1 << 20,
-        low_water: int = 256 * 1024,
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, device: _DeviceSide, sink: LocalSink) -> None:
         super().__init__()
         self._loop = loop
         self._device = device
-        self._high = high_water
-        self._low = low_water
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._queued = 0
-        self._ready = threading.Condition(threading.Lock())
-        self._device_done = False  # the device side ended (EOF or closed): recv returns b"" once drained
-        self._thread_done = False  # the thread side shut down or closed
-        self._paused = False
+        self._sink = sink
+        self._device_done = False  # the device side ended (EOF or closed)
+        self._session_done = False  # the session ended this end
 
     # -- the loop side (what the relay drives) -----------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        pause = False
-        with self._ready:
-            if self._thread_done:
-                return
-            self._chunks.append(bytes(data))
-            self._queued += len(data)
-            if self._queued > self._high and not self._paused:
-                self._paused = pause = True
-            self._ready.notify()
-        if pause:
-            self._device.pause_device()
+        if not self._session_done:
+            self._sink.data_from_device(bytes(data))
 
     def can_write_eof(self) -> bool:
         return True
@@ -144,11 +116,11 @@ class InProcessEnd(asyncio.Transport):
         self._device_ended()
 
     def is_closing(self) -> bool:
-        return self._device_done or self._thread_done
+        return self._device_done or self._session_done
 
     def pause_reading(self) -> None:
-        """The device cannot take more: the thread's writes wait in the
-        device side's own buffer (one request at a time from a session)."""
+        """The device cannot take more: the session's writes wait in the
+        device side's own buffer (a session sends one request at a time)."""
 
     def resume_reading(self) -> None:
         """See :meth:`pause_reading`."""
@@ -157,84 +129,42 @@ class InProcessEnd(asyncio.Transport):
         return default
 
     def _device_ended(self) -> None:
-        with self._ready:
+        if not self._device_done:
             self._device_done = True
-            self._ready.notify_all()
+            if not self._session_done:
+                self._sink.device_ended()
 
-    # -- the thread side -----------------------------------------------------------------
-
-    def take(self) -> bytes:
-        """The next bytes from the device (blocking); ``b""`` once the device
-        side has ended and everything before has been taken, or once the
-        thread side has ended."""
-        resume = False
-        with self._ready:
-            while not self._chunks and not self._device_done and not self._thread_done:
-                self._ready.wait()
-            if self._thread_done or not self._chunks:
-                return b""
-            data = self._chunks.popleft()
-            self._queued -= len(data)
-            if self._paused and self._queued <= self._low:
-                self._paused = False
-                resume = True
-        if resume:
-            self._call(self._device.resume_device)
-        return data
+    # -- the session's side (any thread) ---------------------------------------------------
 
     def give(self, data: bytes) -> None:
         """Hand ``data`` to the device side; :class:`BrokenPipeError` once
         either side has ended."""
         if self.is_closing():
-            raise BrokenPipeError("the session's device side has ended")
+            raise BrokenPipeError("the NETCONF session has ended")
         self._call(self._device.from_local, data)
 
     def end(self) -> None:
-        """End the session from the thread: a blocked :meth:`take` returns
-        ``b""`` and the device side closes."""
-        with self._ready:
-            if self._thread_done:
-                return
-            self._thread_done = True
-            self._chunks.clear()
-            self._queued = 0
-            self._ready.notify_all()
-        self._call(self._device.local_closed)
+        """The session ends: the device side closes; nothing more reaches the sink."""
+        if self._session_done:
+            return
+        self._session_done = True
+        with contextlib.suppress(BrokenPipeError):  # the server has stopped: everything is closed
+            self._call(self._device.local_closed)
 
-    def thread_socket(self) -> InProcessSocket:
-        """The thread side as a blocking socket's interface."""
-        return InProcessSocket(self)
+    def pause(self) -> None:
+        """Stop reading from the device until :meth:`resume`."""
+        with contextlib.suppress(BrokenPipeError):
+            self._call(self._device.pause_device)
+
+    def resume(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self._call(self._device.resume_device)
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
         try:
             self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError as exc:  # the loop is closed: the server has stopped
             raise BrokenPipeError(f"the call-home server has stopped ({exc})") from None
-
-
-class InProcessSocket:
-    """The thread side of an :class:`InProcessEnd` with the part of a
-    blocking socket's interface a NETCONF session uses."""
-
-    def __init__(self, end: InProcessEnd) -> None:
-        self._end = end
-
-    def recv(self, bufsize: int) -> bytes:
-        """``bufsize`` is ignored: what the device side queued comes whole."""
-        return self._end.take()
-
-    def sendall(self, data: bytes) -> None:
-        self._end.give(data)
-
-    def shutdown(self, how: int = socket.SHUT_RDWR) -> None:
-        """Both ways, whatever ``how``."""
-        self._end.end()
-
-    def close(self) -> None:
-        self._end.end()
-
-    def setblocking(self, flag: bool) -> None:
-        """Always blocking."""
 
 
 class _DeviceToLocal:
@@ -266,12 +196,12 @@ class _DeviceToLocal:
         if early:
             local.write(early)
 
-    def attach_in_process(self) -> InProcessSocket:
-        """Start relaying to a thread of this process (see
-        :class:`InProcessEnd`); run on the loop.  Returns the thread's side."""
-        end = InProcessEnd(asyncio.get_running_loop(), cast(_DeviceSide, self))
+    def attach_in_process(self, sink: LocalSink) -> InProcessEnd:
+        """Start relaying to ``sink``, in this process (see
+        :class:`InProcessEnd`); run on the loop."""
+        end = InProcessEnd(asyncio.get_running_loop(), cast(_DeviceSide, self), sink)
         cast(_DeviceSide, self).local_attached(end)
-        return end.thread_socket()
+        return end
 
     def pause_writing(self) -> None:
         if self.local is not None:
