@@ -12,8 +12,9 @@ own so that its CPU is its own (not a benchmark itself).
 ``server``
     our :class:`AsyncCallHomeServer` (``--watch-loop``: with ``watch_loop=True``,
     as for thousands of sessions; ``--level auth``: registered;
-    ``hello``: then ``open_netconf`` and the hello over the relayed socket,
-    in the same event loop).  ``--level manager``: the synchronous
+    ``hello``: then ``take_session``, a ``netconf`` channel greeted and held
+    ready to lend, in the same event loop: the work of the C client's
+    ``nc_accept_callhome``).  ``--level manager``: the synchronous
     :class:`CallHomeServer` handing an ncclient Manager to each device from
     its ``on_connect`` worker pool.
 ``stock``

@@ -181,6 +181,25 @@ async def test_anchor_kept_spare_lent_and_replaced() -> None:
     assert pool.anchor is not None and not pool.anchor.is_closed
 
 
+async def test_the_next_session_is_greeted_after_the_caller_first_exchange() -> None:
+    # failed before: the next session was opened and greeted the moment one
+    # was lent, on the loop and on the device, while the caller sent its first RPC
+    device = Device()
+    pool = device.pool(hold=True)
+    pool.start()
+    await until(lambda: pool.ready)
+    taken = await pool.take(1)
+    await settle()
+    assert device.opened == 2 and pool.ready is None  # not at once
+    await until(lambda: device.opened == 3)  # soon after
+    again = await pool.take(1)
+    await settle()
+    assert device.opened == 3
+    again.close()  # the caller is done: no need to wait
+    await until(lambda: device.opened == 4)
+    taken.close()
+
+
 async def test_without_hold_each_take_greets_a_new_session() -> None:
     device = Device()
     pool = device.pool(hold=False)
