@@ -54,6 +54,15 @@ def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def thread_sched(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """Seconds thread ``tid`` of ``pid`` (its main thread: the event loop's)
+    has run on a CPU and has waited, runnable, for one
+    (``/proc/<pid>/task/<tid>/schedstat``, nanoseconds): a stall whose time
+    went to waiting was the machine's, not the loop's own work."""
+    fields = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+    return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
+
 def nofile_limits() -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft, hard

@@ -39,6 +39,7 @@ import asyncio
 import base64
 import gc
 import hashlib
+import os
 import socket
 import sys
 import threading
@@ -47,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import emit
+from _common import emit, thread_sched
 
 EOM = b"]]>]]>"
 CLIENT_HELLO = (
@@ -152,19 +153,25 @@ async def stdin_commands(idle: Callable[[float], Any], status: Callable[[], None
 async def measure_idle(seconds: float, gc_watch: GcWatch) -> None:
     """Worst overshoot of a 50 ms sleep on this event loop over ``seconds``."""
     gc_watch.summary()
-    stalls = []
+    stalls = []  # (stall, seconds the loop's thread ran, seconds it waited for a CPU)
+    pid, tid = os.getpid(), threading.get_native_id()
     started = time.monotonic()
     cpu_before = time.process_time()
     while time.monotonic() - started < seconds:
-        before = time.monotonic()
+        before, (ran, waited) = time.monotonic(), thread_sched(pid, tid)
         await asyncio.sleep(0.05)
-        stalls.append(time.monotonic() - before - 0.05)
+        ran_after, waited_after = thread_sched(pid, tid)
+        stalls.append((time.monotonic() - before - 0.05, ran_after - ran, waited_after - waited))
     cpu_share = (time.process_time() - cpu_before) / (time.monotonic() - started)
     stalls.sort()
+    worst = stalls[-1]
     emit(
         "idle",
-        worst=stalls[-1],
-        p99=stalls[int(0.99 * (len(stalls) - 1))],
+        worst=worst[0],
+        worst_ran=worst[1],
+        worst_waited=worst[2],
+        worst_less_wait=max(stall - waited for stall, _, waited in stalls),
+        p99=stalls[int(0.99 * (len(stalls) - 1))][0],
         samples=len(stalls),
         cpu_share=cpu_share,
         **gc_watch.summary(),

@@ -65,6 +65,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ from _common import (
     proc_fds,
     proc_rss_kib,
     raise_nofile,
+    thread_sched,
 )
 
 sys.path.insert(0, str(ROOT))
@@ -504,21 +506,32 @@ def wait_registered(gw: GatewayProcess, expected: int, names: list[str], timeout
 def probe_idle(gw: GatewayProcess, device: str, seconds: float, pid: int) -> dict[str, float]:
     """A tiny control request every 50 ms for ``seconds``: its latency shows the
     gateway's event-loop stalls (keepalives, garbage collection)."""
-    latencies: list[float] = []
+    # (latency, the gateway's loop thread ran, it waited for a CPU, this probe waited for one)
+    samples: list[tuple[float, float, float, float]] = []
+    me, tid = os.getpid(), threading.get_native_id()
     cpu = CpuMeter(pid).start()
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        before = time.monotonic()
+        before, (ran, waited), (_, probe_waited) = time.monotonic(), thread_sched(pid), thread_sched(me, tid)
         gw.get(f"/devices/{device}", 30)
-        latencies.append(time.monotonic() - before)
+        latency = time.monotonic() - before
+        ran_after, waited_after = thread_sched(pid)
+        probe_after = thread_sched(me, tid)[1]
+        samples.append((latency, ran_after - ran, waited_after - waited, probe_after - probe_waited))
         time.sleep(max(0.0, 0.05 - (time.monotonic() - before)))
     cpu.stop()
-    latencies.sort()
+    samples.sort()
+    latencies = [s[0] for s in samples]
+    worst = samples[-1]
     return {
-        "worst": latencies[-1],
+        "worst": worst[0],
+        "worst_ran": worst[1],
+        "worst_waited": worst[2],
+        "worst_probe_waited": worst[3],
+        "worst_less_wait": max(s[0] - s[2] - s[3] for s in samples),
         "p99": latencies[int(0.99 * (len(latencies) - 1))],
         "median": med(latencies),
-        "samples": len(latencies),
+        "samples": len(samples),
         "cpu_share": cpu.total / (time.monotonic() - started),
     }
 
@@ -563,7 +576,9 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
             f"  in-process server (watch_loop=True) idle with {server.ok} sessions, {args.keepalive:g} s keepalives, "
             f"{args.idle:g} s: worst event-loop stall {1000 * i['worst']:.0f} ms, p99 {1000 * i['p99']:.1f} ms; "
             f"GC {i['gc_count']} collections, {i['gc_total']:.2f} s, worst {1000 * i['gc_worst']:.0f} ms; "
-            f"CPU {100 * i['cpu_share']:.2f} % of a core (fleet {100 * i['fleet_cpu_share']:.2f} %)"
+            f"CPU {100 * i['cpu_share']:.2f} % of a core (fleet {100 * i['fleet_cpu_share']:.2f} %); the worst "
+            f"sample's loop thread ran {1000 * i['worst_ran']:.1f} ms and waited {1000 * i['worst_waited']:.1f} ms "
+            f"for a CPU; worst stall less that wait {1000 * i['worst_less_wait']:.0f} ms"
         )
 
     print()
@@ -629,7 +644,10 @@ def report(args: argparse.Namespace, phases: dict[str, Phase]) -> None:
                 f"  gateway idle with {gw.ok} sessions, {args.keepalive:g} s keepalives, {args.idle:g} s: control "
                 f"request latency median {1000 * i['median']:.1f} ms, p99 {1000 * i['p99']:.1f} ms, worst "
                 f"{1000 * i['worst']:.1f} ms; CPU {100 * i['cpu_share']:.2f} % of a core "
-                f"(fleet {100 * i['fleet_cpu_share']:.2f} %)"
+                f"(fleet {100 * i['fleet_cpu_share']:.2f} %); in the worst sample the gateway's loop thread ran "
+                f"{1000 * i['worst_ran']:.1f} ms and waited {1000 * i['worst_waited']:.1f} ms for a CPU, the probe "
+                f"waited {1000 * i['worst_probe_waited']:.1f} ms; worst latency less those waits "
+                f"{1000 * i['worst_less_wait']:.0f} ms"
             )
 
     print()
