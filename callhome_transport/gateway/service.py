@@ -55,7 +55,7 @@ from ..errors import (
 from ..events import EventLog, RegistryFeed
 from ..identity.inventory import Device, Inventory, Transport
 from ..server.core import AsyncCallHomeServer, PreparedInventory
-from ..server.registry import DeviceConnected, DeviceDisconnected, RejectedAttempt
+from ..server.registry import DeviceDisconnected, RejectedAttempt
 from ..status import DeviceInfo
 from . import control
 from .cluster import ClusterMember
@@ -145,7 +145,6 @@ class Gateway:
             "Connections refused because the open-file limit was nearly reached",
             lambda: {(): float(process_guard().refused)},
         )
-        server.registry.on_connected(self._on_connect)
         server.registry.on_disconnected(self._on_disconnect)
         server.registry.add_observer(RegistryFeed(self.event_log))
         return server
@@ -416,19 +415,6 @@ class Gateway:
             if http is not None and http.client is not None:
                 http.client.close()
             shutil.rmtree(self.config.run_dir / "devices" / name, ignore_errors=True)
-
-    def _on_connect(self, event: DeviceConnected) -> None:
-        if event.device not in self.local:
-            return
-        status = self.server.registry.status(event.device)
-        log.info(
-            "device=%s peer=%s transport=%s event=connected identity=%s handshake=%.3fs",
-            event.device,
-            status.peer_address,
-            event.transport.value,
-            status.identity,
-            event.handshake_seconds,
-        )
 
     def _on_disconnect(self, event: DeviceDisconnected) -> None:
         if event.device not in self.local or not event.state_changed:

@@ -557,6 +557,14 @@ class AsyncCallHomeServer:
             return
         self._accepted(conn)
         self.registry.add(conn)
+        # the one INFO line of a connection (its handshake's steps are DEBUG): a storm logs
+        # thousands, and each line is formatted and written on the event loop
+        conn.log.info(
+            "transport=%s event=connected identity=%s handshake=%.3fs",
+            conn.transport.value,
+            self.registry.status(conn.device).identity,
+            conn.handshake_seconds,
+        )
 
     def _refused(self, peer: PeerAddress, exc: CallHomeError, transport: str) -> None:
         refusal = refusal_of(exc)

@@ -354,7 +354,7 @@ class _DeviceClient(asyncssh.SSHClient):
         assert self._conn is not None
         _bind_username(self._conn, identity.credentials.username)
         self._log.bind(device=identity.device)
-        self._log.info("identified by host key %s %s", presented.key_type, presented.fingerprint)
+        self._log.debug("identified by host key %s %s", presented.key_type, presented.fingerprint)
         return True
 
     # 4: authenticate with that device's credentials, each method once
@@ -610,7 +610,7 @@ async def ssh_handshake(
         ) from exc
     _spread_keepalive(conn, config)
     assert client.identity is not None
-    logger.info("authenticated as %s", client.identity.credentials.username)
+    logger.debug("authenticated as %s", client.identity.credentials.username)
     identity = client.identity
     handshake = Handshake.of(identity, peer, logger, accepted_at, conn_id)
     return SSHDeviceConnection(handshake, conn=conn, client=client, username=identity.credentials.username)

@@ -38,7 +38,7 @@ from callhome_transport import (
 from callhome_transport.engine import EventLoopThread
 from callhome_transport.sim import SimulatedDevice
 
-from .netconfd_peer import wait_rejected
+from .netconfd_peer import wait_rejected, wait_until
 
 SYS_FILTER = ("subtree", '<system xmlns="urn:ietf:params:xml:ns:yang:ietf-system"/>')
 
@@ -130,6 +130,26 @@ def test_unknown_host_key_is_refused_before_any_authentication(
         call(device_loop, known, server.listen_port).result(10)
         with server.netconf("SN-0001", timeout=5) as m:
             assert hostname(m) == "sn-0001"
+
+
+def test_a_connection_logs_one_info_line(device_loop: EventLoopThread, caplog: pytest.LogCaptureFixture) -> None:
+    """One INFO line per connection, with who, from where, which identity and
+    how long the handshake took; its steps (identified, authenticated) are
+    DEBUG: a storm formats and writes thousands of lines on the event loop
+    (failed before: two lines, identified and authenticated, and no
+    handshake time)."""
+    sim = SimulatedDevice("SN-0001", password="pw")
+    with (
+        caplog.at_level(logging.INFO, logger="callhome_transport"),
+        CallHomeServer(inventory_for(sim), listen_address="127.0.0.1", listen_port=0) as server,
+    ):
+        call(device_loop, sim, server.listen_port).result(10)
+        server.wait_for("SN-0001", 5)
+        wait_until(lambda: "event=connected" in caplog.text)
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "SN-0001" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("device=SN-0001 peer=127.0.0.1:")
+    assert f"transport=ssh event=connected identity={sim.fingerprint} handshake=" in lines[0]
 
 
 def test_wrong_password_is_auth_failed_and_logged_without_the_secret(
