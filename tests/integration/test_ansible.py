@@ -504,6 +504,14 @@ def test_wait_for_device_that_calls_after_the_task_started(book: Playbook, fleet
     late: NetconfdDevice = fleet["late"]
     inv = book.inventory({"LATE": "callhome.network.netconf"})
     tasks = f"""
+    - name: About to wait
+      ansible.builtin.copy:
+        content: ""
+        dest: "{{{{ out }}}}/about-to-wait"
+        mode: "0600"
+      delegate_to: localhost
+      vars:
+        ansible_connection: local
     - name: Wait for the device
       callhome.network.wait_for_device:
         name: "{{{{ inventory_hostname }}}}"
@@ -529,12 +537,25 @@ def test_wait_for_device_that_calls_after_the_task_started(book: Playbook, fleet
 {save("info")}
 """
     relay = ReverseRelay(listener_port=gw.ssh_port, device_port=late.ssh_port)
-    timer = threading.Timer(3.0, relay.start)
-    timer.start()
+    done = threading.Event()
+
+    def call_when_waiting() -> None:
+        # the device calls 3 s after the task before the wait has run (a timer
+        # from the playbook's start raced ansible-playbook's own start-up on a
+        # loaded machine: the device had called before the wait began)
+        while not (book.out / "about-to-wait").exists():
+            if done.wait(0.05):
+                return
+        if not done.wait(3.0):
+            relay.start()
+
+    caller = threading.Thread(target=call_when_waiting, daemon=True)
+    caller.start()
     try:
         proc = book.run(play(tasks), inv)
     finally:
-        timer.cancel()
+        done.set()
+        caller.join(10)
         relay.stop()
     assert_ok(proc)
     waited = book.result("LATE", "waited")
