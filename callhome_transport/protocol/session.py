@@ -76,10 +76,12 @@ _IDLE_DATA_LIMIT = 1024 * 1024
 _RETRY_MIN = 5.0  # seconds before preparing a held session again after a failure
 _RETRY_MAX = 60.0
 _REFUSED_RETRY = 0.2  # a one-session device may not have closed the previous channel yet
-# The next session is greeted this long after one is lent, not at once: opening
-# a channel and exchanging hellos at the moment the caller sends its first RPC
-# made that RPC wait for both, on the event loop and on the device
-# (benchmarks/bench_first_rpc.py: about 0.5 ms more).
+# The next session is greeted this long after one is lent or returned, not at
+# once: opening a channel and exchanging hellos at the moment the caller sends
+# its first RPC made that RPC wait for both, on the event loop and on the device
+# (benchmarks/bench_first_rpc.py: about 0.5 ms more); and a libnetconf2 device
+# that has just closed a session accepts a channel opened at that moment and
+# never greets it (its poll loop loses it while freeing the closed session).
 _REPLENISH_DELAY = 0.05
 
 
@@ -572,9 +574,16 @@ class SessionPool:
         self.lent += 1
         self.opened += 1
         session.stream.closed.add_done_callback(lambda _: self._returned())
-        if self.hold and self._replenish is None and not self._gone:  # the next one, in the background, soon
-            self._replenish = asyncio.get_running_loop().call_later(_REPLENISH_DELAY, self._replenish_now)
+        self._replenish_soon()  # the next one, in the background
         return session
+
+    def _replenish_soon(self) -> None:
+        """Greet the next session :data:`_REPLENISH_DELAY` from now."""
+        if self._replenish is not None:
+            self._replenish.cancel()
+            self._replenish = None
+        if self.hold and not self._gone:
+            self._replenish = asyncio.get_running_loop().call_later(_REPLENISH_DELAY, self._replenish_now)
 
     def _replenish_now(self) -> None:
         if self._replenish is not None:
@@ -584,7 +593,7 @@ class SessionPool:
 
     def _returned(self) -> None:
         self.lent -= 1
-        self._replenish_now()  # the caller is done: no need to wait
+        self._replenish_soon()
         self._notify()
 
     def _learn_one_at_a_time(self, exc: CallHomeError) -> None:
