@@ -19,21 +19,10 @@ from ncclient.transport.errors import TransportError as NcTransportError
 from callhome_transport.engine import EventLoopThread
 from callhome_transport.integrations.netconf import INLINE_LIMIT, PreparedManager
 from callhome_transport.protocol.session import DeviceSession, exchange_hello
-from callhome_transport.sim.datastore import Datastores, NetconfServerSession
+from callhome_transport.sim.datastore import Datastores
 from callhome_transport.transports.relay import TransportStream
 
-
-def serve(sock: socket.socket, stores: Datastores) -> None:
-    session = NetconfServerSession(stores)
-    sock.sendall(session.start())
-    while not session.closed:
-        data = sock.recv(65536)
-        if not data:
-            break
-        reply = session.receive(data)
-        if reply:
-            sock.sendall(reply)
-    sock.close()
+from .test_netconf import serve  # the simulator's NETCONF server on one end of a socketpair
 
 
 @pytest.fixture
