@@ -69,7 +69,7 @@ def test_capacity_is_logged_and_a_small_limit_is_a_warning(caplog: pytest.LogCap
     limit = OpenFileLimit(soft=open_now + 164, hard=open_now + 164, before=1024)
     with caplog.at_level(logging.INFO, logger="callhome_transport.descriptors"):
         room = log_capacity(limit, inventory_devices=500, guard=guard)
-    assert room is not None and 95 <= room <= 100  # pytest may open a few meanwhile
+    assert room is not None and 95 <= room <= 105  # other threads may open or close a few meanwhile
     assert f"room for {room} connected devices" in caplog.text
     assert "the inventory has 500" in caplog.text  # the WARNING: fewer than the inventory
 
