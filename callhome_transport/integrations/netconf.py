@@ -273,6 +273,13 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         self._adopted(session.hello, session.framing, session.hello_sent_at)
         self._end = session.lend_in_process(self)
 
+    def adopt_claimed(self, session: DeviceSession, first: Callable[[], None]) -> None:
+        """:meth:`adopt_in_process` from the caller's thread, for a held
+        session claimed without the loop: ``first``, then the relay's start,
+        run there before our first message."""
+        self._adopted(session.hello, session.framing, session.hello_sent_at)
+        self._end = session.lend_in_process_soon(self, first)
+
     def _adopted(self, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
         self._connected = True
         self._id = hello.session_id

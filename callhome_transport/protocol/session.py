@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -192,6 +193,13 @@ class DeviceStream(Protocol):
         starting with what :attr:`early` still holds; on the loop."""
         ...
 
+    def attach_in_process_soon(
+        self, sink: LocalSink, loop: asyncio.AbstractEventLoop, first: Callable[[], None]
+    ) -> LocalEnd:
+        """:meth:`attach_in_process` from another thread; ``first`` runs on
+        the loop before the attaching."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -268,6 +276,12 @@ class DeviceSession:
         wait out the hello settle (:class:`~callhome_transport.integrations.netconf.StreamSession`
         does); on the loop."""
         return self.stream.attach_in_process(sink)
+
+    def lend_in_process_soon(self, sink: LocalSink, first: Callable[[], None]) -> LocalEnd:
+        """:meth:`lend_in_process` from another thread, without waiting for
+        the loop: ``first``, then the relay's start, run there before anything
+        given to the returned end."""
+        return self.stream.attach_in_process_soon(sink, self.stream.closed.get_loop(), first)
 
     def close(self) -> None:
         self.stream.close()
@@ -422,6 +436,7 @@ class SessionPool:
         self._failures = 0
         self._changed = asyncio.Event()
         self._closed = False
+        self._spare_lock = threading.Lock()  # the spare may be claimed from a caller's thread (claim)
 
     @property
     def ready(self) -> DeviceSession | None:
@@ -472,7 +487,8 @@ class SessionPool:
             if role == "anchor":
                 self.anchor = session
             else:
-                self.spare = session
+                with self._spare_lock:
+                    self.spare = session
             session.stream.closed.add_done_callback(lambda _: self._held_closed(session))
             self._log.debug("NETCONF session %s held (%s, %s)", session.session_id, role, session.framing.value)
         finally:
@@ -498,12 +514,13 @@ class SessionPool:
         self._ensure()
 
     def _held_closed(self, session: DeviceSession) -> None:
-        if session is self.anchor:
-            self.anchor = None
-        elif session is self.spare:
-            self.spare = None
-        else:
-            return  # lent meanwhile
+        with self._spare_lock:
+            if session is self.anchor:
+                self.anchor = None
+            elif session is self.spare:
+                self.spare = None
+            else:
+                return  # lent meanwhile
         if self._gone:
             return
         self._log.info("the device closed held NETCONF session %s; greeting another", session.session_id)
@@ -529,12 +546,8 @@ class SessionPool:
         while True:
             if self._gone:
                 raise DeviceDisconnectedError(device=self.device, reason="call-home connection closed")
-            ready = self.ready
-            if ready is not None and capabilities == ready.client_capabilities:
-                if ready is self.spare:
-                    self.spare = None
-                else:
-                    self.anchor = None  # a one-session device: the anchor is all there is
+            ready = self._take_ready(capabilities)
+            if ready is not None:
                 if ready.is_closed:
                     continue
                 return self._lend(ready)
@@ -570,6 +583,32 @@ class SessionPool:
                 raise
             return self._lend(session)
 
+    def _take_ready(self, capabilities: tuple[str, ...]) -> DeviceSession | None:
+        with self._spare_lock:
+            ready = self.ready
+            if ready is None or capabilities != ready.client_capabilities:
+                return None
+            if ready is self.spare:
+                self.spare = None
+            else:
+                self.anchor = None  # a one-session device: the anchor is all there is
+            return ready
+
+    def claim(self, capabilities: tuple[str, ...]) -> DeviceSession | None:
+        """The spare, if one is ready for ``capabilities``, taken from any
+        thread without the event loop; the caller runs :meth:`record_claimed` on the
+        loop before the session's first use.  ``None``: use :meth:`take`."""
+        with self._spare_lock:
+            ready = self.spare
+            if ready is None or ready.is_closed or capabilities != ready.client_capabilities or self._gone:
+                return None
+            self.spare = None
+            return ready
+
+    def record_claimed(self, session: DeviceSession) -> None:
+        """Record the lending of a :meth:`claim` ed session (on the loop)."""
+        self._lend(session)
+
     def _lend(self, session: DeviceSession) -> DeviceSession:
         self.lent += 1
         self.opened += 1
@@ -604,8 +643,9 @@ class SessionPool:
             self._log.warning(
                 "could not open another NETCONF session while one is open (%s): one session at a time from now on", exc
             )
-        if self.spare is not None and self.anchor is not None:  # cannot both stay open
-            self.spare.close()
+        spare = self.spare
+        if spare is not None and self.anchor is not None:  # cannot both stay open
+            spare.close()
 
     async def _open(self, capabilities: tuple[str, ...], timeout: float) -> DeviceSession:
         stream = await self._open_stream()
@@ -631,10 +671,12 @@ class SessionPool:
             if timer is not None:
                 timer.cancel()
         self._retry = self._replenish = None
-        for held in (self.anchor, self.spare):
+        with self._spare_lock:
+            held_now = (self.anchor, self.spare)
+            self.anchor = self.spare = None
+        for held in held_now:
             if held is not None:
                 held.close()
-        self.anchor = self.spare = None
         self._notify()
 
 

@@ -41,7 +41,7 @@ from ..identity.trust import InventoryTrust, Trust
 from ..loopwatch import LoopWatch
 from ..metrics import Metrics
 from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES, HELLO_SETTLE
-from ..protocol.session import DeviceSession, DeviceTraits, greet_local
+from ..protocol.session import DeviceSession, DeviceTraits, SessionPool, greet_local
 from ..status import BlockKind, RefusalReason
 from ..transports.contract import Acceptor, DeviceConnection
 from ..transports.listener import Listener
@@ -744,6 +744,22 @@ class AsyncCallHomeServer:
                 if not conn.is_closed or loop.time() >= deadline:
                     raise
                 last_error = exc  # that connection ended: the device's next one, within the wait
+
+    def claim_held_session(
+        self, device: str, *, capabilities: tuple[str, ...] = DEFAULT_CLIENT_CAPABILITIES
+    ) -> tuple[DeviceSession, Callable[[], None]] | None:
+        """The greeted session held ready for ``device``'s next caller,
+        taken from any thread without the loop, with what records its
+        lending (run it on the loop before the session's first use, e.g. as
+        :meth:`DeviceSession.lend_in_process_soon` does).  ``None`` when no
+        session is held ready (then :meth:`take_session`, which also reports
+        why)."""
+        conn = self.registry.current(device)
+        pool = conn.sessions if conn is not None else None
+        if not isinstance(pool, SessionPool):
+            return None
+        session = pool.claim(capabilities)
+        return None if session is None else (session, functools.partial(pool.record_claimed, session))
 
     async def lend_to_local(self, session: DeviceSession, local: socket.socket) -> None:
         """Lend ``session`` to a local NETCONF client on ``local``: replay the

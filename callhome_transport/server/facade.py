@@ -153,7 +153,15 @@ class CallHomeServer:
                 raise
             return session
 
-        session = self._engine.run(_take())
+        claimed = self._server.claim_held_session(device, capabilities=prepared.capabilities)
+        if claimed is None:
+            session = self._engine.run(_take())
+        else:  # held ready: no hop (the loop records it and starts the relay before our first message)
+            session, lent = claimed
+            try:
+                prepared.session.adopt_claimed(session, lent)
+            except BrokenPipeError as exc:  # the server stopped meanwhile
+                raise TransportError(f"NETCONF session with device {device} failed: {exc}", device=device) from exc
         try:
             return prepared.manager()
         except BaseException as exc:

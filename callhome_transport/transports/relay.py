@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -167,6 +168,11 @@ class InProcessEnd(asyncio.Transport):
             raise BrokenPipeError(f"the call-home server has stopped ({exc})") from None
 
 
+def _in_order(*callbacks: Callable[[], None]) -> None:
+    for callback in callbacks:
+        callback()
+
+
 class _DeviceToLocal:
     """The device-to-local half every relay shares: what the device sends
     before a local side is attached is kept (bounded), then written through;
@@ -201,6 +207,19 @@ class _DeviceToLocal:
         :class:`InProcessEnd`); run on the loop."""
         end = InProcessEnd(asyncio.get_running_loop(), cast(_DeviceSide, self), sink)
         cast(_DeviceSide, self).local_attached(end)
+        return end
+
+    def attach_in_process_soon(
+        self, sink: LocalSink, loop: asyncio.AbstractEventLoop, first: Callable[[], None]
+    ) -> InProcessEnd:
+        """:meth:`attach_in_process` from another thread (``loop`` is the
+        relay's), without waiting for the loop: ``first`` and the attaching
+        run there in one callback, before anything given to the returned end
+        (``call_soon_threadsafe`` keeps the order).  Raises
+        :class:`BrokenPipeError` when the loop has stopped."""
+        device = cast(_DeviceSide, self)
+        end = InProcessEnd(loop, device, sink)
+        end._call(_in_order, first, functools.partial(device.local_attached, end))
         return end
 
     def pause_writing(self) -> None:

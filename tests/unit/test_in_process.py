@@ -115,3 +115,34 @@ def test_after_close_nothing_reaches_the_session(engine: EventLoopThread) -> Non
     device.join(5)  # the device saw its session end
     assert not device.is_alive()
     assert session.is_closed
+
+
+def test_a_claimed_session_is_recorded_then_attached_on_the_loop_without_waiting_for_it(
+    engine: EventLoopThread,
+) -> None:
+    # a session held ready is claimed from the caller's thread (no hop to the
+    # loop): the lending is recorded and the relay started there, in that
+    # order, before the session's first message; nothing the device sent is lost
+    session, device = greeted(engine, Datastores(hostname="r1"))
+    stream = session.stream
+    assert isinstance(stream, TransportStream)
+    order: list[str] = []
+    prepared = PreparedManager(device="R1", timeout=10)
+    prepared.session.adopt_claimed(session, lambda: order.append(f"recorded, attached={stream.local is not None}"))
+    m = prepared.manager()
+    assert "<hostname>r1</hostname>" in m.get_config(source="running").xml
+    assert order == ["recorded, attached=False"] and stream.local is not None
+    m.close_session()
+    device.join(5)
+    assert not device.is_alive()
+
+
+def test_a_claimed_session_closed_unused_is_still_recorded_and_ended(engine: EventLoopThread) -> None:
+    session, device = greeted(engine, Datastores(hostname="r1"))
+    recorded = threading.Event()
+    prepared = PreparedManager(device="R1", timeout=10)
+    prepared.session.adopt_claimed(session, recorded.set)
+    prepared.session.close()
+    assert recorded.wait(5)
+    device.join(5)
+    assert not device.is_alive()  # the device saw the session end

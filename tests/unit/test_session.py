@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ import pytest
 
 from callhome_transport.errors import ClientHelloError, HelloTimeoutError, TransportError
 from callhome_transport.protocol.framing import EOM, Framing
-from callhome_transport.protocol.hello import BASE_10, BASE_11, HELLO_SETTLE, encode_hello
+from callhome_transport.protocol.hello import BASE_10, BASE_11, DEFAULT_CLIENT_CAPABILITIES, HELLO_SETTLE, encode_hello
 from callhome_transport.protocol.session import (
     DeviceSession,
     DeviceTraits,
@@ -202,6 +203,41 @@ async def test_the_next_session_is_greeted_soon_after_a_lending_or_a_return_not_
     assert device.opened == 3
     await until(lambda: device.opened == 4)
     taken.close()
+
+
+async def test_a_caller_thread_claims_the_spare_once_and_the_loop_records_it() -> None:
+    # CallHomeServer.netconf claims a held session from its own thread (no
+    # hop to the loop); two callers at once never get the same session
+    device = Device()
+    pool = device.pool(hold=True)
+    pool.start()
+    await until(lambda: pool.ready)
+    spare = pool.spare
+    assert pool.claim(("urn:example:other",)) is None  # greeted with other capabilities
+    start = threading.Barrier(4, timeout=10)  # the default executor runs at least 5 threads
+
+    def claim() -> DeviceSession | None:
+        start.wait()
+        return pool.claim(spare.client_capabilities if spare is not None else ())
+
+    claimed = [s for s in await asyncio.gather(*(asyncio.to_thread(claim) for _ in range(4))) if s is not None]
+    assert claimed == [spare] and pool.ready is None and pool.lent == 0
+    assert pool.claim(claimed[0].client_capabilities) is None
+    pool.record_claimed(claimed[0])  # on the loop, with the session's first message
+    assert pool.lent == 1
+    await until(lambda: device.opened == 3)  # the next spare, soon after
+    claimed[0].close()
+    await until(lambda: pool.lent == 0)
+
+
+async def test_nothing_to_claim_without_hold_or_from_a_closed_pool() -> None:
+    assert Device().pool(hold=False).claim(DEFAULT_CLIENT_CAPABILITIES) is None
+    device = Device()
+    pool = device.pool(hold=True)
+    pool.start()
+    await until(lambda: pool.ready)
+    device.closed = True
+    assert pool.claim(DEFAULT_CLIENT_CAPABILITIES) is None
 
 
 async def test_without_hold_each_take_greets_a_new_session() -> None:
