@@ -181,6 +181,19 @@ async def measure_idle(seconds: float, gc_watch: GcWatch) -> None:
 # -- bare asyncssh ----------------------------------------------------------------------------
 
 
+def one_session_each(path: Path) -> Any:
+    """The fleet's inventory with ``hold_session: never``: one NETCONF session
+    per device, as the C client opens, with no spare greeted for a next caller
+    (``auto`` keeps one on a device in use)."""
+    import yaml
+
+    from callhome_transport import Inventory
+
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("defaults", {})["hold_session"] = "never"
+    return Inventory.from_dict(data)
+
+
 def algorithms(args: argparse.Namespace, kind: Any = list) -> dict[str, Any]:
     """The ``--kex`` and ``--cipher`` choices as asyncssh / SSHClientConfig keywords."""
     chosen = {"kex_algs": args.kex, "encryption_algs": args.cipher}
@@ -256,7 +269,7 @@ async def run_bare(args: argparse.Namespace) -> None:
 
 
 async def run_server(args: argparse.Namespace) -> None:
-    from callhome_transport import AdmissionConfig, Inventory, SSHClientConfig
+    from callhome_transport import AdmissionConfig, SSHClientConfig
     from callhome_transport.server import AsyncCallHomeServer, DeviceConnected, RejectedAttempt
 
     gc_watch = GcWatch()
@@ -265,7 +278,7 @@ async def run_server(args: argparse.Namespace) -> None:
     tasks: set[asyncio.Task[None]] = set()
     loop = asyncio.get_running_loop()
     server = AsyncCallHomeServer(
-        Inventory.from_file(args.inventory),
+        one_session_each(args.inventory),
         listen_address="127.0.0.1",
         listen_port=args.port,
         ssh=SSHClientConfig(
@@ -309,14 +322,14 @@ async def run_server(args: argparse.Namespace) -> None:
 
 def run_server_managers(args: argparse.Namespace) -> None:
     """``server --level manager``: CallHomeServer and an ncclient Manager per device."""
-    from callhome_transport import AdmissionConfig, CallHomeServer, Inventory, SSHClientConfig
+    from callhome_transport import AdmissionConfig, CallHomeServer, SSHClientConfig
     from callhome_transport.server import DeviceConnected
 
     gc_watch = GcWatch()
     tally = Tally(args.count, gc_watch)
     held: list[Any] = []
     with CallHomeServer(
-        Inventory.from_file(args.inventory),
+        one_session_each(args.inventory),
         listen_address="127.0.0.1",
         listen_port=args.port,
         ssh=SSHClientConfig(handshake_timeout=120, keepalive_interval=args.keepalive, **algorithms(args, tuple)),

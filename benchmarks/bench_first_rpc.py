@@ -12,18 +12,23 @@ opens a new NETCONF session on the registered SSH connection, interleaved:
   at once (base:1.1 chunked), until the reply's end of chunks.
 
 ``--hold`` is every device's ``hold_session`` (default ``auto``, the
-inventory default: the libnetconf2 device is held, the simulated one is not;
-``always``: both keep a greeted session ready for the next caller, so ours
-skips the channel and the hello; ``never``: both open a session per caller).
-Before each trial the server is left to prepare the next held session, so
-that the two sides never share the loop with that work.
+inventory default: the libnetconf2 device is held from its call; the
+simulated one has a session greeted for the next caller while it is used,
+within ``hold_idle``; ``always``: both hold sessions from the call;
+``never``: both open a session per caller, which is also what the first
+caller after ``hold_idle`` without use gets under ``auto``).  A held
+session spares ours the channel and the hello; the device's own time always
+includes them.  Before each trial the server is left to prepare the next
+held session, so that the two sides never share the loop with that work.
 
-The goal (issue 16): ours <= 1.05x the device's own time.  Before issue 16
-the first RPC waited ``HELLO_SETTLE`` (100 ms, for yuma123 netconfd) on
-every device.  The libnetconf2 device drops its connection when the first
-session of a connection ends, so one session is held open for the whole run.
+The goal (issue 16): ours <= 1.05x the device's own time, judged at the
+default policy; the other policies print their ratios for the record.
+Before issue 16 the first RPC waited ``HELLO_SETTLE`` (100 ms, for yuma123
+netconfd) on every device.  The libnetconf2 device drops its connection
+when the first session of a connection ends, so one session is held open
+for the whole run.
 
-Run: ``.venv/bin/python benchmarks/bench_first_rpc.py [--trials 40] [--hold always]``.
+Run: ``.venv/bin/python benchmarks/bench_first_rpc.py [--trials 40] [--hold never]``.
 """
 
 from __future__ import annotations
@@ -174,8 +179,12 @@ def main() -> int:
         print(f"  the device's own (bare channel, hello + RPC): {spread(own, 1000, ' ms', 2)}")
         value = med(ours) / med(own)
         print(f"  ratio ours / device's own:                    {value:6.2f}")
-        goal(f"setup + first RPC / the device's own hello + RPC ({label})", f"{value:.2f}x", "<= 1.05x", value <= 1.05)
-    if "LN2" not in results:
+        if args.hold == "auto":
+            title = f"setup + first RPC / the device's own hello + RPC ({label})"
+            goal(title, f"{value:.2f}x", "<= 1.05x", value <= 1.05)
+        else:
+            print(f"  (the goal is judged at hold_session auto, the default; this is hold_session {args.hold})")
+    if "LN2" not in results and args.hold == "auto":
         goal(
             "setup + first RPC / the device's own hello + RPC (libnetconf2 device)", "-", "<= 1.05x", None, "no device"
         )

@@ -32,6 +32,7 @@ BENCHMARKS: list[tuple[str, list[str], int]] = [
     ("restconf", ["bench_restconf.py"], 300),
     ("gateway", ["bench_gateway.py"], 600),
     ("first-rpc", ["bench_first_rpc.py"], 300),
+    ("first-rpc-per-caller", ["bench_first_rpc.py", "--hold", "never"], 300),
     ("local-client", ["bench_local_client.py"], 300),
     ("idle-reconnects", ["bench_idle_reconnects.py", "--minutes", "5"], 600),
     ("storm-1000", ["bench_storm.py", "--devices", "1000"], 900),

@@ -7,6 +7,7 @@
     socket_mode: "0600"             # private by default
     deferral_timeout: 60            # a local client waits this long for its device to call
     hello_timeout: 30               # a device answers a NETCONF hello within this, a local client too
+    hold_idle: 60                   # hold_session auto: a session kept ready for a device used this recently (0: off)
     terminal: false                 # devices/<name>/terminal.sock: a shell on SSH devices (opt in)
     listen:
       addresses: null               # null = every address, IPv4 and IPv6; or a list
@@ -62,6 +63,7 @@ from typing import Any
 from ..addresses import NETCONF_CH_SSH_PORT, NETCONF_CH_TLS_PORT, RESTCONF_CH_TLS_PORT
 from ..errors import InventoryError
 from ..identity.inventory import Device, Inventory, Transport
+from ..protocol.session import WARM_IDLE
 from ..server.admission import AdmissionConfig, FailureKind, Penalties
 from ..transports.outbound_ssh import JUNOS_OUTBOUND_SSH_PORT, OutboundSSHConfig
 from ..transports.proxy import LISTENER_KINDS, ProxyProtocolConfig
@@ -81,6 +83,7 @@ _TOP = (
     "socket_mode",
     "deferral_timeout",
     "hello_timeout",
+    "hold_idle",
     "terminal",
     "listen",
     "tls",
@@ -109,6 +112,7 @@ class GatewayConfig:
     socket_mode: int = 0o600
     deferral_timeout: float = 60.0
     hello_timeout: float = 30.0
+    hold_idle: float = WARM_IDLE  # hold_session auto: a session kept ready for a device used this recently
     terminal: bool = False  # remote terminal endpoints (call-home draft), opt in
     listen_addresses: list[str] | None = None
     ssh_port: int | None = NETCONF_CH_SSH_PORT
@@ -410,6 +414,9 @@ class _Parser:
         hello_timeout = self.number(top.get("hello_timeout"), "hello_timeout", 30.0)
         if hello_timeout <= 0:
             raise self.fail("hello_timeout", "a number of seconds > 0")
+        hold_idle = self.number(top.get("hold_idle"), "hold_idle", WARM_IDLE)
+        if hold_idle < 0:
+            raise self.fail("hold_idle", "a number of seconds >= 0")
         outbound = self.section(top.get("outbound_ssh"), "outbound_ssh", ("preamble_timeout",))
         try:
             outbound_ssh = OutboundSSHConfig(
@@ -421,6 +428,7 @@ class _Parser:
         return GatewayConfig(
             source=self.path,
             hello_timeout=hello_timeout,
+            hold_idle=hold_idle,
             inventory_path=inventory,
             run_dir=run_dir,
             socket_mode=mode,

@@ -126,6 +126,7 @@ class Gateway:
             tls_strict_listen_port=c.tls_strict_port,
             admission=c.admission,
             hello_timeout=c.hello_timeout,
+            hold_idle=c.hold_idle,
             outbound_ssh_listen_port=c.outbound_ssh_port,
             outbound_ssh=c.outbound_ssh,
             proxy_protocol=c.proxy_protocol,

@@ -65,6 +65,7 @@ __all__ = [
     "LocalSink",
     "SessionPool",
     "SingleSession",
+    "WARM_IDLE",
     "exchange_hello",
     "greet_local",
 ]
@@ -84,6 +85,11 @@ _REFUSED_RETRY = 0.2  # a one-session device may not have closed the previous ch
 # that has just closed a session accepts a channel opened at that moment and
 # never greets it (its poll loop loses it while freeing the closed session).
 _REPLENISH_DELAY = 0.05
+# hold_session: auto on a device that needs no held session: after a caller
+# takes one, another is greeted and kept ready while the device was used
+# within this many seconds (the next caller skips the channel and the hello),
+# then closed.
+WARM_IDLE = 60.0
 
 
 @dataclasses.dataclass
@@ -396,7 +402,10 @@ class SessionPool:
     ends, so it is never lent (except on a one-session device, where it is
     the only session there is).  A second greeted session is kept *ready* and
     lent to the next caller; another is prepared in the background when it is
-    taken.  Without ``hold``, each :meth:`take` opens and greets a session.
+    taken.  Without ``hold``, each :meth:`take` opens and greets a session;
+    with ``warm`` (seconds) as well, a spare (never an anchor) is then kept
+    ready for the next caller while the connection was used within ``warm``
+    seconds, and closed once it was not.
 
     A device that refuses a second channel, or accepts one and never answers
     its hello while another session is open, is learned as
@@ -415,9 +424,11 @@ class SessionPool:
         hello_timeout: float,
         peer_address: PeerAddress | None,
         logger: ContextAdapter | logging.Logger = log,
+        warm: float = 0.0,
     ) -> None:
         self.device = device
         self.hold = hold
+        self.warm = warm
         self.claimed = False  # a pool is never taken whole (NetconfSessions)
         self.traits = traits
         self.hello_timeout = hello_timeout
@@ -433,6 +444,8 @@ class SessionPool:
         self._prep: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None  # preparing again after a failure waits for it
         self._replenish: asyncio.TimerHandle | None = None  # preparing after a lending waits for it
+        self._last_lent: float | None = None  # loop time
+        self._cool: asyncio.TimerHandle | None = None  # closes a warm spare unused for `warm` seconds
         self._failures = 0
         self._changed = asyncio.Event()
         self._closed = False
@@ -459,14 +472,24 @@ class SessionPool:
         """Greet the anchor and a spare (with ``hold``)."""
         self._ensure()
 
+    @property
+    def _warm_now(self) -> bool:
+        """Keeping a spare for a device in use (``warm``), not for ``hold``."""
+        last = self._last_lent
+        return not self.hold and last is not None and asyncio.get_running_loop().time() - last < self.warm
+
     def _ensure(self) -> None:
         if (
-            not self.hold
+            not (self.hold or self._warm_now)
             or self._gone
             or self._prep is not None
             or self._retry is not None
             or self._replenish is not None
         ):
+            return
+        if not self.hold:  # warm: a spare only, never the only session of a one-session device
+            if self.spare is None and not self.traits.one_at_a_time:
+                self._prep = asyncio.get_running_loop().create_task(self._prepare("spare"))
             return
         if self.traits.one_at_a_time:
             if self.anchor is None and self.spare is None and self.lent == 0:
@@ -484,6 +507,9 @@ class SessionPool:
             self._failed(exc, open_before)
         else:
             self._failures = 0
+            if not (self.hold or self._warm_now):  # warm, and the device went unused meanwhile
+                session.close()
+                return
             if role == "anchor":
                 self.anchor = session
             else:
@@ -502,6 +528,10 @@ class SessionPool:
             return
         if open_before and not self.traits.one_at_a_time:
             self._learn_one_at_a_time(exc)
+            return
+        if not self.hold:  # warm: the next caller opens its own session, and tries again after it
+            self._log.debug("cannot keep a NETCONF session ready: %s", exc)
+            self._last_lent = None
             return
         self._failures += 1
         delay = min(_RETRY_MAX, _RETRY_MIN * 2 ** (self._failures - 1))
@@ -522,6 +552,11 @@ class SessionPool:
             else:
                 return  # lent meanwhile
         if self._gone:
+            return
+        if not self.hold:  # warm: not greeted again until the next caller (the device may close idle sessions)
+            self._log.debug("the device closed NETCONF session %s, kept ready", session.session_id)
+            self._last_lent = None
+            self._notify()
             return
         self._log.info("the device closed held NETCONF session %s; greeting another", session.session_id)
         if time.monotonic() - session.greeted_at < _RETRY_MIN:
@@ -613,15 +648,36 @@ class SessionPool:
         self.lent += 1
         self.opened += 1
         session.stream.closed.add_done_callback(lambda _: self._returned())
+        if self.warm and not self.hold:
+            loop = asyncio.get_running_loop()
+            self._last_lent = loop.time()
+            if self._cool is None:
+                self._cool = loop.call_later(self.warm, self._cool_down)
         self._replenish_soon()  # the next one, in the background
         return session
+
+    def _cool_down(self) -> None:
+        """``warm``: close the spare once the device went unused that long."""
+        self._cool = None
+        last = self._last_lent
+        if last is None or self._gone:
+            return
+        idle = asyncio.get_running_loop().time() - last
+        if idle < self.warm:
+            self._cool = asyncio.get_running_loop().call_later(self.warm - idle, self._cool_down)
+            return
+        with self._spare_lock:
+            spare, self.spare = self.spare, None
+        if spare is not None:
+            self._log.debug("closing NETCONF session %s kept ready: unused for %g s", spare.session_id, idle)
+            spare.close()
 
     def _replenish_soon(self) -> None:
         """Greet the next session :data:`_REPLENISH_DELAY` from now."""
         if self._replenish is not None:
             self._replenish.cancel()
             self._replenish = None
-        if self.hold and not self._gone:
+        if (self.hold or self._warm_now) and not self._gone:
             self._replenish = asyncio.get_running_loop().call_later(_REPLENISH_DELAY, self._replenish_now)
 
     def _replenish_now(self) -> None:
@@ -667,10 +723,10 @@ class SessionPool:
         self._closed = True
         if self._prep is not None:
             self._prep.cancel()
-        for timer in (self._retry, self._replenish):
+        for timer in (self._retry, self._replenish, self._cool):
             if timer is not None:
                 timer.cancel()
-        self._retry = self._replenish = None
+        self._retry = self._replenish = self._cool = None
         with self._spare_lock:
             held_now = (self.anchor, self.spare)
             self.anchor = self.spare = None

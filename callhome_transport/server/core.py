@@ -41,7 +41,7 @@ from ..identity.trust import InventoryTrust, Trust
 from ..loopwatch import LoopWatch
 from ..metrics import Metrics
 from ..protocol.hello import DEFAULT_CLIENT_CAPABILITIES, HELLO_SETTLE
-from ..protocol.session import DeviceSession, DeviceTraits, SessionPool, greet_local
+from ..protocol.session import WARM_IDLE, DeviceSession, DeviceTraits, SessionPool, greet_local
 from ..status import BlockKind, RefusalReason
 from ..transports.contract import Acceptor, DeviceConnection
 from ..transports.listener import Listener
@@ -154,7 +154,9 @@ class AsyncCallHomeServer:
     Every NETCONF session it hands out has had its hello exchange done by the
     server (bounded by ``hello_timeout``); for devices whose ``hold_session``
     policy says so, one such session is kept ready per device
-    (:mod:`callhome_transport.protocol.session`).
+    (:mod:`callhome_transport.protocol.session`).  Under ``hold_session:
+    auto``, a device that needs none held has one kept ready for its next
+    caller while it was used within ``hold_idle`` seconds (0: never).
 
     Each listener has one acceptor (:mod:`callhome_transport.server.acceptors`);
     every accepted connection takes the same path (admission, the device's
@@ -185,6 +187,7 @@ class AsyncCallHomeServer:
         restconf_direct: bool = True,
         rejected_history: int = 256,
         hello_timeout: float = 30.0,
+        hold_idle: float = WARM_IDLE,
         outbound_ssh_listen_port: int | None = JUNOS_OUTBOUND_SSH_PORT,
         outbound_ssh: OutboundSSHConfig | None = None,
         proxy_protocol: ProxyProtocolConfig | None = None,
@@ -193,8 +196,11 @@ class AsyncCallHomeServer:
     ) -> None:
         if hello_timeout <= 0:
             raise ValueError(f"hello_timeout must be > 0, not {hello_timeout}")
+        if hold_idle < 0:
+            raise ValueError(f"hold_idle must be >= 0, not {hold_idle}")
         self.inventory = inventory
         self.hello_timeout = hello_timeout
+        self.hold_idle = hold_idle
         self._traits: dict[str, DeviceTraits] = {}  # what each device taught us, across its calls
         self._lending: set[asyncio.Task[None]] = set()
         self.proxy_protocol = proxy_protocol
@@ -548,8 +554,12 @@ class AsyncCallHomeServer:
             self._ended_early(pending, pending.ended, acceptor.kind)
             return
         try:
+            hold = self._hold(conn)
             await conn.start_sessions(
-                hold=self._hold(conn), hello_timeout=self.hello_timeout, traits=self.traits(conn.device)
+                hold=hold,
+                hello_timeout=self.hello_timeout,
+                traits=self.traits(conn.device),
+                warm=self._warm(conn, hold),
             )
         except (OSError, CallHomeError) as exc:
             conn.log.warning("cannot start the NETCONF session: %s", exc)
@@ -590,6 +600,13 @@ class AsyncCallHomeServer:
         if policy is not HoldPolicy.AUTO:
             return policy is HoldPolicy.ALWAYS
         return conn.holds_by_default(self.traits(conn.device))
+
+    def _warm(self, conn: DeviceConnection, hold: bool) -> float:
+        """How long a spare session stays ready after ``conn``'s device was
+        last used (``hold_session: auto`` where nothing is held): seconds."""
+        device = self.inventory.get(conn.device)
+        policy = device.hold_session if device is not None else HoldPolicy.AUTO
+        return self.hold_idle if policy is HoldPolicy.AUTO and not hold else 0.0
 
     def session_held(self, device: str) -> bool:
         """Whether a greeted NETCONF session is ready for ``device``'s next caller."""

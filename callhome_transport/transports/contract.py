@@ -88,9 +88,13 @@ class DeviceConnection(Protocol):
 
     async def wait_closed(self) -> str: ...
 
-    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
-        """Give the connection its NETCONF sessions (greeted now with ``hold``);
-        raises :class:`TransportError` if it cannot carry one."""
+    async def start_sessions(
+        self, *, hold: bool, hello_timeout: float, traits: DeviceTraits, warm: float = 0.0
+    ) -> None:
+        """Give the connection its NETCONF sessions (greeted now with ``hold``;
+        with ``warm``, one kept ready while the device was used within that
+        many seconds, where sessions are opened per caller); raises
+        :class:`TransportError` if it cannot carry one."""
         ...
 
     def holds_by_default(self, traits: DeviceTraits) -> bool:
@@ -207,7 +211,9 @@ class ConnectionBase:
             return True
         return not (self.sessions.claimed if self.sessions is not None else self.claimed)
 
-    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+    async def start_sessions(
+        self, *, hold: bool, hello_timeout: float, traits: DeviceTraits, warm: float = 0.0
+    ) -> None:
         return None  # no NETCONF session (RESTCONF)
 
     def _one_session(self, stream: DeviceStream, hold: bool, hello_timeout: float) -> None:

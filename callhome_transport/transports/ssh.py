@@ -433,7 +433,9 @@ class SSHDeviceConnection(ConnectionBase):
             level = logging.WARNING if self._client.lost_abnormally else logging.INFO
             self.log.log(level, "connection closed: %s", reason)
 
-    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+    async def start_sessions(
+        self, *, hold: bool, hello_timeout: float, traits: DeviceTraits, warm: float = 0.0
+    ) -> None:
         self.sessions = SessionPool(
             device=self.device,
             open_stream=self.open_channel,
@@ -443,6 +445,7 @@ class SSHDeviceConnection(ConnectionBase):
             hello_timeout=hello_timeout,
             peer_address=self.peer_address,
             logger=self.log,
+            warm=warm,
         )
         self.sessions.start()
 

@@ -153,7 +153,9 @@ class TLSDeviceConnection(ConnectionBase):
         if not self.claimed:
             self.log.info("connection closed before use: %s", fut.result())
 
-    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+    async def start_sessions(
+        self, *, hold: bool, hello_timeout: float, traits: DeviceTraits, warm: float = 0.0
+    ) -> None:
         if self.transport is Transport.RESTCONF:
             return  # HTTP, relayed whole
         self._one_session(self.stream, hold, hello_timeout)

@@ -169,7 +169,9 @@ class StrictTLSConnection(ConnectionBase):
     def facts(self) -> dict[str, Any]:
         return {**self.identified.facts(), "heartbeat_negotiated": self.heartbeat_negotiated}
 
-    async def start_sessions(self, *, hold: bool, hello_timeout: float, traits: DeviceTraits) -> None:
+    async def start_sessions(
+        self, *, hold: bool, hello_timeout: float, traits: DeviceTraits, warm: float = 0.0
+    ) -> None:
         """tlslite-ng pumps the session to a socket in its own threads: the
         session reads the other end of that socket."""
         try:

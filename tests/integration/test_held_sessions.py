@@ -71,6 +71,48 @@ def test_held_session_is_lent_with_its_hello_and_replaced(netconfd: NetconfdDevi
             assert "held-ops" in groups(first)  # two sessions at once, both answered
 
 
+def test_auto_keeps_a_session_ready_while_the_device_is_used(
+    netconfd: NetconfdDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    """hold_session: auto on a device that needs nothing held (OpenSSH +
+    netconfd): nothing is greeted before the first caller; while the device
+    is used, the next caller gets a session greeted in the background; one
+    unused for hold_idle seconds is closed on the device."""
+    inventory = Inventory.from_dict({"devices": {"SN-0001": netconfd.inventory_entry()}})
+    with (
+        caplog.at_level(logging.DEBUG, logger="callhome_transport"),
+        CallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0, hold_idle=1.5) as server,
+        ReverseRelay(listener_port=server.listen_port, device_port=netconfd.ssh_port),
+    ):
+        server.wait_for("SN-0001", timeout=15)
+        time.sleep(0.3)
+        assert not server.session_held("SN-0001")  # nothing before the first caller
+        with server.netconf("SN-0001", timeout=15, rpc_timeout=10) as first:
+            wait_until(lambda: server.session_held("SN-0001"))  # greeted for the next caller
+            assert len(sessions_on_device(first)) == 2  # this one and the one kept ready
+            with server.netconf("SN-0001", timeout=15, rpc_timeout=10) as second:
+                assert second.session_id != first.session_id
+                assert isinstance(groups(second), list)
+        wait_until(lambda: not server.session_held("SN-0001"), timeout=10)  # unused for 1.5 s: closed
+        closed = [r.getMessage() for r in caplog.records if "kept ready: unused for" in r.getMessage()]
+        assert len(closed) == 1, closed
+        closed_id = closed[0].split("closing NETCONF session ")[1].split()[0]
+        with server.netconf("SN-0001", timeout=15, rpc_timeout=10) as third:
+            assert closed_id not in sessions_on_device(third)  # the device freed it too
+            assert third.session_id != closed_id
+
+
+def sessions_on_device(m: object) -> list[str]:
+    """The ids of the NETCONF sessions netconfd has open (ietf-netconf-monitoring)."""
+    xml = m.get(filter=("subtree", SESSIONS_FILTER)).xml  # type: ignore[attr-defined]
+    return [part.split("</session-id>")[0] for part in xml.split("<session-id>")[1:]]
+
+
+SESSIONS_FILTER = (
+    '<netconf-state xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"><sessions/></netconf-state>'
+)
+
+
 def test_gateway_replays_the_hello_and_refuses_a_client_that_cannot_use_the_framing(
     tmp_path: Path, netconfd: NetconfdDevice
 ) -> None:

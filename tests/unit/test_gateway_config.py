@@ -154,3 +154,11 @@ def test_ssh_keepalive_jitter_defaults_on_and_is_checked(tmp_path: Path) -> None
     assert (ssh.keepalive_interval, ssh.keepalive_jitter) == (20.0, 0.25)
     with pytest.raises(InventoryError, match="keepalive_jitter must be between 0 and 1"):
         GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nssh: {keepalive_jitter: 2}\n"))
+
+
+def test_hold_idle_defaults_to_a_minute_and_is_checked(tmp_path: Path) -> None:
+    assert GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\n")).hold_idle == 60.0
+    assert GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nhold_idle: 0\n")).hold_idle == 0
+    with pytest.raises(InventoryError) as info:
+        GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nhold_idle: -1\n"))
+    assert info.value.key_path == "hold_idle"

@@ -78,8 +78,11 @@ class Device:
         self.streams.append(stream)
         return stream
 
-    def pool(self, *, hold: bool, traits: DeviceTraits | None = None, hello_timeout: float = 0.2) -> SessionPool:
+    def pool(
+        self, *, hold: bool, traits: DeviceTraits | None = None, hello_timeout: float = 0.2, warm: float = 0.0
+    ) -> SessionPool:
         return SessionPool(
+            warm=warm,
             device="SN-1",
             open_stream=self.open,
             is_closed=lambda: self.closed,
@@ -248,6 +251,60 @@ async def test_without_hold_each_take_greets_a_new_session() -> None:
     assert pool.ready is None and pool.anchor is None and device.opened == 0
     session = await pool.take(1)
     assert session.session_id == "1" and device.opened == 1
+
+
+async def test_warm_keeps_a_spare_while_the_device_is_used_then_closes_it() -> None:
+    # hold_session: auto on a device that needs nothing held: the next caller
+    # gets a greeted session (no channel, no hello) while the device is in use
+    device = Device()
+    pool = device.pool(hold=False, warm=0.4)
+    pool.start()
+    await settle()
+    assert device.opened == 0  # nothing before the first caller
+    first = await pool.take(1)
+    assert first.session_id == "1"
+    await until(lambda: pool.ready)
+    assert pool.anchor is None and pool.ready is not None and pool.ready.session_id == "2"
+    second = await pool.take(1)
+    assert second.session_id == "2" and device.opened == 2  # taken, not opened
+    await until(lambda: device.opened == 3)  # the next spare
+    first.close()
+    second.close()
+    await until(lambda: pool.lent == 0)
+    spare = pool.ready
+    assert spare is not None
+    await asyncio.sleep(0.6)  # unused for longer than warm
+    assert pool.ready is None and spare.is_closed and device.opened == 3
+    third = await pool.take(1)  # the device is in use again
+    assert third.session_id == "4"
+    await until(lambda: pool.ready)
+    pool.close()
+
+
+async def test_warm_spare_closed_by_the_device_is_not_greeted_again_until_the_next_caller() -> None:
+    device = Device()
+    pool = device.pool(hold=False, warm=30)
+    await pool.take(1)
+    await until(lambda: pool.ready)
+    spare = pool.ready
+    assert spare is not None
+    spare.close()  # e.g. the device's idle timeout
+    await until(lambda: pool.ready is None)
+    await asyncio.sleep(0.2)
+    assert device.opened == 2
+    await pool.take(1)
+    await until(lambda: device.opened == 3)
+    pool.close()
+
+
+async def test_warm_never_holds_the_only_session_of_a_one_session_device() -> None:
+    device = Device()
+    pool = device.pool(hold=False, warm=30, traits=DeviceTraits(one_at_a_time=True))
+    session = await pool.take(1)
+    session.close()
+    await until(lambda: pool.lent == 0)
+    await asyncio.sleep(0.2)
+    assert device.opened == 1 and pool.ready is None
 
 
 async def test_first_session_never_answered_is_an_error_not_a_lesson() -> None:
