@@ -15,6 +15,8 @@ it answers.  Nothing here owns a socket, a clock or a thread.
 
 from __future__ import annotations
 
+import functools
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,6 +114,18 @@ class Hello:
 
 def encode_hello(capabilities: Iterable[str], session_id: str | None = None) -> bytes:
     """A ``<hello>`` message with end-of-message framing (RFC 6242 s4.1)."""
+    if session_id is None:
+        return _client_hello(tuple(capabilities))
+    return _encode_hello(capabilities, session_id)
+
+
+@functools.lru_cache(maxsize=32)
+def _client_hello(capabilities: tuple[str, ...]) -> bytes:
+    """Ours: the same few capability lists for every session."""
+    return _encode_hello(capabilities, None)
+
+
+def _encode_hello(capabilities: Iterable[str], session_id: str | None) -> bytes:
     caps = "".join(f"<capability>{escape(c)}</capability>" for c in capabilities)
     sid = f"<session-id>{escape(session_id)}</session-id>" if session_id is not None else ""
     text = f'<?xml version="1.0" encoding="UTF-8"?><hello xmlns="{NETCONF_NS}"><capabilities>{caps}</capabilities>'
@@ -126,9 +140,55 @@ def _local(tag: str) -> tuple[str, str]:
     return "", tag
 
 
+# Devices of one model send the same hello but for its session-id, and a
+# client the same hello every time: a hello parsed before is recognised by its
+# bytes with the session-id's digits left out.
+_SESSION_ID = re.compile(rb"<session-id>([0-9]{1,10})</session-id>")
+_PARSED_MAX = 256
+_PARSED_BYTES_MAX = 16 * 1024 * 1024  # of hellos kept as keys, all together
+_parsed: dict[bytes, tuple[str, ...]] = {}
+_parsed_bytes = 0
+
+
 def parse_hello(message: bytes) -> Hello:
     """Parse one ``<hello>`` message (without its ``]]>]]>``).  Raises
-    :class:`HelloError`."""
+    :class:`HelloError`.
+
+    A hello whose bytes, but for the digits of its one ``<session-id>``, were
+    parsed before is not parsed again (a few KiB of XML per session on a
+    fleet of one model)."""
+    key, session_id = _recognisable(message)
+    capabilities = _parsed.get(key) if key is not None else None
+    if capabilities is not None:
+        return Hello(capabilities=capabilities, session_id=session_id)
+    hello = _parse_hello(message)
+    global _parsed_bytes
+    if (
+        key is not None
+        and hello.session_id == session_id  # the one <session-id> there is, the one parsing found
+        and len(_parsed) < _PARSED_MAX
+        and _parsed_bytes + len(key) <= _PARSED_BYTES_MAX
+    ):
+        _parsed[key] = hello.capabilities
+        _parsed_bytes += len(key)
+    return hello
+
+
+def _recognisable(message: bytes) -> tuple[bytes | None, str | None]:
+    """The key of ``message`` in the parsed hellos and its session-id, or
+    ``(None, None)`` when its session-id is not one plain number."""
+    count = message.count(b"session-id>")
+    if count == 0:
+        return message, None  # a client's hello
+    if count != 2:  # one element, opened and closed
+        return None, None
+    found = _SESSION_ID.search(message)
+    if found is None:
+        return None, None
+    return message[: found.start(1)] + message[found.end(1) :], found.group(1).decode()
+
+
+def _parse_hello(message: bytes) -> Hello:
     if len(message) > MAX_HELLO_SIZE:
         raise HelloError(f"hello of {len(message)} bytes exceeds {MAX_HELLO_SIZE}")
     if b"<!DOCTYPE" in message or b"<!ENTITY" in message:

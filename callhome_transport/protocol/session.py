@@ -311,7 +311,8 @@ async def exchange_hello(
     stream.write_to_device(encode_hello(capabilities))
     sent_at = time.monotonic()
     try:
-        message = await asyncio.wait_for(stream.early.read_hello(), timeout)
+        async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+            message = await stream.early.read_hello()
         hello = parse_hello(message)
     except TimeoutError:
         stream.close()

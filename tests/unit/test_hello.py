@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ncclient import manager
 
+from callhome_transport.protocol import hello as hello_module
 from callhome_transport.protocol.framing import EOM, Framing
 from callhome_transport.protocol.hello import (
     BASE_10,
@@ -51,6 +52,31 @@ def test_parse_accepts_a_prefixed_namespace_and_whitespace() -> None:
         b"  </nc:capabilities>\n  <nc:session-id> 7 </nc:session-id>\n</nc:hello>\n"
     )
     assert parse_hello(raw) == Hello(capabilities=(BASE_11,), session_id="7")
+
+
+def test_a_hello_seen_before_but_for_its_session_id_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # devices of one model send the same hello; each session-id is still its own
+    first = parse_hello(LIBNETCONF2_STYLE.replace(b">42<", b">9001<"))
+    parsed: list[bytes] = []
+    monkeypatch.setattr(hello_module, "_parse_hello", lambda raw: parsed.append(raw) or first)
+    again = parse_hello(LIBNETCONF2_STYLE.replace(b">42<", b">9002<"))
+    assert parsed == [] and again == Hello(capabilities=first.capabilities, session_id="9002")
+    assert again.capabilities is first.capabilities
+
+
+def test_only_a_plain_session_id_element_makes_a_hello_recognisable() -> None:
+    # the one <session-id> must be the one parsing finds: not one inside CDATA
+    cdata = (
+        b'<hello xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><capabilities>'
+        b"<capability><![CDATA[urn:x:<session-id>5</session-id>]]></capability></capabilities></hello>"
+    )
+    for _ in range(2):
+        assert parse_hello(cdata) == Hello(capabilities=("urn:x:<session-id>5</session-id>",), session_id=None)
+    prefixed = LIBNETCONF2_STYLE.replace(b"session-id", b"nc:session-id").replace(
+        b"<hello ", b'<hello xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" '
+    )
+    for sid in (b"1", b"2"):
+        assert parse_hello(prefixed.replace(b">42<", b">" + sid + b"<")).session_id == sid.decode()
 
 
 @pytest.mark.parametrize(
