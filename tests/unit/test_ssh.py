@@ -258,8 +258,12 @@ def test_a_spread_keepalive_is_sent_answered_and_then_every_interval(monkeypatch
         try:
             first = conn.conn._keepalive_timer.when() - loop.time()  # type: ignore[attr-defined]
             deadline = loop.time() + 10
-            # the reply re-arms the timer from its arrival, a whole interval later
+            # sending re-arms the timer a whole interval later and counts the
+            # keepalive unanswered until its reply arrives (which re-arms it again)
             while conn.conn._keepalive_timer.when() - loop.time() < 30:  # type: ignore[attr-defined]
+                assert loop.time() < deadline, "no keepalive sent"
+                await asyncio.sleep(0.02)
+            while conn.conn._keepalive_count:  # type: ignore[attr-defined]
                 assert loop.time() < deadline, "no keepalive reply"
                 await asyncio.sleep(0.02)
             return first, conn.conn._keepalive_timer.when() - loop.time(), conn.conn._keepalive_count  # type: ignore[attr-defined]
