@@ -415,7 +415,7 @@ class _Parser:
         if hello_timeout <= 0:
             raise self.fail("hello_timeout", "a number of seconds > 0")
         hold_idle = self.number(top.get("hold_idle"), "hold_idle", WARM_IDLE)
-        if hold_idle < 0:
+        if not hold_idle >= 0:  # number() refuses negative numbers, not NaN
             raise self.fail("hold_idle", "a number of seconds >= 0")
         outbound = self.section(top.get("outbound_ssh"), "outbound_ssh", ("preamble_timeout",))
         try:

@@ -278,7 +278,8 @@ class StreamSession(Session):  # type: ignore[misc]  # ncclient is untyped
         session claimed without the loop: ``first``, then the relay's start,
         run there before our first message."""
         self._adopted(session.hello, session.framing, session.hello_sent_at)
-        self._end = session.lend_in_process_soon(self, first)
+        self._end = end = session.in_process_end(self)  # set before the loop can end the session
+        end.attach_soon(first)
 
     def _adopted(self, hello: Hello, framing: Framing, hello_sent_at: float) -> None:
         self._connected = True

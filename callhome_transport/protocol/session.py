@@ -163,6 +163,11 @@ class LocalSink(Protocol):
 class LocalEnd(Protocol):
     """What an in-process local side uses to talk back (from any thread)."""
 
+    def attach_soon(self, first: Callable[[], None]) -> None:
+        """Start relaying (an end made from another thread): ``first``, then
+        the attaching, on the loop, before anything given afterwards."""
+        ...
+
     def give(self, data: bytes) -> None:
         """Send ``data`` to the device; :class:`BrokenPipeError` once ended."""
         ...
@@ -199,11 +204,9 @@ class DeviceStream(Protocol):
         starting with what :attr:`early` still holds; on the loop."""
         ...
 
-    def attach_in_process_soon(
-        self, sink: LocalSink, loop: asyncio.AbstractEventLoop, first: Callable[[], None]
-    ) -> LocalEnd:
-        """:meth:`attach_in_process` from another thread; ``first`` runs on
-        the loop before the attaching."""
+    def in_process_end(self, sink: LocalSink, loop: asyncio.AbstractEventLoop) -> LocalEnd:
+        """:meth:`attach_in_process` from another thread: the end, attached
+        by its :meth:`LocalEnd.attach_soon`."""
         ...
 
     def close(self) -> None: ...
@@ -283,11 +286,10 @@ class DeviceSession:
         does); on the loop."""
         return self.stream.attach_in_process(sink)
 
-    def lend_in_process_soon(self, sink: LocalSink, first: Callable[[], None]) -> LocalEnd:
-        """:meth:`lend_in_process` from another thread, without waiting for
-        the loop: ``first``, then the relay's start, run there before anything
-        given to the returned end."""
-        return self.stream.attach_in_process_soon(sink, self.stream.closed.get_loop(), first)
+    def in_process_end(self, sink: LocalSink) -> LocalEnd:
+        """:meth:`lend_in_process` from another thread, in two steps: the end
+        for ``sink``, then its :meth:`LocalEnd.attach_soon`."""
+        return self.stream.in_process_end(sink, self.stream.closed.get_loop())
 
     def close(self) -> None:
         self.stream.close()
@@ -445,7 +447,7 @@ class SessionPool:
         self._prep: asyncio.Task[None] | None = None
         self._retry: asyncio.TimerHandle | None = None  # preparing again after a failure waits for it
         self._replenish: asyncio.TimerHandle | None = None  # preparing after a lending waits for it
-        self._last_lent: float | None = None  # loop time
+        self._last_used: float | None = None  # loop time a session was last lent or returned (warm)
         self._cool: asyncio.TimerHandle | None = None  # closes a warm spare unused for `warm` seconds
         self._failures = 0
         self._changed = asyncio.Event()
@@ -475,9 +477,12 @@ class SessionPool:
 
     @property
     def _warm_now(self) -> bool:
-        """Keeping a spare for a device in use (``warm``), not for ``hold``."""
-        last = self._last_lent
-        return not self.hold and last is not None and asyncio.get_running_loop().time() - last < self.warm
+        """Keeping a spare for a device in use (``warm``), not for ``hold``:
+        a session is lent, or one was lent or returned within ``warm``."""
+        if self.hold or not self.warm:
+            return False
+        last = self._last_used
+        return self.lent > 0 or (last is not None and asyncio.get_running_loop().time() - last < self.warm)
 
     def _ensure(self) -> None:
         if (
@@ -527,12 +532,15 @@ class SessionPool:
         self.last_error = exc
         if self._gone:
             return
+        if not self.hold:
+            # warm: a session greeted ahead of a caller teaches nothing about
+            # the device (a session limit, a slow hello): callers open their own
+            # sessions on this connection from now on
+            self._log.info("cannot keep a NETCONF session ready (%s): sessions opened per caller on this call", exc)
+            self.warm = 0.0
+            return
         if open_before and not self.traits.one_at_a_time:
             self._learn_one_at_a_time(exc)
-            return
-        if not self.hold:  # warm: the next caller opens its own session, and tries again after it
-            self._log.debug("cannot keep a NETCONF session ready: %s", exc)
-            self._last_lent = None
             return
         self._failures += 1
         delay = min(_RETRY_MAX, _RETRY_MIN * 2 ** (self._failures - 1))
@@ -556,7 +564,7 @@ class SessionPool:
             return
         if not self.hold:  # warm: not greeted again until the next caller (the device may close idle sessions)
             self._log.debug("the device closed NETCONF session %s, kept ready", session.session_id)
-            self._last_lent = None
+            self._last_used = None
             self._notify()
             return
         self._log.info("the device closed held NETCONF session %s; greeting another", session.session_id)
@@ -589,7 +597,8 @@ class SessionPool:
                 return self._lend(ready)
             remaining = deadline - loop.time()
             busy = self.traits.one_at_a_time and (self.lent > 0 or self.anchor is not None)
-            preparing = self._prep is not None and capabilities == DEFAULT_CLIENT_CAPABILITIES
+            # (warm: a session greeted ahead of time may never answer; open one's own)
+            preparing = self.hold and self._prep is not None and capabilities == DEFAULT_CLIENT_CAPABILITIES
             if busy or preparing:
                 # a one-session device: queue until the open session ends;
                 # a session being greeted for the next caller: take it
@@ -649,23 +658,28 @@ class SessionPool:
         self.lent += 1
         self.opened += 1
         session.stream.closed.add_done_callback(lambda _: self._returned())
-        if self.warm and not self.hold:
-            loop = asyncio.get_running_loop()
-            self._last_lent = loop.time()
-            if self._cool is None:
-                self._cool = loop.call_later(self.warm, self._cool_down)
+        self._used()
         self._replenish_soon()  # the next one, in the background
         return session
 
+    def _used(self) -> None:
+        """``warm``: a session was lent or returned just now."""
+        if self.warm and not self.hold and not self._gone:
+            loop = asyncio.get_running_loop()
+            self._last_used = loop.time()
+            if self._cool is None:
+                self._cool = loop.call_later(self.warm, self._cool_down)
+
     def _cool_down(self) -> None:
-        """``warm``: close the spare once the device went unused that long."""
+        """``warm``: close the spare once no session was lent for that long."""
         self._cool = None
-        last = self._last_lent
+        last = self._last_used
         if last is None or self._gone:
             return
-        idle = asyncio.get_running_loop().time() - last
-        if idle < self.warm:
-            self._cool = asyncio.get_running_loop().call_later(self.warm - idle, self._cool_down)
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - last
+        if self.warm and (self.lent > 0 or idle < self.warm):  # in use
+            self._cool = loop.call_later(self.warm if self.lent > 0 else self.warm - idle, self._cool_down)
             return
         with self._spare_lock:
             spare, self.spare = self.spare, None
@@ -689,6 +703,7 @@ class SessionPool:
 
     def _returned(self) -> None:
         self.lent -= 1
+        self._used()
         self._replenish_soon()
         self._notify()
 
@@ -700,9 +715,11 @@ class SessionPool:
             self._log.warning(
                 "could not open another NETCONF session while one is open (%s): one session at a time from now on", exc
             )
-        spare = self.spare
-        if spare is not None and self.anchor is not None:  # cannot both stay open
-            spare.close()
+        if self.anchor is not None:  # anchor and spare cannot both stay open
+            with self._spare_lock:
+                spare, self.spare = self.spare, None
+            if spare is not None:
+                spare.close()
 
     async def _open(self, capabilities: tuple[str, ...], timeout: float) -> DeviceSession:
         stream = await self._open_stream()

@@ -196,8 +196,8 @@ class AsyncCallHomeServer:
     ) -> None:
         if hello_timeout <= 0:
             raise ValueError(f"hello_timeout must be > 0, not {hello_timeout}")
-        if hold_idle < 0:
-            raise ValueError(f"hold_idle must be >= 0, not {hold_idle}")
+        if not hold_idle >= 0:  # NaN too
+            raise ValueError(f"hold_idle must be a number of seconds >= 0, not {hold_idle}")
         self.inventory = inventory
         self.hello_timeout = hello_timeout
         self.hold_idle = hold_idle

@@ -7,6 +7,7 @@ so the two cannot drift apart."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Mapping
@@ -160,8 +161,13 @@ class CallHomeServer:
             session, lent = claimed
             try:
                 prepared.session.adopt_claimed(session, lent)
-            except BrokenPipeError as exc:  # the server stopped meanwhile
-                raise TransportError(f"NETCONF session with device {device} failed: {exc}", device=device) from exc
+            except BaseException as exc:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: everything is
+                    self._engine.loop.call_soon_threadsafe(session.close)
+                if isinstance(exc, BrokenPipeError):  # the server stopped meanwhile
+                    message = f"NETCONF session with device {device} failed: {exc}"
+                    raise TransportError(message, device=device) from exc
+                raise
         try:
             return prepared.manager()
         except BaseException as exc:

@@ -137,6 +137,14 @@ class InProcessEnd(asyncio.Transport):
 
     # -- the session's side (any thread) ---------------------------------------------------
 
+    def attach_soon(self, first: Callable[[], None]) -> None:
+        """Attach this end (made by ``in_process_end``, from another thread)
+        without waiting for the loop: ``first``, then the attaching, run there
+        in one callback, before anything given to this end afterwards
+        (``call_soon_threadsafe`` keeps the order).  Raises
+        :class:`BrokenPipeError` when the loop has stopped."""
+        self._call(_in_order, first, functools.partial(self._device.local_attached, self))
+
     def give(self, data: bytes) -> None:
         """Hand ``data`` to the device side; :class:`BrokenPipeError` once
         either side has ended."""
@@ -168,9 +176,11 @@ class InProcessEnd(asyncio.Transport):
             raise BrokenPipeError(f"the call-home server has stopped ({exc})") from None
 
 
-def _in_order(*callbacks: Callable[[], None]) -> None:
-    for callback in callbacks:
-        callback()
+def _in_order(first: Callable[[], None], then: Callable[[], None]) -> None:
+    try:
+        first()
+    finally:
+        then()
 
 
 class _DeviceToLocal:
@@ -209,18 +219,10 @@ class _DeviceToLocal:
         cast(_DeviceSide, self).local_attached(end)
         return end
 
-    def attach_in_process_soon(
-        self, sink: LocalSink, loop: asyncio.AbstractEventLoop, first: Callable[[], None]
-    ) -> InProcessEnd:
-        """:meth:`attach_in_process` from another thread (``loop`` is the
-        relay's), without waiting for the loop: ``first`` and the attaching
-        run there in one callback, before anything given to the returned end
-        (``call_soon_threadsafe`` keeps the order).  Raises
-        :class:`BrokenPipeError` when the loop has stopped."""
-        device = cast(_DeviceSide, self)
-        end = InProcessEnd(loop, device, sink)
-        end._call(_in_order, first, functools.partial(device.local_attached, end))
-        return end
+    def in_process_end(self, sink: LocalSink, loop: asyncio.AbstractEventLoop) -> InProcessEnd:
+        """An end for ``sink``, from another thread (``loop`` is the
+        relay's), not attached yet: :meth:`InProcessEnd.attach_soon`."""
+        return InProcessEnd(loop, cast(_DeviceSide, self), sink)
 
     def pause_writing(self) -> None:
         if self.local is not None:

@@ -7,6 +7,7 @@ The third-party peers (netconfd behind OpenSSH sshd) are in test_netconfd.py.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gc
 import logging
 import pickle
@@ -16,6 +17,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -36,6 +38,7 @@ from callhome_transport import (
     UnsupportedOptionError,
 )
 from callhome_transport.engine import EventLoopThread
+from callhome_transport.identity.inventory import HoldPolicy
 from callhome_transport.sim import SimulatedDevice
 
 from .netconfd_peer import wait_rejected, wait_until
@@ -461,3 +464,39 @@ def test_a_device_named_with_the_hello_settle_quirk_gets_its_first_rpc_after_the
                     first_rpc.setdefault(name, []).append(time.perf_counter() - started)
     assert min(first_rpc["QUIRKY"]) >= 0.05, first_rpc  # the rest of the 100 ms after our hello
     assert min(first_rpc["PLAIN"]) < 0.05, first_rpc
+
+
+def test_a_held_session_whose_hand_over_fails_is_closed_not_leaked(
+    device_loop: EventLoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # failed before: only BrokenPipeError closed the claimed session; any other
+    # failure left its channel open on the device, out of the pool, for good
+    from callhome_transport.integrations.netconf import StreamSession
+    from callhome_transport.server import AsyncCallHomeServer
+
+    sim = SimulatedDevice("SN-0001", password="pw")
+    inventory = Inventory([dataclasses.replace(d, hold_session=HoldPolicy.ALWAYS) for d in inventory_for(sim)])
+    with CallHomeServer(inventory, listen_address="127.0.0.1", listen_port=0) as server:
+        call(device_loop, sim, server.listen_port)
+        wait_until(lambda: server.session_held("SN-0001"), timeout=15)
+        claimed: list[object] = []
+        claim = AsyncCallHomeServer.claim_held_session
+
+        def spy(self: AsyncCallHomeServer, device: str, **kwargs: Any) -> Any:
+            found = claim(self, device, **kwargs)
+            claimed.append(found)
+            return found
+
+        def fails(self: StreamSession, session: object, first: object) -> None:
+            raise RuntimeError("hand-over failed")
+
+        monkeypatch.setattr(AsyncCallHomeServer, "claim_held_session", spy)
+        monkeypatch.setattr(StreamSession, "adopt_claimed", fails)
+        with pytest.raises(RuntimeError, match="hand-over failed"):
+            server.netconf("SN-0001", timeout=5)
+        session = claimed[0][0]  # type: ignore[index]
+        wait_until(lambda: session.is_closed)
+        assert session.is_closed
+        monkeypatch.undo()
+        with server.netconf("SN-0001", timeout=5) as m:  # the device is still served
+            assert hostname(m) == "sn-0001"

@@ -18,7 +18,15 @@ def test_the_facade_takes_the_async_servers_arguments() -> None:
     assert {"restconf_direct", "rejected_history"} <= {p.name for p in ours}
 
 
-@pytest.mark.parametrize(("options", "error"), [({"hello_timeout": 0}, ValueError), ({"no_such_option": 1}, TypeError)])
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"hello_timeout": 0}, ValueError),
+        ({"hold_idle": -1}, ValueError),
+        ({"hold_idle": float("nan")}, ValueError),
+        ({"no_such_option": 1}, TypeError),
+    ],
+)
 def test_a_bad_argument_fails_as_the_async_server_fails_and_stops_the_loop(
     options: dict[str, object], error: type[Exception]
 ) -> None:

@@ -162,3 +162,5 @@ def test_hold_idle_defaults_to_a_minute_and_is_checked(tmp_path: Path) -> None:
     with pytest.raises(InventoryError) as info:
         GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nhold_idle: -1\n"))
     assert info.value.key_path == "hold_idle"
+    with pytest.raises(InventoryError, match="seconds >= 0"):
+        GatewayConfig.from_file(write_config(tmp_path, "inventory: devices.yml\nhold_idle: .nan\n"))

@@ -146,3 +146,19 @@ def test_a_claimed_session_closed_unused_is_still_recorded_and_ended(engine: Eve
     assert recorded.wait(5)
     device.join(5)
     assert not device.is_alive()  # the device saw the session end
+
+
+def test_a_claimed_session_is_attached_even_if_recording_it_fails(engine: EventLoopThread) -> None:
+    # failed before: an exception in the recording left the relay unattached
+    # and the first RPC waited for its timeout
+    session, device = greeted(engine, Datastores(hostname="r1"))
+
+    def recording_fails() -> None:
+        raise RuntimeError("recording failed")
+
+    prepared = PreparedManager(device="R1", timeout=5)
+    prepared.session.adopt_claimed(session, recording_fails)
+    m = prepared.manager()
+    assert "<hostname>r1</hostname>" in m.get_config(source="running").xml
+    m.close_session()
+    device.join(5)

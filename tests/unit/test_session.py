@@ -281,6 +281,25 @@ async def test_warm_keeps_a_spare_while_the_device_is_used_then_closes_it() -> N
     pool.close()
 
 
+async def test_warm_keeps_the_spare_while_a_session_is_open_longer_than_warm() -> None:
+    # failed before: "used" was counted from the lending only, so a Manager
+    # kept open longer than warm lost the spare the next caller would take
+    device = Device()
+    pool = device.pool(hold=False, warm=0.3)
+    taken = await pool.take(1)
+    await until(lambda: pool.ready)
+    spare = pool.ready
+    await asyncio.sleep(0.7)  # the device is in use the whole time
+    assert pool.ready is spare and spare is not None and not spare.is_closed
+    taken.close()
+    await until(lambda: pool.lent == 0)
+    await asyncio.sleep(0.1)
+    assert pool.ready is spare  # returned just now: still in use
+    await until(lambda: pool.ready is None)  # then unused for warm
+    assert spare.is_closed
+    pool.close()
+
+
 async def test_warm_spare_closed_by_the_device_is_not_greeted_again_until_the_next_caller() -> None:
     device = Device()
     pool = device.pool(hold=False, warm=30)
@@ -305,6 +324,52 @@ async def test_warm_never_holds_the_only_session_of_a_one_session_device() -> No
     await until(lambda: pool.lent == 0)
     await asyncio.sleep(0.2)
     assert device.opened == 1 and pool.ready is None
+
+
+async def test_a_warm_session_that_fails_teaches_nothing_and_ends_warm_on_that_call() -> None:
+    # failed before: a device refusing a second session (its limit) while one
+    # was in use was learned as one-session-at-a-time from the warm attempt
+    traits = DeviceTraits()
+    device = Device(refused=lambda n: n == 2)
+    pool = device.pool(hold=False, warm=30, traits=traits)
+    first = await pool.take(1)
+    await until(lambda: device.opened == 2 and pool._prep is None)
+    assert not traits.one_at_a_time and pool.warm == 0
+    second = await pool.take(1)  # two at once is what the device allows
+    assert second.session_id == "3" and not traits.one_at_a_time
+    await asyncio.sleep(0.2)
+    assert device.opened == 3  # no more warm attempts on this call
+    first.close()
+    second.close()
+
+
+async def test_a_caller_does_not_wait_for_a_warm_session_still_being_greeted() -> None:
+    # failed before: the caller waited on the warm session, which this device
+    # never answers while another is open, and got "stayed busy"
+    device = Device(answers=lambda n: n != 2)
+    pool = device.pool(hold=False, warm=30, hello_timeout=5)
+    first = await pool.take(1)
+    await until(lambda: device.opened == 2)  # the warm one, never answered
+    second = await pool.take(1)
+    assert second.session_id == "3"
+    first.close()
+    second.close()
+    pool.close()
+
+
+async def test_learning_one_at_a_time_takes_the_spare_out_before_closing_it() -> None:
+    # failed before: the closing spare stayed in the pool until the device
+    # confirmed the close, and could be lent meanwhile
+    device = Device()
+    pool = device.pool(hold=True)
+    pool.start()
+    await until(lambda: pool.ready)
+    spare = pool.spare
+    assert spare is not None and pool.anchor is not None
+    device.streams[1].close = lambda: None  # type: ignore[method-assign]  # a close not yet confirmed
+    pool._learn_one_at_a_time(TransportError("refused", device="SN-1"))
+    assert pool.spare is None and pool.claim(spare.client_capabilities) is None
+    pool.close()
 
 
 async def test_first_session_never_answered_is_an_error_not_a_lesson() -> None:
