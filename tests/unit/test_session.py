@@ -106,6 +106,14 @@ async def until(condition: Callable[[], object]) -> None:
     raise AssertionError("condition not met")
 
 
+async def ready_pool(device: Device) -> SessionPool:
+    """A pool holding sessions (``hold``), once its spare is ready."""
+    pool = device.pool(hold=True)
+    pool.start()
+    await until(lambda: pool.ready)
+    return pool
+
+
 async def test_early_data_reads_the_hello_and_keeps_what_follows() -> None:
     early = EarlyData()
     reader = asyncio.ensure_future(early.read_hello())
@@ -170,9 +178,7 @@ async def test_exchange_hello_without_a_common_base_is_refused() -> None:
 
 async def test_anchor_kept_spare_lent_and_replaced() -> None:
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     assert pool.anchor is not None and pool.anchor.session_id == "1"  # the call's first session: kept
     assert pool.ready is not None and pool.ready.session_id == "2"
     first = await pool.take(1)
@@ -189,9 +195,7 @@ async def test_the_next_session_is_greeted_soon_after_a_lending_or_a_return_not_
     # failed before: the next session was opened and greeted the moment one
     # was lent, on the loop and on the device, while the caller sent its first RPC
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     taken = await pool.take(1)
     await settle()
     assert device.opened == 2 and pool.ready is None  # not at once
@@ -212,9 +216,7 @@ async def test_a_caller_thread_claims_the_spare_once_and_the_loop_records_it() -
     # CallHomeServer.netconf claims a held session from its own thread (no
     # hop to the loop); two callers at once never get the same session
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     spare = pool.spare
     assert pool.claim(("urn:example:other",)) is None  # greeted with other capabilities
     start = threading.Barrier(4, timeout=10)  # the default executor runs at least 5 threads
@@ -236,9 +238,7 @@ async def test_a_caller_thread_claims_the_spare_once_and_the_loop_records_it() -
 async def test_nothing_to_claim_without_hold_or_from_a_closed_pool() -> None:
     assert Device().pool(hold=False).claim(DEFAULT_CLIENT_CAPABILITIES) is None
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     device.closed = True
     assert pool.claim(DEFAULT_CLIENT_CAPABILITIES) is None
 
@@ -361,9 +361,7 @@ async def test_learning_one_at_a_time_takes_the_spare_out_before_closing_it() ->
     # failed before: the closing spare stayed in the pool until the device
     # confirmed the close, and could be lent meanwhile
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     spare = pool.spare
     assert spare is not None and pool.anchor is not None
     device.streams[1].close = lambda: None  # type: ignore[method-assign]  # a close not yet confirmed
@@ -408,9 +406,7 @@ async def test_one_session_device_busy_past_the_wait() -> None:
 @pytest.mark.parametrize("role", ["anchor", "spare"])
 async def test_held_session_closed_by_the_device_is_greeted_again(role: str) -> None:
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     held = getattr(pool, role)
     assert held is not None
     held.greeted_at -= 60  # it lived a while
@@ -420,9 +416,7 @@ async def test_held_session_closed_by_the_device_is_greeted_again(role: str) -> 
 
 async def test_closed_pool_releases_its_held_sessions() -> None:
     device = Device()
-    pool = device.pool(hold=True)
-    pool.start()
-    await until(lambda: pool.ready)
+    pool = await ready_pool(device)
     held = [pool.anchor, pool.spare]
     pool.close()
     assert all(s is not None and s.is_closed for s in held)
