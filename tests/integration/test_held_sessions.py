@@ -93,7 +93,8 @@ def test_auto_keeps_a_session_ready_while_the_device_is_used(
             with server.netconf("SN-0001", timeout=15, rpc_timeout=10) as second:
                 assert second.session_id != first.session_id
                 assert isinstance(groups(second), list)
-        wait_until(lambda: not server.session_held("SN-0001"), timeout=10)  # unused for 1.5 s: closed
+        wait_until(lambda: server.session_held("SN-0001"))  # greeted again after the last one closed
+        wait_until(lambda: not server.session_held("SN-0001"), timeout=10)  # then unused for 1.5 s: closed
         closed = [r.getMessage() for r in caplog.records if "kept ready: unused for" in r.getMessage()]
         assert len(closed) == 1, closed
         closed_id = closed[0].split("closing NETCONF session ")[1].split()[0]
