@@ -27,6 +27,7 @@ class Metrics:
         self._counters: dict[str, dict[LabelKey, float]] = {}
         self._histograms: dict[str, tuple[Sequence[float], dict[LabelKey, list[float]]]] = {}
         self._gauges: dict[str, Callable[[], dict[LabelKey, float]]] = {}
+        self._grouped: dict[str, Callable[[], dict[str, dict[LabelKey, float]]]] = {}
 
     def counter(self, name: str, help_text: str) -> None:
         self._help[name] = ("counter", help_text)
@@ -39,6 +40,13 @@ class Metrics:
     def gauge(self, name: str, help_text: str, read: Callable[[], dict[LabelKey, float]]) -> None:
         self._help[name] = ("gauge", help_text)
         self._gauges[name] = read
+
+    def gauges(self, helps: dict[str, str], read: Callable[[], dict[str, dict[LabelKey, float]]]) -> None:
+        """Several gauges read together, once per render (one walk of what
+        they count): ``read`` returns each one's series by name."""
+        for name, help_text in helps.items():
+            self._help[name] = ("gauge", help_text)
+            self._grouped[name] = read
 
     def counter_reading(self, name: str, help_text: str, read: Callable[[], dict[LabelKey, float]]) -> None:
         """A counter kept elsewhere (a process-wide count), read at render time."""
@@ -62,9 +70,17 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
+        read_together: dict[int, dict[str, dict[LabelKey, float]]] = {}
         for name, (kind, help_text) in self._help.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            if kind == "counter" and name not in self._gauges:
+            group = self._grouped.get(name)
+            if group is not None:
+                values = read_together.get(id(group))
+                if values is None:
+                    values = read_together[id(group)] = group()
+                for key, value in sorted(values.get(name, {}).items()):
+                    lines.append(f"{name}{_labels(key)} {value:g}")
+            elif kind == "counter" and name not in self._gauges:
                 for key, value in sorted(self._counters[name].items()):
                     lines.append(f"{name}{_labels(key)} {value:g}")
             elif name in self._gauges:

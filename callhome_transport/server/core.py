@@ -108,18 +108,21 @@ def _make_metrics(server: AsyncCallHomeServer) -> Metrics:
     )
     metrics.histogram("callhome_handshake_seconds", "TCP accept to identified and authenticated, seconds")
 
-    def connected() -> dict[tuple[tuple[str, str], ...], float]:
-        counts: dict[tuple[tuple[str, str], ...], float] = {}
-        for conn in server.connected().values():
-            key = (("transport", conn.transport.value),)
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+    def census() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        by_transport, held = server.registry.census()
+        return {
+            "callhome_connected_devices": {
+                (("transport", transport.value),): float(count) for transport, count in by_transport.items()
+            },
+            "callhome_held_sessions": {(): float(held)},
+        }
 
-    metrics.gauge("callhome_connected_devices", "Devices connected now, by transport", connected)
-    metrics.gauge(
-        "callhome_held_sessions",
-        "Devices with a greeted NETCONF session ready for their next caller",
-        lambda: {(): float(sum(server.session_held(name) for name in server.connected()))},
+    metrics.gauges(
+        {
+            "callhome_connected_devices": "Devices connected now, by transport",
+            "callhome_held_sessions": "Devices with a greeted NETCONF session ready for their next caller",
+        },
+        census,
     )
     metrics.gauge(
         "callhome_pending_handshakes",

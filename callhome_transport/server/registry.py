@@ -280,6 +280,26 @@ class Registry:
                 live[name] = conn
         return live
 
+    def census(self) -> tuple[dict[Transport, int], int]:
+        """The devices connected now by transport, and how many of them have a
+        greeted NETCONF session ready: one walk of the registry (``/metrics``
+        at 10,000 devices had walked it three times, 38 ms)."""
+        by_transport: dict[Transport, int] = {}
+        held = 0
+        for conns in self._conns.values():
+            for conn in conns:
+                if conn.available:
+                    by_transport[conn.transport] = by_transport.get(conn.transport, 0) + 1
+                    break
+            else:
+                continue
+            for conn in conns:
+                sessions = conn.sessions
+                if sessions is not None and sessions.ready is not None:
+                    held += 1
+                    break
+        return by_transport, held
+
     def session_held(self, device: str) -> bool:
         """Whether a greeted NETCONF session is ready for ``device``'s next caller."""
         return any(c.sessions is not None and c.sessions.ready is not None for c in self._conns.get(device, ()))

@@ -122,6 +122,23 @@ def test_bad_config() -> None:
         Penalties(garbage=-1)
 
 
+def test_gauges_read_together_are_read_once_per_render() -> None:
+    metrics = Metrics()
+    reads: list[int] = []
+
+    def census() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        reads.append(1)
+        return {"a_devices": {(("transport", "ssh"),): 3.0}, "b_held": {(): 1.0}}
+
+    metrics.gauges({"a_devices": "A", "b_held": "B"}, census)
+    text = metrics.render()
+    assert reads == [1]
+    assert '# TYPE a_devices gauge\na_devices{transport="ssh"} 3\n' in text
+    assert "# HELP b_held B\n# TYPE b_held gauge\nb_held 1\n" in text
+    metrics.render()
+    assert reads == [1, 1]
+
+
 def test_prometheus_text() -> None:
     metrics = Metrics()
     metrics.counter("x_total", "X")

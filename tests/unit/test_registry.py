@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -345,5 +346,33 @@ def test_blocks_and_local_sessions_reach_the_observers() -> None:
         assert isinstance(terminal_closed, LocalSession) and terminal_closed.session == terminal.session
         assert isinstance(netconf_closed, LocalSession) and netconf_closed.session == netconf.session
         assert netconf_closed.closed_at is not None and netconf_closed.closed_at >= netconf.opened_at
+
+    asyncio.run(main())
+
+
+def test_the_census_counts_what_connected_and_session_held_say_in_one_walk() -> None:
+    # /metrics reads it: the same figures as connected() and session_held(), by one walk
+    async def main() -> None:
+        registry, _ = make_registry("S1", "S2", "S3", "T1", "T2")
+        held = FakeConnection("S1")
+        held.sessions = SimpleNamespace(ready=object(), claimed=False)  # type: ignore[assignment]
+        registry.add(held)
+        registry.add(FakeConnection("S2"))
+        gone = FakeConnection("S3")
+        registry.add(gone)
+        gone.end()
+        used, free = FakePooled("T1"), FakePooled("T1")
+        used.claimed = True
+        registry.add(used)
+        registry.add(free)
+        busy = FakePooled("T2")
+        busy.claimed = True
+        registry.add(busy)
+        await settle()
+        by_transport, held_count = registry.census()
+        connected = registry.connected()
+        assert set(connected) == {"S1", "S2", "T1"}
+        assert by_transport == {Transport.SSH: 2, Transport.TLS: 1}
+        assert held_count == sum(registry.session_held(name) for name in connected) == 1
 
     asyncio.run(main())
